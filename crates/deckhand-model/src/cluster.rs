@@ -1,0 +1,111 @@
+//! Cluster-wide settings: value of `<prefix>/config/cluster`, JSON.
+//!
+//! Every field is optional; a missing key or field takes the default.
+//! Example: `{"lease_ttl_seconds":20,"min_voters":3}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::MAX_VALUE_BYTES;
+
+/// Cluster-wide settings every agent follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// TTL, in seconds, of each node's health lease (its status key lives on
+    /// it). A dead node's status disappears this long after its last
+    /// keep-alive. Default 20, allowed 5..=300.
+    pub lease_ttl_seconds: u64,
+    /// Operators' demotions never leave fewer voters than this. Default 3.
+    pub min_voters: usize,
+    /// How long, in seconds, a learner may take to start and catch up before
+    /// its join counts as failed. Default 300.
+    pub learner_timeout_seconds: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            lease_ttl_seconds: 20,
+            min_voters: 3,
+            learner_timeout_seconds: 300,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Parses and validates the value of the cluster config key.
+    ///
+    /// # Errors
+    /// [`ClusterConfigError`] when the value is too large, is not JSON of this
+    /// shape (unknown fields are errors), or a number is out of range.
+    pub fn parse(value: &[u8]) -> Result<ClusterConfig, ClusterConfigError> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ClusterConfigError::TooLarge(value.len()));
+        }
+        let cfg: ClusterConfig =
+            serde_json::from_slice(value).map_err(|e| ClusterConfigError::Json(e.to_string()))?;
+        if !(5..=300).contains(&cfg.lease_ttl_seconds) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "lease_ttl_seconds",
+                value: cfg.lease_ttl_seconds,
+                range: "5..=300",
+            });
+        }
+        if !(1..=9).contains(&cfg.min_voters) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "min_voters",
+                value: cfg.min_voters as u64,
+                range: "1..=9",
+            });
+        }
+        if !(10..=86_400).contains(&cfg.learner_timeout_seconds) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "learner_timeout_seconds",
+                value: cfg.learner_timeout_seconds,
+                range: "10..=86400",
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// Why a cluster config value was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterConfigError {
+    /// Larger than [`MAX_VALUE_BYTES`].
+    #[error("cluster config is {0} bytes, larger than the {max} bytes allowed", max = MAX_VALUE_BYTES)]
+    TooLarge(usize),
+    /// Not JSON of the expected shape.
+    #[error("cluster config is not valid JSON of the expected shape ({0})")]
+    Json(String),
+    /// A number outside its allowed range.
+    #[error("cluster config field {field} = {value} is outside {range}")]
+    OutOfRange {
+        /// The field name.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+        /// The allowed range.
+        range: &'static str,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_validation() {
+        assert_eq!(ClusterConfig::parse(b"{}").unwrap(), ClusterConfig::default());
+        assert_eq!(
+            ClusterConfig::parse(br#"{"lease_ttl_seconds":7}"#).unwrap().lease_ttl_seconds,
+            7
+        );
+        assert!(ClusterConfig::parse(br#"{"lease_ttl_seconds":1}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("lease_ttl_seconds = 1"));
+        assert!(ClusterConfig::parse(br#"{"ttl":1}"#).is_err());
+        assert!(ClusterConfig::parse(b"[").is_err());
+    }
+}

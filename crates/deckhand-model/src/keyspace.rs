@@ -1,0 +1,88 @@
+//! The etcd keyspace deckhand reads and writes: one place for every key name.
+//!
+//! See `docs/keyspace.md` for the layout with example values.
+
+/// Key names under a configurable prefix (default `/deckhand`).
+///
+/// ```
+/// let ks = deckhand_model::Keyspace::new("/deckhand");
+/// assert_eq!(ks.role("abc"), "/deckhand/nodes/abc/role");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyspace {
+    prefix: String,
+}
+
+impl Keyspace {
+    /// The default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "/deckhand";
+
+    /// A keyspace under `prefix`; a trailing `/` is ignored.
+    pub fn new(prefix: &str) -> Keyspace {
+        Keyspace {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The prefix, without a trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>/nodes/`: the parent of every node's keys.
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+
+    /// `<prefix>/nodes/<node-id>/role`: the role an operator wants for the node.
+    pub fn role(&self, node_id: &str) -> String {
+        format!("{}/nodes/{node_id}/role", self.prefix)
+    }
+
+    /// `<prefix>/nodes/<node-id>/status`: the node's status, on its lease.
+    pub fn status(&self, node_id: &str) -> String {
+        format!("{}/nodes/{node_id}/status", self.prefix)
+    }
+
+    /// `<prefix>/config/cluster`: cluster-wide settings.
+    pub fn cluster_config(&self) -> String {
+        format!("{}/config/cluster", self.prefix)
+    }
+
+    /// `<prefix>/locks/membership`: the one-change-at-a-time membership lock.
+    pub fn membership_lock(&self) -> String {
+        format!("{}/locks/membership", self.prefix)
+    }
+
+    /// Splits a key under [`Keyspace::nodes`] into `(node_id, leaf)`, e.g.
+    /// `("abc", "role")`. `None` for any other key.
+    pub fn parse_node_key<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("/nodes/")?;
+        let (id, leaf) = rest.split_once('/')?;
+        if id.is_empty() || leaf.contains('/') {
+            return None;
+        }
+        Some((id, leaf))
+    }
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace::new(Keyspace::DEFAULT_PREFIX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_parse() {
+        let ks = Keyspace::new("/x/");
+        assert_eq!(ks.status("n1"), "/x/nodes/n1/status");
+        assert_eq!(ks.parse_node_key("/x/nodes/n1/status"), Some(("n1", "status")));
+        assert_eq!(ks.parse_node_key("/x/nodes/n1"), None);
+        assert_eq!(ks.parse_node_key("/y/nodes/n1/role"), None);
+        assert_eq!(ks.parse_node_key("/x/nodes/n1/a/b"), None);
+    }
+}

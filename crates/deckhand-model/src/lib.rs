@@ -1,0 +1,20 @@
+//! deckhand's data model: the etcd keyspace, role keys, cluster config and the
+//! status document, with their validation. Pure: serde only, no I/O.
+//!
+//! Every value an operator writes into etcd is parsed here, and every parse
+//! error says what is wrong in words an operator can act on.
+
+pub mod cluster;
+pub mod keyspace;
+pub mod role;
+pub mod status;
+
+pub use cluster::{ClusterConfig, ClusterConfigError};
+pub use keyspace::Keyspace;
+pub use role::{EtcdRole, Plane, Role, RoleError};
+pub use status::{EtcdMode, EtcdStatus, NodeStatus};
+
+/// Largest value, in bytes, that deckhand accepts in a role or config key.
+/// Larger values are rejected as malformed (etcd itself allows up to 1.5 MiB
+/// per request by default, far more than any role needs).
+pub const MAX_VALUE_BYTES: usize = 4096;

@@ -1,0 +1,230 @@
+//! deckhand's planner: a pure function from what the agent observed to the
+//! next safe step. Every cluster-safety rule lives here, where it is unit- and
+//! property-tested without I/O.
+//!
+//! The agent runs observe → [`plan`] → act, one step at a time; every step is
+//! idempotent and is chosen again from fresh observations after a crash.
+//!
+//! The membership rules follow etcd's runtime reconfiguration guide
+//! (<https://etcd.io/docs/v3.4/op-guide/runtime-configuration/>) and its
+//! learner design (<https://etcd.io/docs/v3.4/learning/design-learner/>):
+//! join as a learner, promote once in sync, one learner at a time, and never
+//! remove a voter when the healthy voters left would not hold quorum.
+
+mod observation;
+mod rules;
+mod step;
+
+pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
+pub use rules::{check_promotion, check_removal, quorum};
+pub use step::Step;
+
+use deckhand_model::{EtcdMode, EtcdRole};
+
+/// The etcd role the node should have: the desired role key if there is one,
+/// else what it runs now, else its bootstrap default (member when named in
+/// the initial cluster, proxy otherwise).
+pub fn target_role(o: &Observation) -> EtcdRole {
+    if let Some(desired) = &o.desired {
+        return desired.etcd;
+    }
+    match etcd_mode(o) {
+        EtcdMode::Member | EtcdMode::Learner => EtcdRole::Member,
+        EtcdMode::Proxy => EtcdRole::Proxy,
+        EtcdMode::None if o.in_initial_cluster => EtcdRole::Member,
+        EtcdMode::None => EtcdRole::Proxy,
+    }
+}
+
+/// What serves `localhost:2379` on this node, from the local units and the
+/// member list.
+pub fn etcd_mode(o: &Observation) -> EtcdMode {
+    let me = o.me();
+    let member_up = o.local.member_unit_active;
+    match me {
+        Some(m) if member_up && !m.is_learner && o.local.member_serves_localhost() => {
+            EtcdMode::Member
+        }
+        Some(m) if member_up && m.is_learner => EtcdMode::Learner,
+        _ if o.local.proxy_unit_active => EtcdMode::Proxy,
+        None if member_up && o.cluster.is_none() => EtcdMode::Member,
+        Some(_) if member_up => EtcdMode::Member,
+        _ => EtcdMode::None,
+    }
+}
+
+/// The next step toward the target role. Pure; see the crate docs.
+pub fn plan(o: &Observation) -> Step {
+    match target_role(o) {
+        EtcdRole::Member => plan_member(o),
+        EtcdRole::Proxy => plan_proxy(o),
+    }
+}
+
+/// Keeps `localhost:2379` served while no voter can be reached: restart a
+/// member that has an environment (a full-cluster reboot needs its members
+/// back to regain quorum), bootstrap on first boot, else run a proxy.
+fn plan_unreachable(o: &Observation) -> Step {
+    let l = &o.local;
+    if l.member_env.is_some() && !l.member_unit_active {
+        return Step::StartMember;
+    }
+    if l.member_env.is_none()
+        && !l.member_unit_active
+        && o.in_initial_cluster
+        && !l.bootstrapped
+        && !l.data_dir_exists
+        && target_role(o) == EtcdRole::Member
+    {
+        return Step::BootstrapMember;
+    }
+    if !l.member_unit_active && !l.proxy_unit_active {
+        let endpoints = if l.proxy_endpoints.is_empty() {
+            o.config_endpoints.clone()
+        } else {
+            l.proxy_endpoints.clone()
+        };
+        return Step::StartProxy { endpoints };
+    }
+    Step::Wait("no etcd voter is reachable; waiting for the cluster".into())
+}
+
+fn plan_member(o: &Observation) -> Step {
+    let Some(cluster) = &o.cluster else {
+        return plan_unreachable(o);
+    };
+    let l = &o.local;
+    match o.me() {
+        None => {
+            if l.member_unit_active {
+                // Our member runs but the cluster does not list it: it was
+                // removed. Stop it before joining again.
+                return Step::StopMember;
+            }
+            if !l.proxy_unit_active {
+                return Step::StartProxy {
+                    endpoints: cluster.voter_client_urls(),
+                };
+            }
+            if let Some(learner) = cluster.members.iter().find(|m| m.is_learner) {
+                return Step::Wait(format!(
+                    "learner {} ({:x}) is pending; etcd allows one learner at a time",
+                    learner.display_name(),
+                    learner.id
+                ));
+            }
+            match &o.lock {
+                LockView::Other(owner) => {
+                    Step::Wait(format!("membership lock is held by node {owner}"))
+                }
+                LockView::Free => Step::AcquireLock,
+                LockView::Mine => Step::AddLearner,
+            }
+        }
+        Some(me) if me.is_learner => {
+            if o.lock != LockView::Mine {
+                return lock_step(o);
+            }
+            if !l.member_unit_active {
+                return Step::StartLearner {
+                    id: me.id,
+                    initial_cluster: cluster.initial_cluster_for(me.id, &o.node_name),
+                    move_aside: l.data_dir_exists
+                        && l.member_env.as_ref().and_then(|e| e.member_id) != Some(me.id),
+                };
+            }
+            if let Err(reason) = check_promotion(&cluster.members, me.id) {
+                return Step::Blocked(reason);
+            }
+            Step::Promote { id: me.id }
+        }
+        Some(me) => {
+            if !l.member_unit_active {
+                if l.member_env.is_some() {
+                    return Step::StartMember;
+                }
+                if o.in_initial_cluster && !l.bootstrapped && !me.is_started() {
+                    // The cluster was bootstrapped by its other initial
+                    // members and waits for this one.
+                    return Step::BootstrapMember;
+                }
+                return Step::Blocked(format!(
+                    "member {:x} with this node's peer URL exists but this node has no member environment; remove the member (etcdctl member remove {:x}) to let the node join again",
+                    me.id, me.id
+                ));
+            }
+            if !l.member_serves_localhost() || l.proxy_unit_active {
+                return Step::ServeLocalhostFromMember { id: me.id };
+            }
+            if o.lock == LockView::Mine {
+                return Step::ReleaseLock;
+            }
+            Step::Converged
+        }
+    }
+}
+
+fn plan_proxy(o: &Observation) -> Step {
+    let Some(cluster) = &o.cluster else {
+        return plan_unreachable(o);
+    };
+    let l = &o.local;
+    match o.me() {
+        Some(me) if !me.is_learner => {
+            if let Err(reason) = check_removal(&cluster.members, me.id, o.min_voters) {
+                return Step::Blocked(reason);
+            }
+            if o.lock != LockView::Mine {
+                return lock_step(o);
+            }
+            if cluster.leader == Some(me.id) {
+                let to = cluster
+                    .members
+                    .iter()
+                    .filter(|m| !m.is_learner && m.id != me.id && m.is_started())
+                    .find(|m| m.healthy == Some(true));
+                return match to {
+                    Some(m) => Step::TransferLeadership { from: me.id, to: m.id },
+                    None => Step::Blocked("no healthy voter to take leadership".into()),
+                };
+            }
+            Step::RemoveSelf { id: me.id }
+        }
+        Some(me) => {
+            // A learner we no longer want: removing it never touches quorum.
+            if o.lock != LockView::Mine {
+                return lock_step(o);
+            }
+            Step::RemoveSelf { id: me.id }
+        }
+        None => {
+            if l.member_unit_active {
+                return Step::StopMember;
+            }
+            let endpoints = cluster.voter_client_urls();
+            if !l.proxy_unit_active {
+                return Step::StartProxy { endpoints };
+            }
+            if l.data_dir_exists || l.member_env.is_some() {
+                return Step::MoveDataDirAside;
+            }
+            if !endpoints.is_empty() && l.proxy_endpoints != endpoints {
+                return Step::UpdateProxy { endpoints };
+            }
+            if o.lock == LockView::Mine {
+                return Step::ReleaseLock;
+            }
+            Step::Converged
+        }
+    }
+}
+
+fn lock_step(o: &Observation) -> Step {
+    match &o.lock {
+        LockView::Other(owner) => Step::Wait(format!("membership lock is held by node {owner}")),
+        _ => Step::AcquireLock,
+    }
+}
+
+#[cfg(test)]
+mod tests;
