@@ -1,0 +1,657 @@
+//! The agent: a level-triggered reconcile loop. Each iteration observes the
+//! desired role (watched), the cluster config (watched), the member list
+//! (from a real member), the local units and files; asks the planner for
+//! the next step; takes that one step; and rewrites the node's status when
+//! it changed.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use deckhand_etcd::{Cluster, KeyEvent, LeaseKeeper, LockOutcome, Member};
+use deckhand_model::{ClusterConfig, EtcdMode, EtcdStatus, Keyspace, NodeStatus, Role};
+use deckhand_plan::{ClusterView, LockView, MemberView, Observation, Step};
+use deckhand_systemd::{Systemd, notify};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use tokio::sync::mpsc;
+
+use crate::config::Settings;
+use crate::identity::{self, Identity};
+use crate::local::{Local, STATE_DIR};
+
+/// Timeout of one etcd request made by the loop.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a promotion is retried within one step before re-observing.
+const PROMOTE_SLICE: Duration = Duration::from_secs(8);
+/// Longest idle wait between two iterations (also bounds watchdog pings).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+/// READY is sent after this long even if no voter answered yet, so that a
+/// cluster whose members boot far apart still gets its agents started.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+enum Source {
+    Role,
+    Config,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Start-up failures (no D-Bus, bad identity); the loop itself never returns
+/// an error, it reports errors in the status.
+pub async fn run(settings: Settings) -> Result<()> {
+    let identity = identity::detect(&settings).context("detecting this node's identity")?;
+    tracing::info!(
+        "deckhand agent starting: node {} ({}) at {}",
+        identity.name,
+        identity.id,
+        identity.address
+    );
+    let systemd = Systemd::connect()
+        .await
+        .context("connecting to systemd over D-Bus (is this a systemd host?)")?;
+    let local = Local {
+        systemd,
+        identity: identity.clone(),
+        settings: settings.clone(),
+        state_dir: STATE_DIR.into(),
+    };
+    let cluster = Cluster::connect(&settings.endpoints, REQUEST_TIMEOUT)
+        .await
+        .context("setting up the etcd client")?;
+    let ks = Keyspace::new(&settings.key_prefix);
+    let mut agent = Agent::new(local, identity, ks, cluster);
+    agent.start_background();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let started = Instant::now();
+    let mut ready = false;
+    loop {
+        let outcome = agent.iterate().await;
+        let _ = notify::watchdog();
+        if !ready && (outcome.observed_cluster || started.elapsed() > READY_DEADLINE) {
+            let _ = notify::ready();
+            ready = true;
+        }
+        let _ = notify::status(&agent.status_line());
+        let pause = match &outcome.step {
+            Some(step) if !step.is_idle() && outcome.step_ok => Duration::from_millis(100),
+            Some(Step::Wait(_)) => Duration::from_secs(1),
+            _ if !outcome.step_ok => Duration::from_secs(2),
+            _ => IDLE_TICK,
+        };
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(pause) => {}
+            ev = agent.events.recv() => {
+                if let Some((src, ev)) = ev { agent.on_event(src, ev); }
+            }
+        }
+        // Drain whatever else arrived, so one iteration sees it all.
+        while let Ok((src, ev)) = agent.events.try_recv() {
+            agent.on_event(src, ev);
+        }
+    }
+    let _ = notify::stopping();
+    tracing::info!("stopping; revoking the node lease");
+    if let Some(k) = agent.keeper.take() {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
+    }
+    Ok(())
+}
+
+struct Outcome {
+    step: Option<Step>,
+    step_ok: bool,
+    observed_cluster: bool,
+}
+
+struct Agent {
+    local: Local,
+    identity: Identity,
+    ks: Keyspace,
+    cluster: Cluster,
+    /// Endpoints the watch/lease client was built with.
+    background_endpoints: Vec<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    events: mpsc::Receiver<(Source, KeyEvent)>,
+    events_tx: mpsc::Sender<(Source, KeyEvent)>,
+    keeper: Option<LeaseKeeper>,
+    keeper_ttl: u64,
+    /// Last valid desired role and the mod revision of its key.
+    desired: Option<(Role, i64)>,
+    /// The role key has been read at least once (absent or present).
+    role_seen: bool,
+    role_error: Option<String>,
+    config: ClusterConfig,
+    config_error: Option<String>,
+    step_error: Option<String>,
+    last_step: Option<Step>,
+    last_mode: EtcdMode,
+    written: Option<(NodeStatus, i64)>,
+    /// The `nodes/<id>/name` key has been written by this process.
+    name_written: bool,
+}
+
+impl Agent {
+    fn new(local: Local, identity: Identity, ks: Keyspace, cluster: Cluster) -> Agent {
+        let (events_tx, events) = mpsc::channel(64);
+        Agent {
+            local,
+            identity,
+            ks,
+            background_endpoints: cluster.endpoints(),
+            cluster,
+            tasks: Vec::new(),
+            events,
+            events_tx,
+            keeper: None,
+            keeper_ttl: 0,
+            desired: None,
+            role_seen: false,
+            role_error: None,
+            config: ClusterConfig::default(),
+            config_error: None,
+            step_error: None,
+            last_step: None,
+            last_mode: EtcdMode::None,
+            written: None,
+            name_written: false,
+        }
+    }
+
+    /// (Re)starts the watches and the lease keeper on the cluster's client.
+    fn start_background(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let client = self.cluster.client();
+        self.background_endpoints = self.cluster.endpoints();
+        for (src, key) in [
+            (Source::Role, self.ks.role(&self.identity.id)),
+            (Source::Config, self.ks.cluster_config()),
+        ] {
+            let mut rx = deckhand_etcd::watch_key(client.clone(), key, false);
+            let tx = self.events_tx.clone();
+            let tag = matches!(src, Source::Role);
+            self.tasks.push(tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    let src = if tag { Source::Role } else { Source::Config };
+                    if tx.send((src, ev)).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        self.keeper = Some(LeaseKeeper::spawn(
+            client,
+            self.config.lease_ttl_seconds as i64,
+        ));
+        self.keeper_ttl = self.config.lease_ttl_seconds;
+        self.written = None;
+    }
+
+    fn on_event(&mut self, src: Source, ev: KeyEvent) {
+        let value = match ev {
+            KeyEvent::Snapshot { kvs, revision } => {
+                kvs.into_iter().next().map(|(_, v, rev)| (v, rev)).or({
+                    let _ = revision;
+                    None
+                })
+            }
+            KeyEvent::Put {
+                value,
+                mod_revision,
+                ..
+            } => Some((value, mod_revision)),
+            KeyEvent::Delete { .. } => None,
+        };
+        match src {
+            Source::Role => {
+                self.role_seen = true;
+                match value {
+                    None => {
+                        self.desired = None;
+                        self.role_error = None;
+                    }
+                    Some((v, rev)) => match Role::parse(&v) {
+                        Ok(role) => {
+                            tracing::info!("desired role {role} (revision {rev})");
+                            self.desired = Some((role, rev));
+                            self.role_error = None;
+                        }
+                        Err(e) => {
+                            tracing::warn!("ignoring malformed role key (revision {rev}): {e}");
+                            self.role_error = Some(format!(
+                                "role key {} (revision {rev}) rejected: {e}; keeping the previous role",
+                                self.ks.role(&self.identity.id)
+                            ));
+                        }
+                    },
+                }
+            }
+            Source::Config => match value {
+                None => {
+                    self.config = ClusterConfig::default();
+                    self.config_error = None;
+                }
+                Some((v, rev)) => match ClusterConfig::parse(&v) {
+                    Ok(c) => {
+                        self.config = c;
+                        self.config_error = None;
+                    }
+                    Err(e) => {
+                        self.config_error = Some(format!(
+                            "cluster config {} (revision {rev}) rejected: {e}; keeping the previous config",
+                            self.ks.cluster_config()
+                        ));
+                    }
+                },
+            },
+        }
+    }
+
+    async fn observe_cluster(&self, members: &[Member], need_health: bool) -> ClusterView {
+        let mut leader = None;
+        let mut candidates: Vec<String> = vec![self.identity.client_url()];
+        candidates.extend(
+            members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .flat_map(|m| m.client_urls.clone()),
+        );
+        for ep in candidates {
+            if let Ok(st) = Cluster::endpoint_status(&ep, Duration::from_secs(1)).await
+                && st.leader != 0
+                && !st.is_learner
+            {
+                leader = Some(st.leader);
+                break;
+            }
+        }
+        let health = if need_health {
+            self.cluster
+                .voter_health(members, Duration::from_secs(2))
+                .await
+        } else {
+            Vec::new()
+        };
+        ClusterView {
+            members: members
+                .iter()
+                .map(|m| MemberView {
+                    id: m.id,
+                    name: m.name.clone(),
+                    peer_urls: m.peer_urls.clone(),
+                    client_urls: m.client_urls.clone(),
+                    is_learner: m.is_learner,
+                    healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
+                })
+                .collect(),
+            leader,
+        }
+    }
+
+    async fn lock_view(&self) -> LockView {
+        let mut client = self.cluster.client();
+        match tokio::time::timeout(REQUEST_TIMEOUT, client.get(self.ks.membership_lock(), None))
+            .await
+        {
+            Ok(Ok(resp)) => match resp.kvs().first() {
+                None => LockView::Free,
+                Some(kv) if kv.value() == self.identity.id.as_bytes() => LockView::Mine,
+                Some(kv) => LockView::Other(String::from_utf8_lossy(kv.value()).into_owned()),
+            },
+            _ => LockView::Other("(unreadable: etcd did not answer)".into()),
+        }
+    }
+
+    async fn observe(&mut self) -> Result<Observation> {
+        let local = self
+            .local
+            .observe()
+            .await
+            .context("reading local unit states over D-Bus")?;
+        let members = match tokio::time::timeout(REQUEST_TIMEOUT, self.cluster.member_list()).await
+        {
+            Ok(Ok(m)) if !m.is_empty() => Some(m),
+            Ok(Err(e)) => {
+                tracing::debug!("member list failed: {e}");
+                None
+            }
+            _ => None,
+        };
+        let me_peer = self.identity.peer_url();
+        let cluster = match &members {
+            Some(members) => {
+                let me = members.iter().find(|m| m.has_peer_url(&me_peer));
+                let wants_proxy = self
+                    .desired
+                    .as_ref()
+                    .is_some_and(|(r, _)| r.etcd == deckhand_model::EtcdRole::Proxy);
+                let need_health = me.is_some_and(|m| m.is_learner || wants_proxy);
+                Some(self.observe_cluster(members, need_health).await)
+            }
+            None => None,
+        };
+        let lock = if cluster.is_some() {
+            self.lock_view().await
+        } else {
+            LockView::Free
+        };
+        let s = &self.local.settings;
+        Ok(Observation {
+            node_name: self.identity.name.clone(),
+            peer_url: me_peer,
+            desired: self.desired.as_ref().map(|(r, _)| r.clone()),
+            in_initial_cluster: s
+                .initial_cluster
+                .iter()
+                .any(|(n, u)| *n == self.identity.name || *u == self.identity.peer_url()),
+            config_endpoints: s.endpoints.clone(),
+            min_voters: self.config.min_voters,
+            local,
+            cluster,
+            lock,
+        })
+    }
+
+    async fn refresh_endpoints(&mut self, o: &Observation) {
+        let Some(c) = &o.cluster else { return };
+        let voters = c.voter_client_urls();
+        if voters.is_empty() {
+            return;
+        }
+        let mut current = self.cluster.endpoints();
+        current.sort();
+        if current != voters {
+            tracing::info!("voter set changed; reconnecting to {}", voters.join(","));
+            if let Err(e) = self.cluster.set_endpoints(&voters).await {
+                tracing::warn!("could not switch endpoints: {e}");
+                return;
+            }
+        }
+        // Rebuild the watch and lease client only when none of its endpoints
+        // is a voter any more: a rebuild re-grants the lease.
+        if !self.background_endpoints.iter().any(|e| voters.contains(e)) {
+            tracing::info!("no endpoint of the watch client is a voter; rebuilding it");
+            if let Some(k) = self.keeper.take() {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
+            }
+            self.start_background();
+        }
+    }
+
+    async fn iterate(&mut self) -> Outcome {
+        let o = match self.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                self.step_error = Some(format!("{e:#}"));
+                tracing::error!("observation failed: {e:#}");
+                return Outcome {
+                    step: None,
+                    step_ok: false,
+                    observed_cluster: false,
+                };
+            }
+        };
+        self.refresh_endpoints(&o).await;
+        if self.keeper_ttl != self.config.lease_ttl_seconds {
+            tracing::info!(
+                "lease TTL changed to {} s; granting a new lease",
+                self.config.lease_ttl_seconds
+            );
+            if let Some(k) = self.keeper.take() {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
+            }
+            self.start_background();
+        }
+        let step = deckhand_plan::plan(&o);
+        if !step.is_idle() {
+            tracing::info!("taking step: {step}");
+        } else if Some(&step) != self.last_step.as_ref() {
+            tracing::info!("{step}");
+        }
+        let result = self.act(&step, &o).await;
+        let step_ok = match result {
+            Ok(()) => {
+                if !step.is_idle() || step == Step::Converged {
+                    self.step_error = None;
+                }
+                true
+            }
+            Err(e) => {
+                let msg = format!("{step} failed on node {}: {e:#}", self.identity.name);
+                tracing::error!("{msg}");
+                self.step_error = Some(msg);
+                false
+            }
+        };
+        self.last_mode = deckhand_plan::etcd_mode(&o);
+        let observed_cluster = o.cluster.is_some();
+        if observed_cluster {
+            self.ensure_role_key(&o).await;
+            self.write_status(&o, &step).await;
+        }
+        self.last_step = Some(step.clone());
+        Outcome {
+            step: Some(step),
+            step_ok,
+            observed_cluster,
+        }
+    }
+
+    /// Writes the node's current etcd role into an absent role key, so that
+    /// operators see every node's role in one place. Never overwrites.
+    async fn ensure_role_key(&mut self, o: &Observation) {
+        if !self.name_written {
+            let mut client = self.cluster.client();
+            let put = client.put(
+                self.ks.name(&self.identity.id),
+                self.identity.name.clone(),
+                None,
+            );
+            self.name_written =
+                matches!(tokio::time::timeout(REQUEST_TIMEOUT, put).await, Ok(Ok(_)));
+        }
+        if !self.role_seen || self.desired.is_some() || self.role_error.is_some() {
+            return;
+        }
+        let mode = deckhand_plan::etcd_mode(o);
+        if !matches!(mode, EtcdMode::Member | EtcdMode::Proxy) {
+            return;
+        }
+        let role = Role::new(deckhand_plan::target_role(o));
+        let key = self.ks.role(&self.identity.id);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, role.to_json(), None)]);
+        let mut client = self.cluster.client();
+        if let Ok(Ok(r)) = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn)).await
+            && r.succeeded()
+        {
+            tracing::info!("wrote the initial role key: {role}");
+        }
+    }
+
+    async fn act(&mut self, step: &Step, o: &Observation) -> Result<()> {
+        let lease = self
+            .keeper
+            .as_ref()
+            .map(|k| *k.lease().borrow())
+            .unwrap_or(0);
+        match step {
+            Step::Converged | Step::Wait(_) | Step::Blocked(_) => Ok(()),
+            Step::BootstrapMember => self.local.bootstrap_member().await,
+            Step::StartMember => self.local.start_member().await,
+            Step::StartProxy { endpoints } => self.local.start_proxy(endpoints, false).await,
+            Step::UpdateProxy { endpoints } => self.local.start_proxy(endpoints, true).await,
+            Step::AcquireLock => {
+                anyhow::ensure!(lease != 0, "no lease yet to attach the membership lock to");
+                let mut client = self.cluster.client();
+                match deckhand_etcd::try_lock(
+                    &mut client,
+                    &self.ks.membership_lock(),
+                    &self.identity.id,
+                    lease,
+                )
+                .await?
+                {
+                    LockOutcome::Acquired => Ok(()),
+                    LockOutcome::HeldBy(owner) => {
+                        tracing::info!("membership lock is held by node {owner}");
+                        Ok(())
+                    }
+                }
+            }
+            Step::ReleaseLock => {
+                let mut client = self.cluster.client();
+                Ok(deckhand_etcd::unlock(
+                    &mut client,
+                    &self.ks.membership_lock(),
+                    &self.identity.id,
+                )
+                .await?)
+            }
+            Step::AddLearner => {
+                let added = self.cluster.add_learner(&self.identity.peer_url()).await?;
+                tracing::info!(
+                    "learner {:x} registered{}",
+                    added.member.id,
+                    if added.reused {
+                        " (reused the existing entry)"
+                    } else {
+                        ""
+                    }
+                );
+                Ok(())
+            }
+            Step::StartLearner {
+                id,
+                initial_cluster,
+                move_aside,
+            } => {
+                self.local
+                    .start_learner(*id, initial_cluster, *move_aside)
+                    .await
+            }
+            Step::Promote { id } => {
+                match self.cluster.promote_until_in_sync(*id, PROMOTE_SLICE).await {
+                    Ok(()) => {
+                        tracing::info!("learner {id:x} promoted to voter");
+                        Ok(())
+                    }
+                    Err(deckhand_etcd::Error::LearnerNotInSync { .. }) => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Step::ServeLocalhostFromMember { .. } => self.local.serve_localhost_from_member().await,
+            Step::TransferLeadership { to, .. } => Ok(self.cluster.move_leader(*to).await?),
+            Step::RemoveSelf { id } => {
+                let others: Vec<String> = o
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.voter_client_urls())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|u| *u != self.identity.client_url())
+                    .collect();
+                anyhow::ensure!(!others.is_empty(), "no other voter to send the removal to");
+                let via = Cluster::connect(&others, REQUEST_TIMEOUT).await?;
+                via.remove(*id).await?;
+                tracing::warn!("removed this node's member {id:x} from the cluster");
+                Ok(())
+            }
+            Step::StopMember => {
+                // The member list is not linearizable: confirm once more
+                // that this node's member is gone before stopping it.
+                let members = self.cluster.member_list().await?;
+                if members
+                    .iter()
+                    .any(|m| m.has_peer_url(&self.identity.peer_url()))
+                {
+                    tracing::info!("member is listed again; not stopping it");
+                    return Ok(());
+                }
+                self.local.stop_member().await
+            }
+            Step::MoveDataDirAside => {
+                self.local.move_data_dir_aside()?;
+                Ok(())
+            }
+        }
+    }
+
+    fn status_line(&self) -> String {
+        let desired = self
+            .desired
+            .as_ref()
+            .map(|(r, _)| r.to_string())
+            .unwrap_or_else(|| "-".into());
+        match &self.last_step {
+            Some(step) => format!("desired {desired}; etcd {}; {step}", self.last_mode),
+            None => format!("desired {desired}; starting"),
+        }
+    }
+
+    async fn write_status(&mut self, o: &Observation, step: &Step) {
+        let Some(keeper) = &self.keeper else { return };
+        let lease = *keeper.lease().borrow();
+        if lease == 0 {
+            return;
+        }
+        let mode = deckhand_plan::etcd_mode(o);
+        let me = o.me();
+        let applied = match mode {
+            EtcdMode::Member => Some(Role::new(deckhand_model::EtcdRole::Member)),
+            EtcdMode::Proxy => Some(Role::new(deckhand_model::EtcdRole::Proxy)),
+            _ => None,
+        };
+        let desired_etcd = self.desired.as_ref().map(|(r, _)| r.etcd);
+        let converged = *step == Step::Converged
+            && applied.as_ref().map(|a| a.etcd) == Some(deckhand_plan::target_role(o))
+            && desired_etcd.is_none_or(|d| Some(d) == applied.as_ref().map(|a| a.etcd));
+        let status = NodeStatus {
+            id: self.identity.id.clone(),
+            name: self.identity.name.clone(),
+            address: self.identity.address.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            desired: self.desired.as_ref().map(|(r, _)| r.clone()),
+            desired_revision: self.desired.as_ref().map(|(_, rev)| *rev).unwrap_or(0),
+            applied,
+            converged,
+            etcd: EtcdStatus {
+                mode,
+                member_id: me.map(|m| format!("{:x}", m.id)),
+                leader: me.is_some_and(|m| o.cluster.as_ref().and_then(|c| c.leader) == Some(m.id)),
+            },
+            step: (!matches!(step, Step::Converged | Step::Blocked(_))).then(|| step.to_string()),
+            blocked: match step {
+                Step::Blocked(r) => Some(r.clone()),
+                _ => None,
+            },
+            error: self
+                .role_error
+                .clone()
+                .or_else(|| self.config_error.clone())
+                .or_else(|| self.step_error.clone()),
+        };
+        if self.written.as_ref() == Some(&(status.clone(), lease)) {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(&status) else {
+            return;
+        };
+        let mut client = self.cluster.client();
+        let put = client.put(
+            self.ks.status(&self.identity.id),
+            json,
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
+            Ok(Ok(_)) => self.written = Some((status, lease)),
+            Ok(Err(e)) => tracing::warn!("writing status failed: {e}"),
+            Err(_) => tracing::warn!("writing status timed out"),
+        }
+    }
+}

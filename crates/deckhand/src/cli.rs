@@ -1,0 +1,487 @@
+//! Operator commands: `role set|get` and `status`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use deckhand_etcd::Cluster;
+use deckhand_model::{EtcdRole, Keyspace, NodeStatus, Plane, Role};
+use etcd_client::{Client, GetOptions};
+use serde::Serialize;
+
+use crate::config;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `deckhand role ...`
+#[derive(Subcommand)]
+pub enum RoleCommand {
+    /// Set a node's role: its etcd role and its planes.
+    ///
+    /// Example: deckhand role set node4 --etcd member --wait
+    Set {
+        /// Node id (/etc/machine-id) or hostname.
+        node: String,
+        /// member: run a voting etcd member; proxy: run an etcd grpc-proxy.
+        #[arg(long, value_parser = ["member", "proxy"])]
+        etcd: String,
+        /// Comma-separated planes: control, data, router (recorded; this
+        /// agent version acts on the etcd role only).
+        #[arg(long, value_delimiter = ',')]
+        planes: Vec<String>,
+        /// Wait until the node reports it converged to this role (or is blocked).
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds.
+        #[arg(long, default_value_t = 180)]
+        timeout: u64,
+    },
+    /// Print a node's role key.
+    Get {
+        /// Node id (/etc/machine-id) or hostname.
+        node: String,
+    },
+}
+
+/// `deckhand status` arguments.
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Maps a command result to an exit code, printing the error.
+pub fn finish(r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("deckhand: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    ks: Keyspace,
+    config_endpoints: Vec<String>,
+    cli_endpoints: Vec<String>,
+}
+
+async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> Result<Ctx> {
+    let settings = config::load(cfg).ok();
+    let config_endpoints = settings
+        .as_ref()
+        .map(|s| s.endpoints.clone())
+        .unwrap_or_default();
+    let cli_endpoints = endpoints.clone();
+    let mut eps = endpoints;
+    if eps.is_empty() {
+        eps.push(crate::local::LOCALHOST_CLIENT_URL.to_string());
+        eps.extend(config_endpoints.iter().cloned());
+    }
+    let prefix = prefix
+        .or_else(|| settings.as_ref().map(|s| s.key_prefix.clone()))
+        .unwrap_or_else(|| Keyspace::DEFAULT_PREFIX.to_string());
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(TIMEOUT)
+        .with_timeout(TIMEOUT);
+    let client = Client::connect(&eps, Some(opts))
+        .await
+        .with_context(|| format!("cannot reach etcd at {}", eps.join(",")))?;
+    Ok(Ctx {
+        client,
+        ks: Keyspace::new(&prefix),
+        config_endpoints,
+        cli_endpoints,
+    })
+}
+
+/// One node as read from the keyspace.
+#[derive(Debug, Default)]
+struct NodeKeys {
+    name: Option<String>,
+    role: Option<(Vec<u8>, i64)>,
+    status: Option<NodeStatus>,
+}
+
+async fn read_nodes(ctx: &mut Ctx) -> Result<BTreeMap<String, NodeKeys>> {
+    let resp = tokio::time::timeout(
+        TIMEOUT,
+        ctx.client
+            .get(ctx.ks.nodes(), Some(GetOptions::new().with_prefix())),
+    )
+    .await
+    .context("reading node keys timed out")?
+    .context("reading node keys")?;
+    let mut nodes: BTreeMap<String, NodeKeys> = BTreeMap::new();
+    for kv in resp.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        let Some((id, leaf)) = ctx.ks.parse_node_key(key) else {
+            continue;
+        };
+        let entry = nodes.entry(id.to_string()).or_default();
+        match leaf {
+            "name" => entry.name = Some(String::from_utf8_lossy(kv.value()).into_owned()),
+            "role" => entry.role = Some((kv.value().to_vec(), kv.mod_revision())),
+            "status" => entry.status = serde_json::from_slice(kv.value()).ok(),
+            _ => {}
+        }
+    }
+    Ok(nodes)
+}
+
+fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String> {
+    if nodes.contains_key(node) {
+        return Ok(node.to_string());
+    }
+    let by_name: Vec<&String> = nodes
+        .iter()
+        .filter(|(_, k)| {
+            k.name.as_deref() == Some(node) || k.status.as_ref().is_some_and(|s| s.name == node)
+        })
+        .map(|(id, _)| id)
+        .collect();
+    match by_name.as_slice() {
+        [id] => Ok((*id).clone()),
+        [] if node.len() == 32 && node.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(node.to_string())
+        }
+        [] => {
+            bail!("no node named {node:?}: not a known node id or hostname (see `deckhand status`)")
+        }
+        _ => bail!(
+            "{} nodes are named {node:?}; use the node id instead",
+            by_name.len()
+        ),
+    }
+}
+
+/// `deckhand role set|get`.
+pub async fn role(
+    cfg: &Path,
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    cmd: RoleCommand,
+) -> Result<()> {
+    let mut ctx = connect(cfg, endpoints, prefix).await?;
+    let nodes = read_nodes(&mut ctx).await?;
+    match cmd {
+        RoleCommand::Get { node } => {
+            let id = resolve(&nodes, &node)?;
+            match nodes.get(&id).and_then(|k| k.role.as_ref()) {
+                Some((v, rev)) => {
+                    println!("{}", String::from_utf8_lossy(v));
+                    if let Err(e) = Role::parse(v) {
+                        eprintln!(
+                            "deckhand: warning: this role value is invalid (revision {rev}): {e}"
+                        );
+                    }
+                }
+                None => bail!("node {node} ({id}) has no role key"),
+            }
+            Ok(())
+        }
+        RoleCommand::Set {
+            node,
+            etcd,
+            planes,
+            wait,
+            timeout,
+        } => {
+            let id = resolve(&nodes, &node)?;
+            let mut role = Role::new(etcd.parse::<EtcdRole>()?);
+            let mut seen = BTreeSet::new();
+            for p in planes.iter().filter(|p| !p.is_empty()) {
+                let plane: Plane = p.parse()?;
+                if !seen.insert(plane) {
+                    bail!("plane {p:?} is listed twice");
+                }
+                role.planes.insert(plane);
+            }
+            let resp = ctx
+                .client
+                .put(ctx.ks.role(&id), role.to_json(), None)
+                .await
+                .context("writing the role key")?;
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            println!("{node} ({id}): role set to {role} at revision {rev}");
+            if wait {
+                wait_converged(&mut ctx, &id, rev, Duration::from_secs(timeout)).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut last_step = String::new();
+    loop {
+        let nodes = read_nodes(ctx).await?;
+        if let Some(s) = nodes.get(id).and_then(|k| k.status.as_ref())
+            && s.desired_revision >= rev
+        {
+            if let Some(b) = &s.blocked {
+                bail!("{} refused the change: {b}", s.name);
+            }
+            if s.converged {
+                println!(
+                    "{}: converged in {:.1} s",
+                    s.name,
+                    start.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            let step = s.step.clone().unwrap_or_default();
+            if step != last_step {
+                println!("{}: {step}", s.name);
+                last_step = step;
+            }
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "node {id} did not converge within {} s; see `deckhand status`",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    nodes: Vec<NodeJson>,
+    voters: usize,
+    learners: usize,
+    leader: Option<String>,
+    members: Vec<MemberJson>,
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    id: String,
+    name: String,
+    address: Option<String>,
+    alive: bool,
+    desired: Option<Role>,
+    desired_revision: i64,
+    applied: Option<Role>,
+    converged: bool,
+    etcd: deckhand_model::EtcdStatus,
+    step: Option<String>,
+    blocked: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct MemberJson {
+    id: String,
+    name: String,
+    learner: bool,
+    peer_urls: Vec<String>,
+    client_urls: Vec<String>,
+}
+
+/// `deckhand status`.
+pub async fn status(
+    cfg: &Path,
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    args: StatusArgs,
+) -> Result<()> {
+    let mut ctx = connect(cfg, endpoints, prefix).await?;
+    let nodes = read_nodes(&mut ctx).await?;
+    // The member list must come from a real member, never a grpc-proxy:
+    // the nodes that report a member, then the configured endpoints.
+    // ask the nodes that report a member, then the configured endpoints,
+    // then the endpoints given on the command line.
+    let reported: Vec<String> = nodes
+        .values()
+        .filter_map(|k| k.status.as_ref())
+        .filter(|s| s.etcd.mode == deckhand_model::EtcdMode::Member)
+        .map(|s| format!("http://{}:2379", s.address))
+        .collect();
+    let mut members = Vec::new();
+    let mut leader = None;
+    let mut listed = None;
+    for eps in [reported, ctx.config_endpoints.clone(), ctx.cli_endpoints.clone()] {
+        if eps.is_empty() {
+            continue;
+        }
+        if let Ok(c) = Cluster::connect(&eps, TIMEOUT).await
+            && let Ok(list) = c.member_list().await
+        {
+            listed = Some(list);
+            break;
+        }
+    }
+    if let Some(list) = listed {
+        for m in list.iter().filter(|m| !m.is_learner) {
+            for ep in &m.client_urls {
+                if let Ok(st) = Cluster::endpoint_status(ep, Duration::from_secs(2)).await
+                    && st.leader != 0
+                {
+                    leader = list
+                        .iter()
+                        .find(|x| x.id == st.leader)
+                        .map(|x| x.name.clone());
+                    break;
+                }
+            }
+            if leader.is_some() {
+                break;
+            }
+        }
+        members = list;
+    }
+    let out = StatusJson {
+        voters: members.iter().filter(|m| !m.is_learner).count(),
+        learners: members.iter().filter(|m| m.is_learner).count(),
+        leader,
+        members: members
+            .iter()
+            .map(|m| MemberJson {
+                id: format!("{:x}", m.id),
+                name: m.name.clone(),
+                learner: m.is_learner,
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+            })
+            .collect(),
+        nodes: nodes
+            .iter()
+            .map(|(id, k)| {
+                let role_desired = k.role.as_ref().and_then(|(v, _)| Role::parse(v).ok());
+                match &k.status {
+                    Some(s) => NodeJson {
+                        id: id.clone(),
+                        name: s.name.clone(),
+                        address: Some(s.address.clone()),
+                        alive: true,
+                        desired: s.desired.clone(),
+                        desired_revision: s.desired_revision,
+                        applied: s.applied.clone(),
+                        converged: s.converged,
+                        etcd: s.etcd.clone(),
+                        step: s.step.clone(),
+                        blocked: s.blocked.clone(),
+                        error: s.error.clone(),
+                    },
+                    None => NodeJson {
+                        id: id.clone(),
+                        name: k.name.clone().unwrap_or_default(),
+                        address: None,
+                        alive: false,
+                        desired: role_desired,
+                        desired_revision: k.role.as_ref().map(|(_, r)| *r).unwrap_or(0),
+                        applied: None,
+                        converged: false,
+                        etcd: deckhand_model::EtcdStatus {
+                            mode: deckhand_model::EtcdMode::None,
+                            member_id: None,
+                            leader: false,
+                        },
+                        step: None,
+                        blocked: None,
+                        error: Some(
+                            "no status: the node's lease expired (agent or node down)".into(),
+                        ),
+                    },
+                }
+            })
+            .collect(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_table(&out);
+    }
+    Ok(())
+}
+
+fn print_table(s: &StatusJson) {
+    println!(
+        "voters: {}   learners: {}   leader: {}",
+        s.voters,
+        s.learners,
+        s.leader.as_deref().unwrap_or("(none)")
+    );
+    let rows: Vec<[String; 9]> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let role = |r: &Option<Role>| {
+                r.as_ref()
+                    .map(Role::to_string)
+                    .unwrap_or_else(|| "-".into())
+            };
+            let note = n
+                .blocked
+                .as_ref()
+                .map(|b| format!("blocked: {b}"))
+                .or_else(|| n.error.clone())
+                .or_else(|| n.step.clone())
+                .unwrap_or_default();
+            [
+                n.name.clone(),
+                n.address.clone().unwrap_or_else(|| "-".into()),
+                role(&n.desired),
+                role(&n.applied),
+                n.etcd.mode.to_string(),
+                if n.etcd.leader {
+                    "*".into()
+                } else {
+                    String::new()
+                },
+                if n.alive {
+                    "alive".into()
+                } else {
+                    "DEAD".into()
+                },
+                if n.converged {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                note,
+            ]
+        })
+        .collect();
+    let header = [
+        "NODE",
+        "ADDRESS",
+        "DESIRED",
+        "APPLIED",
+        "ETCD",
+        "LEADER",
+        "HEALTH",
+        "CONVERGED",
+        "NOTE",
+    ];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(8) {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i < 8 {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            } else {
+                out.push_str(c);
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

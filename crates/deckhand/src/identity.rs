@@ -1,0 +1,89 @@
+//! Who this node is: its id (`/etc/machine-id`), name (hostname) and the
+//! address it advertises to peers and clients.
+
+use std::net::{IpAddr, UdpSocket};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::Settings;
+
+/// This node's identity.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `/etc/machine-id`: 32 lowercase hex characters.
+    pub id: String,
+    /// The node name: the hostname unless configured.
+    pub name: String,
+    /// The advertised address.
+    pub address: IpAddr,
+}
+
+impl Identity {
+    /// Peer URL, `http://<address>:2380`.
+    pub fn peer_url(&self) -> String {
+        format!("http://{}", host_port(self.address, 2380))
+    }
+    /// Client URL, `http://<address>:2379`.
+    pub fn client_url(&self) -> String {
+        format!("http://{}", host_port(self.address, 2379))
+    }
+}
+
+fn host_port(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v4) => format!("{v4}:{port}"),
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+    }
+}
+
+/// Reads the identity from the host.
+///
+/// # Errors
+/// An unreadable or malformed `/etc/machine-id`, no hostname, or no route to
+/// the first endpoint to derive the address from.
+pub fn detect(settings: &Settings) -> Result<Identity> {
+    let id = std::fs::read_to_string("/etc/machine-id")
+        .context("cannot read /etc/machine-id (the node id)")?
+        .trim()
+        .to_string();
+    if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "/etc/machine-id holds {id:?}, not a 32-character hex machine id; run systemd-machine-id-setup"
+        );
+    }
+    let name = match &settings.name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("cannot read the hostname")?
+            .trim()
+            .to_string(),
+    };
+    let address = match settings.advertise_address {
+        Some(a) => a,
+        None => route_source_address(&settings.endpoints)?,
+    };
+    Ok(Identity { id, name, address })
+}
+
+/// The source address the kernel would use to reach the first endpoint: a
+/// UDP socket's `connect` picks the route without sending anything. With the
+/// endpoints on the cluster network this is the default-route interface's
+/// address for that network.
+fn route_source_address(endpoints: &[String]) -> Result<IpAddr> {
+    let first = endpoints.first().context("no etcd endpoint to route to")?;
+    let hostport = first
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+    sock.connect(&hostport).with_context(|| {
+        format!("no route to {hostport}; set node.advertise_address in the config")
+    })?;
+    let addr = sock.local_addr()?.ip();
+    if addr.is_loopback() || addr.is_unspecified() {
+        bail!(
+            "the route to {hostport} leaves from {addr}; set node.advertise_address in the config"
+        );
+    }
+    Ok(addr)
+}

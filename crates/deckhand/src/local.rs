@@ -1,0 +1,251 @@
+//! The node's local etcd side: the member and proxy units, their environment
+//! files, the member data dir and the bootstrap marker. One place for every
+//! local path and unit name.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use deckhand_plan::{LocalView, MemberEnvView};
+use deckhand_systemd::{Systemd, parse_env_file, render_env_file, write_atomic};
+
+use crate::config::Settings;
+use crate::identity::Identity;
+
+/// The member unit (`units/deckhand-etcd-member.service`).
+pub const MEMBER_UNIT: &str = "deckhand-etcd-member.service";
+/// The proxy unit (`units/deckhand-etcd-proxy.service`).
+pub const PROXY_UNIT: &str = "deckhand-etcd-proxy.service";
+/// The agent's state dir (the unit's `StateDirectory=deckhand`).
+pub const STATE_DIR: &str = "/var/lib/deckhand";
+/// How long a unit start, stop or restart job may take.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(20);
+/// The local client URL every node serves.
+pub const LOCALHOST_CLIENT_URL: &str = "http://127.0.0.1:2379";
+
+/// Paths and identity for local actions.
+#[derive(Debug, Clone)]
+pub struct Local {
+    /// The systemd manager.
+    pub systemd: Systemd,
+    /// Who we are.
+    pub identity: Identity,
+    /// The agent settings.
+    pub settings: Settings,
+    /// `STATE_DIR`, overridable for tests.
+    pub state_dir: PathBuf,
+}
+
+impl Local {
+    fn member_env_path(&self) -> PathBuf {
+        self.state_dir.join("etcd-member.env")
+    }
+    fn proxy_env_path(&self) -> PathBuf {
+        self.state_dir.join("etcd-proxy.env")
+    }
+    fn marker_path(&self) -> PathBuf {
+        self.state_dir.join("bootstrapped")
+    }
+
+    /// Observes units and files.
+    ///
+    /// # Errors
+    /// D-Bus failures reading the unit states.
+    pub async fn observe(&self) -> Result<LocalView> {
+        let member = self.systemd.unit_state(MEMBER_UNIT).await?;
+        let proxy = self.systemd.unit_state(PROXY_UNIT).await?;
+        let member_env = std::fs::read_to_string(self.member_env_path())
+            .ok()
+            .map(|t| parse_env_file(&t))
+            .map(|vars| MemberEnvView {
+                member_id: vars
+                    .get("DECKHAND_MEMBER_ID")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok()),
+                serves_localhost: vars
+                    .get("ETCD_LISTEN_CLIENT_URLS")
+                    .is_some_and(|v| v.split(',').any(|u| u == LOCALHOST_CLIENT_URL)),
+            });
+        let mut proxy_endpoints: Vec<String> = std::fs::read_to_string(self.proxy_env_path())
+            .ok()
+            .map(|t| parse_env_file(&t))
+            .and_then(|vars| vars.get("PROXY_ENDPOINTS").cloned())
+            .map(|v| {
+                v.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        proxy_endpoints.sort();
+        Ok(LocalView {
+            member_unit_active: member.is_active(),
+            proxy_unit_active: proxy.is_active(),
+            member_env,
+            proxy_endpoints,
+            data_dir_exists: self.settings.data_dir.exists(),
+            bootstrapped: self.marker_path().exists(),
+        })
+    }
+
+    fn member_env(
+        &self,
+        initial_cluster: &str,
+        state: &str,
+        localhost: bool,
+        id: Option<u64>,
+    ) -> Result<String> {
+        let ip_client = self.identity.client_url();
+        let listen_client = if localhost {
+            format!("{ip_client},{LOCALHOST_CLIENT_URL}")
+        } else {
+            ip_client.clone()
+        };
+        let data_dir = self.settings.data_dir.to_string_lossy().to_string();
+        let peer = self.identity.peer_url();
+        let id_hex = id.map(|i| format!("{i:x}")).unwrap_or_default();
+        let mut vars: Vec<(&str, &str)> = vec![
+            ("ETCD_NAME", &self.identity.name),
+            ("ETCD_DATA_DIR", &data_dir),
+            ("ETCD_LISTEN_PEER_URLS", &peer),
+            ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer),
+            ("ETCD_LISTEN_CLIENT_URLS", &listen_client),
+            ("ETCD_ADVERTISE_CLIENT_URLS", &ip_client),
+            ("ETCD_INITIAL_CLUSTER", initial_cluster),
+            ("ETCD_INITIAL_CLUSTER_STATE", state),
+            (
+                "ETCD_INITIAL_CLUSTER_TOKEN",
+                &self.settings.initial_cluster_token,
+            ),
+        ];
+        if id.is_some() {
+            vars.push(("DECKHAND_MEMBER_ID", &id_hex));
+        }
+        Ok(render_env_file(&vars)?)
+    }
+
+    fn mark_bootstrapped(&self) -> Result<()> {
+        write_atomic(&self.marker_path(), b"1\n", 0o644)
+            .with_context(|| format!("writing {}", self.marker_path().display()))?;
+        Ok(())
+    }
+
+    /// First boot of an initial member: environment with state `new` and the
+    /// localhost listener, then start. Stops a proxy first (it holds
+    /// `127.0.0.1:2379`).
+    pub async fn bootstrap_member(&self) -> Result<()> {
+        let env = self.member_env(&self.settings.initial_cluster_raw, "new", true, None)?;
+        write_atomic(&self.member_env_path(), env.as_bytes(), 0o644)?;
+        self.mark_bootstrapped()?;
+        self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
+        self.start_member().await
+    }
+
+    /// Starts the member unit from its environment.
+    pub async fn start_member(&self) -> Result<()> {
+        self.systemd.reset_failed(MEMBER_UNIT).await?;
+        Ok(self.systemd.start(MEMBER_UNIT, JOB_TIMEOUT).await?)
+    }
+
+    /// Writes the learner's environment (state `existing`, node address
+    /// only) and starts it; moves an old data dir aside first when asked.
+    pub async fn start_learner(
+        &self,
+        id: u64,
+        initial_cluster: &str,
+        move_aside: bool,
+    ) -> Result<()> {
+        if move_aside {
+            self.move_data_dir_aside()?;
+        }
+        let env = self.member_env(initial_cluster, "existing", false, Some(id))?;
+        write_atomic(&self.member_env_path(), env.as_bytes(), 0o644)?;
+        self.mark_bootstrapped()?;
+        self.start_member().await
+    }
+
+    /// Hands `127.0.0.1:2379` from the proxy to the promoted member: adds the
+    /// localhost listener to the member environment, stops the proxy and
+    /// restarts the member. Clients see `localhost:2379` refuse connections
+    /// for the length of one member restart (etcd 3.4 has no SO_REUSEPORT
+    /// option, so two processes cannot share the port).
+    pub async fn serve_localhost_from_member(&self) -> Result<()> {
+        let path = self.member_env_path();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let vars: BTreeMap<String, String> = parse_env_file(&text);
+        let initial = vars
+            .get("ETCD_INITIAL_CLUSTER")
+            .cloned()
+            .unwrap_or_default();
+        let state = vars
+            .get("ETCD_INITIAL_CLUSTER_STATE")
+            .cloned()
+            .unwrap_or_else(|| "existing".into());
+        let id = vars
+            .get("DECKHAND_MEMBER_ID")
+            .and_then(|v| u64::from_str_radix(v, 16).ok());
+        let env = self.member_env(&initial, &state, true, id)?;
+        write_atomic(&path, env.as_bytes(), 0o644)?;
+        self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
+        self.systemd.restart(MEMBER_UNIT, JOB_TIMEOUT).await?;
+        Ok(())
+    }
+
+    /// Writes the proxy environment and starts the proxy (restarts it when
+    /// `restart`, so that a running proxy picks the new endpoints up).
+    pub async fn start_proxy(&self, endpoints: &[String], restart: bool) -> Result<()> {
+        let joined = endpoints.join(",");
+        let env = render_env_file(&[("PROXY_ENDPOINTS", &joined)])?;
+        write_atomic(&self.proxy_env_path(), env.as_bytes(), 0o644)?;
+        self.systemd.reset_failed(PROXY_UNIT).await?;
+        if restart {
+            self.systemd.restart(PROXY_UNIT, JOB_TIMEOUT).await?;
+        } else {
+            self.systemd.start(PROXY_UNIT, JOB_TIMEOUT).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the member unit.
+    pub async fn stop_member(&self) -> Result<()> {
+        Ok(self.systemd.stop(MEMBER_UNIT, JOB_TIMEOUT).await?)
+    }
+
+    /// Renames the data dir to `<data_dir>.removed-<unix seconds>` (never
+    /// deletes it) and the member environment beside it. Returns the new
+    /// data dir name, if there was one.
+    pub fn move_data_dir_aside(&self) -> Result<Option<PathBuf>> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut moved = None;
+        let dir = &self.settings.data_dir;
+        if dir.exists() {
+            let aside = aside_name(dir, stamp);
+            std::fs::rename(dir, &aside).with_context(|| {
+                format!("moving {} aside to {}", dir.display(), aside.display())
+            })?;
+            tracing::warn!(
+                "moved the member data dir {} aside to {}",
+                dir.display(),
+                aside.display()
+            );
+            moved = Some(aside);
+        }
+        let env = self.member_env_path();
+        if env.exists() {
+            let aside = aside_name(&env, stamp);
+            std::fs::rename(&env, &aside)
+                .with_context(|| format!("moving {} aside", env.display()))?;
+        }
+        Ok(moved)
+    }
+}
+
+fn aside_name(path: &Path, stamp: u64) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".removed-{stamp}"));
+    path.with_file_name(name)
+}

@@ -1,0 +1,298 @@
+//! End-to-end: a real 5-node cluster of systemd containers installed by
+//! cloud-init (integration/cluster), reconfigured live by role keys.
+//!
+//! One scenario, in order, because each step starts from the state the one
+//! before left: (1) node4 to member, (2) the leader's node to proxy,
+//! (3) one more member to proxy is refused, (4) garbage in node5's role key,
+//! (5) clients on every live node kept reading and writing throughout and
+//! lost nothing, (6) a killed proxy's status expires.
+//!
+//! Needs Docker and root (it boots containers); `.ci/run` provides both.
+//! Set DECKHAND_E2E_KEEP=1 to leave the cluster up afterwards.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use deckhand_integration::*;
+use serde_json::Value;
+
+const NODES: [&str; 5] = ["node1", "node2", "node3", "node4", "node5"];
+const CONVERGE: Duration = Duration::from_secs(180);
+/// Lease TTL set for the test, in seconds (the default is 20).
+const TTL: u64 = 10;
+
+/// The probe each node runs: every 200 ms one logical write through
+/// localhost:2379, retried for up to 10 s (a transition restarts the local
+/// etcd once, which refuses connections for about a second). Logs one line per
+/// logical operation: `ok KEY` or `fail KEY`.
+const PROBE: &str = r#"
+n=$(hostname); i=0
+while [ ! -e /tmp/probe.stop ]; do
+  i=$((i+1)); k="/e2e/probe/$n/$i"; ok=0; t=0
+  while [ $t -lt 20 ]; do
+    if ETCDCTL_API=3 etcdctl --endpoints=127.0.0.1:2379 --dial-timeout=1s --command-timeout=2s put "$k" "$i" >/dev/null 2>&1; then ok=1; break; fi
+    t=$((t+1)); sleep 0.5
+  done
+  if [ $ok = 1 ]; then echo "ok $k $t" >> /tmp/probe.log; else echo "fail $k" >> /tmp/probe.log; fi
+  sleep 0.2
+done
+"#;
+
+struct Cluster;
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::env::var_os("DECKHAND_E2E_KEEP").is_none() {
+            let _ = cluster(&["down"]);
+        }
+    }
+}
+
+fn wait_converged(from: &str, name: &str, min_rev: i64) -> Result<Value> {
+    wait_for(&format!("{name} to converge"), CONVERGE, || {
+        let st = status(from)?;
+        let n = node(&st, name).context("node missing from status")?;
+        let ok = n["alive"] == true
+            && n["converged"] == true
+            && n["desired_revision"].as_i64().unwrap_or(0) >= min_rev;
+        Ok(ok.then(|| st.clone()))
+    })
+}
+
+fn role_set(node: &str, etcd: &str) -> Result<(bool, String, i64)> {
+    let (ok, out, err) = sh("node1", &format!("deckhand role set {node} --etcd {etcd}"))?;
+    let rev = out
+        .split("revision ")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((ok, format!("{out}{err}"), rev))
+}
+
+fn journal(node: &str) -> Result<String> {
+    sh_ok(node, "journalctl -u deckhand --no-pager -o cat")
+}
+
+#[test]
+fn five_node_cluster_roles() -> Result<()> {
+    let _ = cluster(&["down"]);
+    cluster(&["up", "5"])?;
+    let _guard = Cluster;
+
+    // All five agents report; three voters; everyone converged.
+    let st = wait_for(
+        "5 nodes alive and converged with 3 voters",
+        CONVERGE,
+        || {
+            let st = status("node1")?;
+            let all = NODES.iter().all(|n| {
+                node(&st, n).is_some_and(|x| x["alive"] == true && x["converged"] == true)
+            });
+            Ok((all && st["voters"] == 3).then_some(st))
+        },
+    )?;
+    for n in ["node4", "node5"] {
+        assert_eq!(
+            node(&st, n).unwrap()["etcd"]["mode"],
+            "proxy",
+            "{n} starts as a proxy: {st:#}"
+        );
+    }
+    sh_ok(
+        "node1",
+        &format!("etcdctl put /deckhand/config/cluster '{{\"lease_ttl_seconds\":{TTL}}}'"),
+    )?;
+
+    // Keys written before any change, and a probe on every node.
+    sh_ok(
+        "node4",
+        "for i in $(seq 1 50); do etcdctl put /e2e/before/$i v$i >/dev/null; done",
+    )?;
+    for n in NODES {
+        sh_ok(
+            n,
+            &format!(
+                "rm -f /tmp/probe.log /tmp/probe.stop; nohup sh -c '{}' >/dev/null 2>&1 &",
+                PROBE.replace('\'', "'\\''")
+            ),
+        )?;
+    }
+
+    // 1. node4 to member: learner, promoted, 4 voters; localhost served throughout.
+    let t = Instant::now();
+    let (ok, out, rev) = role_set("node4", "member")?;
+    ensure!(ok, "role set node4 member: {out}");
+    let st = wait_converged("node1", "node4", rev)?;
+    println!(
+        "node4 proxy -> member converged in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(st["voters"], 4, "{st:#}");
+    assert_eq!(node(&st, "node4").unwrap()["etcd"]["mode"], "member");
+    let j = journal("node4")?;
+    let learner = j
+        .find("starting learner")
+        .context("node4 never started as a learner")?;
+    let promoted = j
+        .find("learner promoted")
+        .context("node4 was never promoted")?;
+    assert!(learner < promoted, "learner start comes before promotion");
+    sh_ok(
+        "node4",
+        "etcdctl --endpoints=127.0.0.1:2379 endpoint status -w json | grep -q '\"leader\"'",
+    )?;
+
+    // 2. The leader's node to proxy: leadership moves first, data dir kept aside.
+    let leader = st["leader"]
+        .as_str()
+        .context("no leader in status")?
+        .to_string();
+    let t = Instant::now();
+    let (ok, out, rev) = role_set(&leader, "proxy")?;
+    ensure!(ok, "role set {leader} proxy: {out}");
+    let other = NODES
+        .iter()
+        .find(|n| **n != leader && **n != "node5")
+        .unwrap();
+    let st = wait_converged(other, &leader, rev)?;
+    println!(
+        "{leader} member -> proxy converged in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(st["voters"], 3, "{st:#}");
+    assert_ne!(
+        st["leader"].as_str(),
+        Some(leader.as_str()),
+        "leadership moved away"
+    );
+    assert_eq!(node(&st, &leader).unwrap()["etcd"]["mode"], "proxy");
+    let j = journal(&leader)?;
+    let moved = j
+        .find("moving leadership")
+        .context("leadership was not moved first")?;
+    let removed = j
+        .find("removed this node's member")
+        .context("member was not removed")?;
+    assert!(moved < removed, "leadership moved before the removal");
+    let aside = sh_ok(
+        &leader,
+        "ls -d /var/lib/deckhand-etcd/member.removed-*/member",
+    )?;
+    assert!(
+        aside.contains("member.removed-"),
+        "data dir moved aside: {aside}"
+    );
+
+    // 3. One more member to proxy: refused, nothing changed.
+    let victim = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .find(|n| *n != leader)
+        .unwrap()
+        .to_string();
+    let (ok, out, _) = role_set(&victim, "proxy")?;
+    ensure!(ok, "{out}");
+    let st = wait_for(&format!("{victim} to report blocked"), CONVERGE, || {
+        let st = status(other)?;
+        Ok(node(&st, &victim)
+            .and_then(|n| n["blocked"].as_str())
+            .is_some()
+            .then_some(st))
+    })?;
+    let n = node(&st, &victim).unwrap();
+    let blocked = n["blocked"].as_str().unwrap();
+    assert!(
+        blocked.contains("min_voters"),
+        "blocked says why: {blocked}"
+    );
+    assert_eq!(n["etcd"]["mode"], "member", "nothing changed");
+    assert_eq!(st["voters"], 3);
+    let (ok, out, rev) = role_set(&victim, "member")?;
+    ensure!(ok, "{out}");
+    wait_converged(other, &victim, rev)?;
+
+    // 4. Garbage in node5's role key: error in status, node5 stays a proxy.
+    let id5 = node(&st, "node5").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sh_ok(
+        "node1",
+        &format!("etcdctl put /deckhand/nodes/{id5}/role 'garbage{{'"),
+    )?;
+    let st = wait_for("node5 to report the bad role", CONVERGE, || {
+        let st = status("node1")?;
+        Ok(node(&st, "node5")
+            .and_then(|n| n["error"].as_str())
+            .is_some_and(|e| e.contains("not valid role JSON"))
+            .then_some(st))
+    })?;
+    let n5 = node(&st, "node5").unwrap();
+    assert_eq!(n5["etcd"]["mode"], "proxy", "{n5:#}");
+    assert_eq!(n5["alive"], true);
+    sh_ok("node5", "systemctl is-active deckhand")?;
+
+    // 5. Clients on every node kept working; nothing acknowledged was lost.
+    for n in NODES {
+        sh_ok(n, "touch /tmp/probe.stop")?;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let before = sh_ok(
+        "node2",
+        "etcdctl get --prefix /e2e/before/ --keys-only | grep -c before",
+    )?;
+    assert_eq!(
+        before.trim(),
+        "50",
+        "keys written before the changes are all there"
+    );
+    for n in NODES {
+        let log = sh_ok(n, "cat /tmp/probe.log")?;
+        let oks: Vec<&str> = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("ok "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let fails = log.lines().filter(|l| l.starts_with("fail")).count();
+        let retried = log
+            .lines()
+            .filter(|l| l.starts_with("ok ") && !l.ends_with(" 0"))
+            .count();
+        println!(
+            "{n}: {} writes acknowledged, {retried} needed retries, {fails} failed",
+            oks.len()
+        );
+        assert!(oks.len() > 20, "{n} probe made progress");
+        assert_eq!(fails, 0, "{n}: localhost:2379 refused writes for over 10 s");
+        let stored = sh_ok(
+            "node2",
+            &format!("etcdctl get --prefix /e2e/probe/{n}/ --keys-only | grep -c probe"),
+        )?;
+        assert_eq!(
+            stored.trim().parse::<usize>()?,
+            oks.len(),
+            "{n}: every acknowledged write is stored"
+        );
+    }
+
+    // 6. docker kill of a proxy: its status disappears, alive turns false.
+    let t = Instant::now();
+    cluster(&["kill", "node5"])?;
+    wait_for(
+        "node5 to be reported dead",
+        Duration::from_secs(TTL + 20),
+        || {
+            let st = status("node1")?;
+            Ok(node(&st, "node5")
+                .is_some_and(|n| n["alive"] == false)
+                .then_some(()))
+        },
+    )?;
+    println!(
+        "node5 reported dead {:.1} s after the kill (lease TTL {TTL} s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
