@@ -96,15 +96,22 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        assert_eq!(ClusterConfig::parse(b"{}").unwrap(), ClusterConfig::default());
         assert_eq!(
-            ClusterConfig::parse(br#"{"lease_ttl_seconds":7}"#).unwrap().lease_ttl_seconds,
+            ClusterConfig::parse(b"{}").unwrap(),
+            ClusterConfig::default()
+        );
+        assert_eq!(
+            ClusterConfig::parse(br#"{"lease_ttl_seconds":7}"#)
+                .unwrap()
+                .lease_ttl_seconds,
             7
         );
-        assert!(ClusterConfig::parse(br#"{"lease_ttl_seconds":1}"#)
-            .unwrap_err()
-            .to_string()
-            .contains("lease_ttl_seconds = 1"));
+        assert!(
+            ClusterConfig::parse(br#"{"lease_ttl_seconds":1}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("lease_ttl_seconds = 1")
+        );
         assert!(ClusterConfig::parse(br#"{"ttl":1}"#).is_err());
         assert!(ClusterConfig::parse(b"[").is_err());
     }

@@ -44,6 +44,12 @@ impl Keyspace {
         format!("{}/nodes/{node_id}/status", self.prefix)
     }
 
+    /// `<prefix>/nodes/<node-id>/name`: the node's name (hostname), written
+    /// by its agent without a lease, so a dead node can still be named.
+    pub fn name(&self, node_id: &str) -> String {
+        format!("{}/nodes/{node_id}/name", self.prefix)
+    }
+
     /// `<prefix>/config/cluster`: cluster-wide settings.
     pub fn cluster_config(&self) -> String {
         format!("{}/config/cluster", self.prefix)
@@ -57,7 +63,9 @@ impl Keyspace {
     /// Splits a key under [`Keyspace::nodes`] into `(node_id, leaf)`, e.g.
     /// `("abc", "role")`. `None` for any other key.
     pub fn parse_node_key<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("/nodes/")?;
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("/nodes/")?;
         let (id, leaf) = rest.split_once('/')?;
         if id.is_empty() || leaf.contains('/') {
             return None;
@@ -80,7 +88,10 @@ mod tests {
     fn keys_and_parse() {
         let ks = Keyspace::new("/x/");
         assert_eq!(ks.status("n1"), "/x/nodes/n1/status");
-        assert_eq!(ks.parse_node_key("/x/nodes/n1/status"), Some(("n1", "status")));
+        assert_eq!(
+            ks.parse_node_key("/x/nodes/n1/status"),
+            Some(("n1", "status"))
+        );
         assert_eq!(ks.parse_node_key("/x/nodes/n1"), None);
         assert_eq!(ks.parse_node_key("/y/nodes/n1/role"), None);
         assert_eq!(ks.parse_node_key("/x/nodes/n1/a/b"), None);

@@ -117,8 +117,7 @@ impl Role {
             #[serde(default)]
             planes: Vec<String>,
         }
-        let raw: Raw =
-            serde_json::from_slice(value).map_err(|e| RoleError::Json(e.to_string()))?;
+        let raw: Raw = serde_json::from_slice(value).map_err(|e| RoleError::Json(e.to_string()))?;
         let etcd = raw.etcd.parse()?;
         let mut planes = BTreeSet::new();
         for p in &raw.planes {
@@ -153,7 +152,9 @@ pub enum RoleError {
     #[error("role value is {0} bytes, larger than the {max} bytes allowed", max = MAX_VALUE_BYTES)]
     TooLarge(usize),
     /// Not JSON of the expected shape.
-    #[error("role value is not valid role JSON ({0}); expected {{\"etcd\":\"member\"|\"proxy\",\"planes\":[...]}}")]
+    #[error(
+        "role value is not valid role JSON ({0}); expected {{\"etcd\":\"member\"|\"proxy\",\"planes\":[...]}}"
+    )]
     Json(String),
     /// `etcd` is neither `member` nor `proxy`.
     #[error("unknown etcd role {0:?}; expected \"member\" or \"proxy\"")]
@@ -176,7 +177,10 @@ mod tests {
         let r = Role::parse(br#"{"etcd":"member","planes":["router","control"]}"#).unwrap();
         assert_eq!(r.etcd, EtcdRole::Member);
         assert_eq!(r.planes.len(), 2);
-        assert_eq!(Role::parse(br#"{"etcd":"proxy"}"#).unwrap(), Role::new(EtcdRole::Proxy));
+        assert_eq!(
+            Role::parse(br#"{"etcd":"proxy"}"#).unwrap(),
+            Role::new(EtcdRole::Proxy)
+        );
         assert_eq!(r.to_string(), "member+control,router");
     }
 
@@ -185,8 +189,14 @@ mod tests {
         let cases: &[(&[u8], &str)] = &[
             (b"garbage", "not valid role JSON"),
             (br#"{"etcd":"leader"}"#, "unknown etcd role \"leader\""),
-            (br#"{"etcd":"proxy","planes":["gpu"]}"#, "unknown plane \"gpu\""),
-            (br#"{"etcd":"proxy","planes":["data","data"]}"#, "listed twice"),
+            (
+                br#"{"etcd":"proxy","planes":["gpu"]}"#,
+                "unknown plane \"gpu\"",
+            ),
+            (
+                br#"{"etcd":"proxy","planes":["data","data"]}"#,
+                "listed twice",
+            ),
             (br#"{"etcd":"proxy","extra":1}"#, "unknown field"),
             (br#"{"planes":[]}"#, "missing field"),
         ];
@@ -194,8 +204,14 @@ mod tests {
             let err = Role::parse(input).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
-        let big = format!(r#"{{"etcd":"proxy","planes":[],"x":"{}"}}"#, "a".repeat(5000));
-        assert!(matches!(Role::parse(big.as_bytes()), Err(RoleError::TooLarge(_))));
+        let big = format!(
+            r#"{{"etcd":"proxy","planes":[],"x":"{}"}}"#,
+            "a".repeat(5000)
+        );
+        assert!(matches!(
+            Role::parse(big.as_bytes()),
+            Err(RoleError::TooLarge(_))
+        ));
     }
 
     proptest! {

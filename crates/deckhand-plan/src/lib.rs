@@ -184,7 +184,10 @@ fn plan_proxy(o: &Observation) -> Step {
                     .filter(|m| !m.is_learner && m.id != me.id && m.is_started())
                     .find(|m| m.healthy == Some(true));
                 return match to {
-                    Some(m) => Step::TransferLeadership { from: me.id, to: m.id },
+                    Some(m) => Step::TransferLeadership {
+                        from: me.id,
+                        to: m.id,
+                    },
                     None => Step::Blocked("no healthy voter to take leadership".into()),
                 };
             }

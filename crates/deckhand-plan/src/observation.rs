@@ -144,7 +144,11 @@ impl MemberView {
 
     /// Its name, or `(unstarted)`.
     pub fn display_name(&self) -> &str {
-        if self.name.is_empty() { "(unstarted)" } else { &self.name }
+        if self.name.is_empty() {
+            "(unstarted)"
+        } else {
+            &self.name
+        }
     }
 }
 

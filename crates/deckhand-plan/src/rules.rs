@@ -59,7 +59,10 @@ pub fn check_promotion(members: &[MemberView], id: u64) -> Result<(), String> {
         return Err(format!("member {id:x} is not a learner"));
     }
     let voters = members.iter().filter(|m| !m.is_learner).count();
-    let healthy_voters = members.iter().filter(|m| !m.is_learner && healthy(m)).count();
+    let healthy_voters = members
+        .iter()
+        .filter(|m| !m.is_learner && healthy(m))
+        .count();
     let after = voters + 1;
     if healthy_voters + 1 < quorum(after) {
         return Err(format!(

@@ -80,21 +80,35 @@ fn proxy_to_member_walks_learner_path() {
     assert_eq!(plan(&o), Step::AcquireLock);
     o.lock = LockView::Mine;
     assert_eq!(plan(&o), Step::AddLearner);
-    o.cluster.as_mut().unwrap().members.push(member(4, "", true, false));
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(4, "", true, false));
     match plan(&o) {
-        Step::StartLearner { id: 4, initial_cluster, move_aside: false } => {
+        Step::StartLearner {
+            id: 4,
+            initial_cluster,
+            move_aside: false,
+        } => {
             assert!(initial_cluster.contains("node4=http://10.0.0.4:2380"));
             assert!(initial_cluster.contains("node1=http://10.0.0.1:2380"));
         }
         other => panic!("unexpected {other:?}"),
     }
     o.local.member_unit_active = true;
-    o.local.member_env = Some(MemberEnvView { member_id: Some(4), serves_localhost: false });
+    o.local.member_env = Some(MemberEnvView {
+        member_id: Some(4),
+        serves_localhost: false,
+    });
     assert_eq!(etcd_mode(&o), EtcdMode::Learner);
     assert_eq!(plan(&o), Step::Promote { id: 4 });
     o.cluster.as_mut().unwrap().members[3].is_learner = false;
     assert_eq!(plan(&o), Step::ServeLocalhostFromMember { id: 4 });
-    o.local.member_env = Some(MemberEnvView { member_id: Some(4), serves_localhost: true });
+    o.local.member_env = Some(MemberEnvView {
+        member_id: Some(4),
+        serves_localhost: true,
+    });
     o.local.proxy_unit_active = false;
     assert_eq!(plan(&o), Step::ReleaseLock);
     o.lock = LockView::Free;
@@ -105,7 +119,11 @@ fn proxy_to_member_walks_learner_path() {
 #[test]
 fn join_waits_for_pending_learner_and_lock() {
     let mut o = proxy_node(EtcdRole::Member);
-    o.cluster.as_mut().unwrap().members.push(member(9, "", true, false));
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(9, "", true, false));
     assert!(matches!(plan(&o), Step::Wait(r) if r.contains("one learner at a time")));
     o.cluster.as_mut().unwrap().members.pop();
     o.lock = LockView::Other("abc".into());
@@ -193,14 +211,22 @@ fn late_initial_member_bootstraps_into_running_cluster() {
     o.desired = None;
     o.in_initial_cluster = true;
     o.local = LocalView::default();
-    o.cluster.as_mut().unwrap().members.push(member(4, "", false, false));
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(4, "", false, false));
     assert_eq!(plan(&o), Step::BootstrapMember);
 }
 
 #[test]
 fn unwanted_learner_is_removed() {
     let mut o = proxy_node(EtcdRole::Proxy);
-    o.cluster.as_mut().unwrap().members.push(member(4, "", true, false));
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(4, "", true, false));
     assert_eq!(plan(&o), Step::AcquireLock);
     o.lock = LockView::Mine;
     assert_eq!(plan(&o), Step::RemoveSelf { id: 4 });
@@ -217,10 +243,13 @@ fn quorum_math() {
 // ---- property tests -------------------------------------------------------
 
 fn arb_member(id: u64) -> impl Strategy<Value = MemberView> {
-    (any::<bool>(), any::<bool>(), prop_oneof![Just(None), Just(Some(true)), Just(Some(false))])
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(None), Just(Some(true)), Just(Some(false))],
+    )
         .prop_map(move |(learner, started, healthy)| {
-            member(id, if started { "n" } else { "" }, learner, false)
-                .with_health(healthy)
+            member(id, if started { "n" } else { "" }, learner, false).with_health(healthy)
         })
 }
 
