@@ -137,9 +137,11 @@ pub struct MemberView {
 }
 
 impl MemberView {
-    /// The member has started and published its name.
+    /// The member has started: it has published its client URLs. (Members
+    /// of a bootstrap's initial cluster carry their names before they start;
+    /// members added at runtime get a name only once started.)
     pub fn is_started(&self) -> bool {
-        !self.name.is_empty()
+        !self.client_urls.is_empty()
     }
 
     /// Its name, or `(unstarted)`.

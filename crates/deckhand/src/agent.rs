@@ -57,9 +57,20 @@ pub async fn run(settings: Settings) -> Result<()> {
     };
     let cluster = Cluster::connect(&settings.endpoints, REQUEST_TIMEOUT)
         .await
-        .context("setting up the etcd client")?;
+        .context("setting up the etcd cluster client")?;
+    // Keys, watches and the lease go through localhost:2379, which the
+    // local member or proxy serves on every node; a restart of either
+    // breaks a stream for a moment, and the watches resume from their
+    // revision. Membership requests go to real members (`cluster`).
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), REQUEST_TIMEOUT);
+    let kv = etcd_client::Client::connect([crate::local::LOCALHOST_CLIENT_URL], Some(opts))
+        .await
+        .context("setting up the local etcd client")?;
     let ks = Keyspace::new(&settings.key_prefix);
-    let mut agent = Agent::new(local, identity, ks, cluster);
+    let mut agent = Agent::new(local, identity, ks, cluster, kv);
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -111,8 +122,8 @@ struct Agent {
     identity: Identity,
     ks: Keyspace,
     cluster: Cluster,
-    /// Endpoints the watch/lease client was built with.
-    background_endpoints: Vec<String>,
+    /// Client of localhost:2379 for keys, watches and the lease.
+    kv: etcd_client::Client,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     events: mpsc::Receiver<(Source, KeyEvent)>,
     events_tx: mpsc::Sender<(Source, KeyEvent)>,
@@ -134,14 +145,20 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(local: Local, identity: Identity, ks: Keyspace, cluster: Cluster) -> Agent {
+    fn new(
+        local: Local,
+        identity: Identity,
+        ks: Keyspace,
+        cluster: Cluster,
+        kv: etcd_client::Client,
+    ) -> Agent {
         let (events_tx, events) = mpsc::channel(64);
         Agent {
             local,
             identity,
             ks,
-            background_endpoints: cluster.endpoints(),
             cluster,
+            kv,
             tasks: Vec::new(),
             events,
             events_tx,
@@ -165,8 +182,7 @@ impl Agent {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        let client = self.cluster.client();
-        self.background_endpoints = self.cluster.endpoints();
+        let client = self.kv.clone();
         for (src, key) in [
             (Source::Role, self.ks.role(&self.identity.id)),
             (Source::Config, self.ks.cluster_config()),
@@ -293,7 +309,7 @@ impl Agent {
     }
 
     async fn lock_view(&self) -> LockView {
-        let mut client = self.cluster.client();
+        let mut client = self.kv.clone();
         match tokio::time::timeout(REQUEST_TIMEOUT, client.get(self.ks.membership_lock(), None))
             .await
         {
@@ -368,17 +384,7 @@ impl Agent {
             tracing::info!("voter set changed; reconnecting to {}", voters.join(","));
             if let Err(e) = self.cluster.set_endpoints(&voters).await {
                 tracing::warn!("could not switch endpoints: {e}");
-                return;
             }
-        }
-        // Rebuild the watch and lease client only when none of its endpoints
-        // is a voter any more: a rebuild re-grants the lease.
-        if !self.background_endpoints.iter().any(|e| voters.contains(e)) {
-            tracing::info!("no endpoint of the watch client is a voter; rebuilding it");
-            if let Some(k) = self.keeper.take() {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
-            }
-            self.start_background();
         }
     }
 
@@ -445,7 +451,7 @@ impl Agent {
     /// operators see every node's role in one place. Never overwrites.
     async fn ensure_role_key(&mut self, o: &Observation) {
         if !self.name_written {
-            let mut client = self.cluster.client();
+            let mut client = self.kv.clone();
             let put = client.put(
                 self.ks.name(&self.identity.id),
                 self.identity.name.clone(),
@@ -466,7 +472,7 @@ impl Agent {
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, role.to_json(), None)]);
-        let mut client = self.cluster.client();
+        let mut client = self.kv.clone();
         if let Ok(Ok(r)) = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn)).await
             && r.succeeded()
         {
@@ -488,7 +494,7 @@ impl Agent {
             Step::UpdateProxy { endpoints } => self.local.start_proxy(endpoints, true).await,
             Step::AcquireLock => {
                 anyhow::ensure!(lease != 0, "no lease yet to attach the membership lock to");
-                let mut client = self.cluster.client();
+                let mut client = self.kv.clone();
                 match deckhand_etcd::try_lock(
                     &mut client,
                     &self.ks.membership_lock(),
@@ -505,7 +511,7 @@ impl Agent {
                 }
             }
             Step::ReleaseLock => {
-                let mut client = self.cluster.client();
+                let mut client = self.kv.clone();
                 Ok(deckhand_etcd::unlock(
                     &mut client,
                     &self.ks.membership_lock(),
@@ -558,6 +564,7 @@ impl Agent {
                     .collect();
                 anyhow::ensure!(!others.is_empty(), "no other voter to send the removal to");
                 let via = Cluster::connect(&others, REQUEST_TIMEOUT).await?;
+                via.member_list().await?; // settles on a member that answers
                 via.remove(*id).await?;
                 tracing::warn!("removed this node's member {id:x} from the cluster");
                 Ok(())
@@ -642,7 +649,7 @@ impl Agent {
         let Ok(json) = serde_json::to_string(&status) else {
             return;
         };
-        let mut client = self.cluster.client();
+        let mut client = self.kv.clone();
         let put = client.put(
             self.ks.status(&self.identity.id),
             json,

@@ -87,18 +87,35 @@ async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> 
     let prefix = prefix
         .or_else(|| settings.as_ref().map(|s| s.key_prefix.clone()))
         .unwrap_or_else(|| Keyspace::DEFAULT_PREFIX.to_string());
-    let opts = etcd_client::ConnectOptions::new()
-        .with_connect_timeout(TIMEOUT)
-        .with_timeout(TIMEOUT);
-    let client = Client::connect(&eps, Some(opts))
-        .await
-        .with_context(|| format!("cannot reach etcd at {}", eps.join(",")))?;
+    // One endpoint at a time: etcd-client balances requests over all the
+    // endpoints it is given, dead ones included, so a single down member
+    // would fail some requests. Take the first that answers.
+    let client = first_answering(&eps).await?;
     Ok(Ctx {
         client,
         ks: Keyspace::new(&prefix),
         config_endpoints,
         cli_endpoints,
     })
+}
+
+/// Connects to the first of `eps` that answers a status request.
+async fn first_answering(eps: &[String]) -> Result<Client> {
+    let mut errors = Vec::new();
+    for ep in eps {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(TIMEOUT);
+        match Client::connect([ep.as_str()], Some(opts)).await {
+            Ok(mut c) => match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                Ok(Ok(_)) => return Ok(c),
+                Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
+                Err(_) => errors.push(format!("{ep}: no answer within 2 s")),
+            },
+            Err(e) => errors.push(format!("{ep}: {e}")),
+        }
+    }
+    bail!("no etcd endpoint answered:\n  {}", errors.join("\n  "))
 }
 
 /// One node as read from the keyspace.
@@ -309,7 +326,11 @@ pub async fn status(
     let mut members = Vec::new();
     let mut leader = None;
     let mut listed = None;
-    for eps in [reported, ctx.config_endpoints.clone(), ctx.cli_endpoints.clone()] {
+    for eps in [
+        reported,
+        ctx.config_endpoints.clone(),
+        ctx.cli_endpoints.clone(),
+    ] {
         if eps.is_empty() {
             continue;
         }
