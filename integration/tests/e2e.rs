@@ -134,7 +134,7 @@ fn five_node_cluster_roles() -> Result<()> {
         .find("starting learner")
         .context("node4 never started as a learner")?;
     let promoted = j
-        .find("learner promoted")
+        .find("promoted to voter")
         .context("node4 was never promoted")?;
     assert!(learner < promoted, "learner start comes before promotion");
     sh_ok(
@@ -264,7 +264,7 @@ fn five_node_cluster_roles() -> Result<()> {
             "{n}: {} writes acknowledged, {retried} needed retries, {fails} failed",
             oks.len()
         );
-        assert!(oks.len() > 20, "{n} probe made progress");
+        assert!(oks.len() >= 5, "{n}: the probe made progress ({} writes)", oks.len());
         assert_eq!(fails, 0, "{n}: localhost:2379 refused writes for over 10 s");
         let stored = sh_ok(
             "node2",
