@@ -264,7 +264,11 @@ fn five_node_cluster_roles() -> Result<()> {
             "{n}: {} writes acknowledged, {retried} needed retries, {fails} failed",
             oks.len()
         );
-        assert!(oks.len() >= 5, "{n}: the probe made progress ({} writes)", oks.len());
+        assert!(
+            oks.len() >= 5,
+            "{n}: the probe made progress ({} writes)",
+            oks.len()
+        );
         assert_eq!(fails, 0, "{n}: localhost:2379 refused writes for over 10 s");
         let stored = sh_ok(
             "node2",

@@ -418,7 +418,8 @@ pub async fn status(
             .collect(),
     };
     let mut out = out;
-    out.nodes.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    out.nodes
+        .sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
