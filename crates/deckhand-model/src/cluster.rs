@@ -18,8 +18,15 @@ pub struct ClusterConfig {
     /// Operators' demotions never leave fewer voters than this. Default 3.
     pub min_voters: usize,
     /// How long, in seconds, a learner may take to start and catch up before
-    /// its join counts as failed. Default 300.
+    /// its join counts as failed and the learner is removed. Default 300.
     pub learner_timeout_seconds: u64,
+    /// The number of voters the cluster should keep (odd, 1..=9). When set,
+    /// one elected agent replaces the members of dead nodes by promoting
+    /// healthy proxies. Unset by default: operators decide.
+    pub voters: Option<usize>,
+    /// How long, in seconds, a voter's node must have been dead (no lease)
+    /// before it is replaced. Default 300, allowed 5..=86400.
+    pub dead_grace_seconds: u64,
 }
 
 impl Default for ClusterConfig {
@@ -28,6 +35,8 @@ impl Default for ClusterConfig {
             lease_ttl_seconds: 20,
             min_voters: 3,
             learner_timeout_seconds: 300,
+            voters: None,
+            dead_grace_seconds: 300,
         }
     }
 }
@@ -58,6 +67,25 @@ impl ClusterConfig {
                 range: "1..=9",
             });
         }
+        if let Some(v) = cfg.voters {
+            if !(1..=9).contains(&v) {
+                return Err(ClusterConfigError::OutOfRange {
+                    field: "voters",
+                    value: v as u64,
+                    range: "1..=9",
+                });
+            }
+            if v.is_multiple_of(2) {
+                return Err(ClusterConfigError::EvenVoters(v));
+            }
+        }
+        if !(5..=86_400).contains(&cfg.dead_grace_seconds) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "dead_grace_seconds",
+                value: cfg.dead_grace_seconds,
+                range: "5..=86400",
+            });
+        }
         if !(10..=86_400).contains(&cfg.learner_timeout_seconds) {
             return Err(ClusterConfigError::OutOfRange {
                 field: "learner_timeout_seconds",
@@ -78,6 +106,9 @@ pub enum ClusterConfigError {
     /// Not JSON of the expected shape.
     #[error("cluster config is not valid JSON of the expected shape ({0})")]
     Json(String),
+    /// An even voter count: it tolerates no more failures than one fewer.
+    #[error("cluster config voters = {0} is even: {0} voters tolerate no more failures than {fewer}; use an odd number", fewer = .0 - 1)]
+    EvenVoters(usize),
     /// A number outside its allowed range.
     #[error("cluster config field {field} = {value} is outside {range}")]
     OutOfRange {
@@ -113,6 +144,16 @@ mod tests {
                 .contains("lease_ttl_seconds = 1")
         );
         assert!(ClusterConfig::parse(br#"{"ttl":1}"#).is_err());
+        assert_eq!(
+            ClusterConfig::parse(br#"{"voters":3}"#).unwrap().voters,
+            Some(3)
+        );
+        assert!(
+            ClusterConfig::parse(br#"{"voters":4}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("is even")
+        );
         assert!(ClusterConfig::parse(b"[").is_err());
     }
 }

@@ -55,6 +55,23 @@ impl Keyspace {
         format!("{}/config/cluster", self.prefix)
     }
 
+    /// `<prefix>/learners/`: the parent of the learner records.
+    pub fn learners(&self) -> String {
+        format!("{}/learners/", self.prefix)
+    }
+
+    /// `<prefix>/learners/<member-id hex>`: when a pending learner was first
+    /// seen, in Unix seconds; stale learners are reaped from it.
+    pub fn learner(&self, member_id: u64) -> String {
+        format!("{}/learners/{member_id:x}", self.prefix)
+    }
+
+    /// `<prefix>/locks/replacer`: held by the one agent that keeps the
+    /// configured number of voters.
+    pub fn replacer_lock(&self) -> String {
+        format!("{}/locks/replacer", self.prefix)
+    }
+
     /// `<prefix>/locks/membership`: the one-change-at-a-time membership lock.
     pub fn membership_lock(&self) -> String {
         format!("{}/locks/membership", self.prefix)

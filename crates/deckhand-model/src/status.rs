@@ -69,4 +69,15 @@ pub struct NodeStatus {
     pub blocked: Option<String>,
     /// The last error in words: a malformed role or config, a failed step.
     pub error: Option<String>,
+    /// The node's failure domain (rack, zone), from its agent config.
+    #[serde(default)]
+    pub failure_domain: Option<String>,
+    /// On the one agent that keeps the configured number of voters: what
+    /// it did or waits for.
+    #[serde(default)]
+    pub replacer: Option<String>,
+    /// Notable events this agent caused, newest last (a reaped learner, a
+    /// removed stale member, a replacement), at most a few.
+    #[serde(default)]
+    pub events: Vec<String>,
 }

@@ -12,10 +12,12 @@
 //! remove a voter when the healthy voters left would not hold quorum.
 
 mod observation;
+mod replace;
 mod rules;
 mod step;
 
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
+pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
 pub use step::Step;
 
@@ -55,10 +57,100 @@ pub fn etcd_mode(o: &Observation) -> EtcdMode {
 
 /// The next step toward the target role. Pure; see the crate docs.
 pub fn plan(o: &Observation) -> Step {
+    if let Some(step) = housekeeping(o) {
+        return step;
+    }
     match target_role(o) {
         EtcdRole::Member => plan_member(o),
         EtcdRole::Proxy => plan_proxy(o),
     }
+}
+
+/// A pending learner that is not this node's and has been pending longer
+/// than the learner timeout: it never started or never caught up.
+pub fn stale_learner(o: &Observation) -> Option<&MemberView> {
+    let cluster = o.cluster.as_ref()?;
+    let me = o.me().map(|m| m.id);
+    cluster.members.iter().find(|m| {
+        m.is_learner
+            && Some(m.id) != me
+            && o.learner_since
+                .get(&m.id)
+                .is_some_and(|since| o.now.saturating_sub(*since) > o.learner_timeout)
+    })
+}
+
+/// Member entries left over from an earlier life of this host: its peer URL
+/// listed as a started voter although the host has no member environment,
+/// no data dir and no member running (the disk was wiped or the host
+/// reprovisioned); or its name listed with another peer URL and not healthy
+/// (the host came back with another address).
+pub fn stale_self_entries(o: &Observation) -> Vec<&MemberView> {
+    let Some(cluster) = &o.cluster else {
+        return Vec::new();
+    };
+    let l = &o.local;
+    let lost_data = !l.member_unit_active && l.member_env.is_none() && !l.data_dir_exists;
+    cluster
+        .members
+        .iter()
+        .filter(|m| {
+            let mine = m.peer_urls.contains(&o.peer_url);
+            (mine && lost_data && !m.is_learner && m.is_started())
+                || (!mine
+                    && !o.node_name.is_empty()
+                    && m.name == o.node_name
+                    && m.healthy != Some(true))
+        })
+        .collect()
+}
+
+/// Cluster chores that come before the node's own role: remove entries of
+/// this host's earlier life, and reap stale learners (done by voters and by
+/// nodes that want to join, so that a dead joiner never blocks later joins).
+fn housekeeping(o: &Observation) -> Option<Step> {
+    let cluster = o.cluster.as_ref()?;
+    if let Some(stale) = stale_self_entries(o).first() {
+        if !stale.is_learner
+            && let Err(reason) = check_removal(&cluster.members, stale.id, None)
+        {
+            return Some(Step::Blocked(format!(
+                "member {:x} ({}) is left over from an earlier life of this host and must be removed first, but {reason}",
+                stale.id,
+                stale.display_name()
+            )));
+        }
+        if o.lock != LockView::Mine {
+            return Some(lock_step(o));
+        }
+        return Some(Step::RemoveMember {
+            id: stale.id,
+            why: format!(
+                "member {:x} ({}) is left over from an earlier life of this host",
+                stale.id,
+                stale.display_name()
+            ),
+        });
+    }
+    let learner = stale_learner(o)?;
+    let me = o.me();
+    let wants_to_join = me.is_none() && target_role(o) == EtcdRole::Member;
+    let is_voter = me.is_some_and(|m| !m.is_learner);
+    if !(wants_to_join || is_voter) {
+        return None;
+    }
+    if o.lock != LockView::Mine {
+        return Some(lock_step(o));
+    }
+    Some(Step::RemoveMember {
+        id: learner.id,
+        why: format!(
+            "learner {:x} ({}) did not start or catch up within {} s",
+            learner.id,
+            learner.display_name(),
+            o.learner_timeout
+        ),
+    })
 }
 
 /// Keeps `localhost:2379` served while no voter can be reached: restart a
@@ -148,9 +240,15 @@ fn plan_member(o: &Observation) -> Step {
                     // members and waits for this one.
                     return Step::BootstrapMember;
                 }
-                return Step::Blocked(format!(
-                    "member {:x} with this node's peer URL exists but this node has no member environment; remove the member (etcdctl member remove {:x}) to let the node join again",
-                    me.id, me.id
+                if l.data_dir_exists {
+                    return Step::Blocked(format!(
+                        "member {:x} with this node's peer URL exists and a data dir is present, but this node has no member environment; move {} aside by hand if it is stale",
+                        me.id, "the data dir"
+                    ));
+                }
+                return Step::Wait(format!(
+                    "member {:x} with this node's peer URL has not started yet",
+                    me.id
                 ));
             }
             if !l.member_serves_localhost() || l.proxy_unit_active {
@@ -171,7 +269,7 @@ fn plan_proxy(o: &Observation) -> Step {
     let l = &o.local;
     match o.me() {
         Some(me) if !me.is_learner => {
-            if let Err(reason) = check_removal(&cluster.members, me.id, o.min_voters) {
+            if let Err(reason) = check_removal(&cluster.members, me.id, Some(o.min_voters)) {
                 return Step::Blocked(reason);
             }
             if o.lock != LockView::Mine {

@@ -25,6 +25,13 @@ pub struct Observation {
     pub cluster: Option<ClusterView>,
     /// The membership lock.
     pub lock: LockView,
+    /// Now, in Unix seconds.
+    pub now: u64,
+    /// The cluster config's `learner_timeout_seconds`.
+    pub learner_timeout: u64,
+    /// When each pending learner was first recorded (member id → Unix
+    /// seconds), from the `learners/` keys.
+    pub learner_since: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Observation {

@@ -13,20 +13,28 @@ fn healthy(m: &MemberView) -> bool {
 
 /// May voter `id` be removed?
 ///
-/// Allowed only when (1) at least `min_voters` voters remain, (2) the started,
+/// Allowed only when (1) at least `min_voters` voters remain (when given:
+/// `min_voters` guards operators' demotions of healthy members, not the
+/// removal of a dead one), (2) the started,
 /// healthy voters that remain hold quorum of the new configuration, and (3)
 /// the healthy voters now hold quorum of the current configuration (so the
 /// removal itself can commit). Unchecked health counts as unhealthy.
 ///
 /// # Errors
 /// The reason in words when the removal is refused.
-pub fn check_removal(members: &[MemberView], id: u64, min_voters: usize) -> Result<(), String> {
+pub fn check_removal(
+    members: &[MemberView],
+    id: u64,
+    min_voters: Option<usize>,
+) -> Result<(), String> {
     let voters: Vec<&MemberView> = members.iter().filter(|m| !m.is_learner).collect();
     if !voters.iter().any(|m| m.id == id) {
         return Err(format!("member {id:x} is not a voter"));
     }
     let remaining = voters.len() - 1;
-    if remaining < min_voters {
+    if let Some(min_voters) = min_voters
+        && remaining < min_voters
+    {
         return Err(format!(
             "removing this member would leave {remaining} voters, fewer than min_voters = {min_voters}"
         ));

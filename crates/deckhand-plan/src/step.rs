@@ -67,6 +67,14 @@ pub enum Step {
         /// Member id.
         id: u64,
     },
+    /// Remove another member (a stale learner, or an entry left over from an
+    /// earlier life of this host).
+    RemoveMember {
+        /// Member id.
+        id: u64,
+        /// Why, in words.
+        why: String,
+    },
     /// Stop the member unit.
     StopMember,
     /// Rename the member data dir aside (never delete it) and drop the
@@ -75,6 +83,52 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step's kind in kebab case (`add-learner`, `remove-self`, ...):
+    /// stable names for logs and failpoints.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Converged => "converged",
+            Step::Wait(_) => "wait",
+            Step::Blocked(_) => "blocked",
+            Step::BootstrapMember => "bootstrap-member",
+            Step::StartMember => "start-member",
+            Step::StartProxy { .. } => "start-proxy",
+            Step::UpdateProxy { .. } => "update-proxy",
+            Step::AcquireLock => "acquire-lock",
+            Step::ReleaseLock => "release-lock",
+            Step::AddLearner => "add-learner",
+            Step::StartLearner { .. } => "start-learner",
+            Step::Promote { .. } => "promote",
+            Step::ServeLocalhostFromMember { .. } => "serve-localhost-from-member",
+            Step::TransferLeadership { .. } => "transfer-leadership",
+            Step::RemoveSelf { .. } => "remove-self",
+            Step::RemoveMember { .. } => "remove-member",
+            Step::StopMember => "stop-member",
+            Step::MoveDataDirAside => "move-data-dir-aside",
+        }
+    }
+
+    /// The kinds of the steps that change something, in the order the two
+    /// transitions take them: every failpoint is `before-<kind>` or
+    /// `after-<kind>` of one of these.
+    pub const ACTING_KINDS: [&'static str; 15] = [
+        "bootstrap-member",
+        "start-member",
+        "start-proxy",
+        "update-proxy",
+        "acquire-lock",
+        "add-learner",
+        "start-learner",
+        "promote",
+        "serve-localhost-from-member",
+        "release-lock",
+        "transfer-leadership",
+        "remove-self",
+        "remove-member",
+        "stop-member",
+        "move-data-dir-aside",
+    ];
+
     /// A step that changes nothing (converged, waiting, blocked).
     pub fn is_idle(&self) -> bool {
         matches!(self, Step::Converged | Step::Wait(_) | Step::Blocked(_))
@@ -105,6 +159,7 @@ impl fmt::Display for Step {
             }
             Step::TransferLeadership { to, .. } => write!(f, "moving leadership to {to:x}"),
             Step::RemoveSelf { id } => write!(f, "removing member {id:x}"),
+            Step::RemoveMember { id, why } => write!(f, "removing member {id:x}: {why}"),
             Step::StopMember => write!(f, "stopping the member"),
             Step::MoveDataDirAside => write!(f, "moving the member data dir aside"),
         }

@@ -53,6 +53,9 @@ fn proxy_node(desired: EtcdRole) -> Observation {
             leader: Some(1),
         }),
         lock: LockView::Free,
+        now: 1000,
+        learner_timeout: 300,
+        learner_since: Default::default(),
     }
 }
 
@@ -233,6 +236,68 @@ fn unwanted_learner_is_removed() {
 }
 
 #[test]
+fn stale_learner_is_reaped_by_a_voter_or_a_joiner() {
+    let mut o = member_node(EtcdRole::Member);
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(9, "", true, false));
+    o.learner_since.insert(9, 900);
+    assert_eq!(plan(&o), Step::Converged, "not stale yet");
+    o.learner_since.insert(9, 600);
+    assert_eq!(plan(&o), Step::AcquireLock);
+    o.lock = LockView::Mine;
+    assert!(matches!(plan(&o), Step::RemoveMember { id: 9, why } if why.contains("within 300 s")));
+
+    // A proxy that wants to join reaps it too; a content proxy leaves it.
+    let mut j = proxy_node(EtcdRole::Member);
+    j.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(9, "", true, false));
+    j.learner_since.insert(9, 600);
+    j.lock = LockView::Mine;
+    assert!(matches!(plan(&j), Step::RemoveMember { id: 9, .. }));
+    j.desired = Some(Role::new(EtcdRole::Proxy));
+    assert_eq!(plan(&j), Step::ReleaseLock);
+}
+
+#[test]
+fn entry_from_an_earlier_life_is_removed_then_the_node_joins() {
+    // node4 came back with an empty disk; its old voter entry (id 4) is listed.
+    let mut o = proxy_node(EtcdRole::Member);
+    o.cluster
+        .as_mut()
+        .unwrap()
+        .members
+        .push(member(4, "node4", false, false));
+    o.lock = LockView::Mine;
+    assert!(matches!(plan(&o), Step::RemoveMember { id: 4, why } if why.contains("earlier life")));
+    // Not if removing it would cost quorum: two of four voters dead.
+    o.cluster.as_mut().unwrap().members[0].healthy = Some(false);
+    assert!(matches!(plan(&o), Step::Blocked(r) if r.contains("earlier life")));
+    // Same name, other address, unhealthy: also an earlier life.
+    let mut n = proxy_node(EtcdRole::Member);
+    let mut old = member(7, "node4", false, false);
+    old.peer_urls = vec!["http://10.9.9.9:2380".into()];
+    n.cluster.as_mut().unwrap().members.push(old);
+    n.lock = LockView::Mine;
+    assert!(matches!(plan(&n), Step::RemoveMember { id: 7, .. }));
+}
+
+#[test]
+fn dead_member_removal_ignores_min_voters_but_not_quorum() {
+    let mut m = three_voters();
+    m[2].healthy = Some(false);
+    assert!(check_removal(&m, 3, Some(3)).is_err());
+    assert!(check_removal(&m, 3, None).is_ok());
+    m[1].healthy = Some(false);
+    assert!(check_removal(&m, 3, None).is_err());
+}
+
+#[test]
 fn quorum_math() {
     assert_eq!(quorum(1), 1);
     assert_eq!(quorum(3), 2);
@@ -317,6 +382,9 @@ prop_compose! {
                 1 => LockView::Mine,
                 _ => LockView::Other("x".into()),
             },
+            now: 1000,
+            learner_timeout: 300,
+            learner_since: (1..=7u64).filter(|i| flags[10] || i % 2 == 0).map(|i| (i, if flags[11] { 100 } else { 900 })).collect(),
         }
     }
 }
@@ -339,7 +407,7 @@ proptest! {
             let m = c.members.iter().find(|m| m.id == id).unwrap();
             prop_assert_eq!(Some(m), o.me());
             if !m.is_learner {
-                prop_assert!(check_removal(&c.members, id, o.min_voters).is_ok());
+                prop_assert!(check_removal(&c.members, id, Some(o.min_voters)).is_ok());
                 prop_assert!(c.leader != Some(id), "removes the leader without moving leadership");
                 let voters = c.members.iter().filter(|m| !m.is_learner).count();
                 prop_assert!(voters > o.min_voters);
@@ -381,6 +449,23 @@ proptest! {
         if matches!(step, Step::StopMember | Step::MoveDataDirAside) {
             prop_assert!(o.cluster.is_some(), "destructive step without a member list");
             prop_assert!(o.me().is_none(), "{:?} while still listed", step);
+        }
+    }
+
+    #[test]
+    fn reaps_only_stale_learners_and_dead_entries_safely(o in arb_observation()) {
+        if let Step::RemoveMember { id, .. } = plan(&o) {
+            let c = o.cluster.as_ref().unwrap();
+            let m = c.members.iter().find(|m| m.id == id).unwrap();
+            prop_assert_eq!(&o.lock, &LockView::Mine);
+            prop_assert!(o.me().map(|me| me.id) != Some(id) || stale_self_entries(&o).iter().any(|s| s.id == id));
+            if m.is_learner {
+                let since = o.learner_since.get(&id).copied();
+                prop_assert!(since.is_some_and(|t| o.now - t > o.learner_timeout) || stale_self_entries(&o).iter().any(|s| s.id == id));
+            } else {
+                prop_assert!(check_removal(&c.members, id, None).is_ok());
+                prop_assert!(m.healthy != Some(true) || o.me().map(|me| me.id) == Some(id));
+            }
         }
     }
 

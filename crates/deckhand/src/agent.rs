@@ -4,12 +4,13 @@
 //! the next step; takes that one step; and rewrites the node's status when
 //! it changed.
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use deckhand_etcd::{Cluster, KeyEvent, LeaseKeeper, LockOutcome, Member};
 use deckhand_model::{ClusterConfig, EtcdMode, EtcdStatus, Keyspace, NodeStatus, Role};
-use deckhand_plan::{ClusterView, LockView, MemberView, Observation, Step};
+use deckhand_plan::{ClusterView, LockView, MemberView, NodeView, Observation, Replacement, Step};
 use deckhand_systemd::{Systemd, notify};
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use tokio::sync::mpsc;
@@ -27,6 +28,16 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// READY is sent after this long even if no voter answered yet, so that a
 /// cluster whose members boot far apart still gets its agents started.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How many notable events the status keeps.
+const EVENTS_KEPT: usize = 5;
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 enum Source {
     Role,
@@ -142,6 +153,15 @@ struct Agent {
     written: Option<(NodeStatus, i64)>,
     /// The `nodes/<id>/name` key has been written by this process.
     name_written: bool,
+    /// While this agent holds the replacer lock: what the replacer did last.
+    replacer_note: Option<String>,
+    /// Nodes the replacer saw dead, since when (node id → first seen).
+    dead_since: std::collections::HashMap<String, Instant>,
+    /// Learner records were present at the last look.
+    learner_records_seen: bool,
+    /// Notable events (reaped learners, removed stale entries), newest last,
+    /// at most `EVENTS_KEPT`; shown in status.
+    events_log: Vec<String>,
 }
 
 impl Agent {
@@ -174,6 +194,10 @@ impl Agent {
             last_mode: EtcdMode::None,
             written: None,
             name_written: false,
+            learner_records_seen: false,
+            replacer_note: None,
+            dead_since: Default::default(),
+            events_log: Vec::new(),
         }
     }
 
@@ -345,7 +369,14 @@ impl Agent {
                     .desired
                     .as_ref()
                     .is_some_and(|(r, _)| r.etcd == deckhand_model::EtcdRole::Proxy);
-                let need_health = me.is_some_and(|m| m.is_learner || wants_proxy);
+                let lost_data = !local.member_unit_active
+                    && local.member_env.is_none()
+                    && !local.data_dir_exists;
+                let namesake = members
+                    .iter()
+                    .any(|m| m.name == self.identity.name && !m.has_peer_url(&me_peer));
+                let need_health =
+                    namesake || me.is_some_and(|m| m.is_learner || wants_proxy || lost_data);
                 Some(self.observe_cluster(members, need_health).await)
             }
             None => None,
@@ -354,6 +385,11 @@ impl Agent {
             self.lock_view().await
         } else {
             LockView::Free
+        };
+        let now = unix_now();
+        let learner_since = match &members {
+            Some(m) => self.learner_records(m, now).await,
+            None => Default::default(),
         };
         let s = &self.local.settings;
         Ok(Observation {
@@ -369,7 +405,73 @@ impl Agent {
             local,
             cluster,
             lock,
+            now,
+            learner_timeout: self.config.learner_timeout_seconds,
+            learner_since,
         })
+    }
+
+    /// When each pending learner was first seen, from the `learners/` keys:
+    /// records a learner that has none (create-if-absent, so the earliest
+    /// sighting wins) and deletes the records of members that are no longer
+    /// learners. Reads nothing while no learner is pending and no record is
+    /// known.
+    async fn learner_records(&mut self, members: &[Member], now: u64) -> BTreeMap<u64, u64> {
+        let learners: Vec<u64> = members
+            .iter()
+            .filter(|m| m.is_learner)
+            .map(|m| m.id)
+            .collect();
+        if learners.is_empty() && !self.learner_records_seen {
+            return BTreeMap::new();
+        }
+        let mut client = self.kv.clone();
+        let prefix = self.ks.learners();
+        let get = client.get(
+            prefix.clone(),
+            Some(etcd_client::GetOptions::new().with_prefix()),
+        );
+        let Ok(Ok(resp)) = tokio::time::timeout(REQUEST_TIMEOUT, get).await else {
+            return BTreeMap::new();
+        };
+        let mut out = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Some(id) = kv
+                .key_str()
+                .ok()
+                .and_then(|k| k.strip_prefix(prefix.as_str()))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            else {
+                continue;
+            };
+            let since = String::from_utf8_lossy(kv.value())
+                .trim()
+                .parse()
+                .unwrap_or(now);
+            if learners.contains(&id) {
+                out.insert(id, since);
+            } else {
+                let _ =
+                    tokio::time::timeout(REQUEST_TIMEOUT, client.delete(kv.key().to_vec(), None))
+                        .await;
+            }
+        }
+        let missing: Vec<u64> = learners
+            .iter()
+            .copied()
+            .filter(|id| !out.contains_key(id))
+            .collect();
+        for id in &missing {
+            let key = self.ks.learner(*id);
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key, now.to_string(), None)]);
+            if let Ok(Ok(_)) = tokio::time::timeout(REQUEST_TIMEOUT, client.txn(txn)).await {
+                out.insert(*id, now);
+            }
+        }
+        self.learner_records_seen = !learners.is_empty();
+        out
     }
 
     async fn refresh_endpoints(&mut self, o: &Observation) {
@@ -418,7 +520,13 @@ impl Agent {
         } else if Some(&step) != self.last_step.as_ref() {
             tracing::info!("{step}");
         }
+        if !step.is_idle() {
+            crate::failpoint::hit(&format!("before-{}", step.kind()));
+        }
         let result = self.act(&step, &o).await;
+        if result.is_ok() && !step.is_idle() {
+            crate::failpoint::hit(&format!("after-{}", step.kind()));
+        }
         let step_ok = match result {
             Ok(()) => {
                 if !step.is_idle() || step == Step::Converged {
@@ -438,6 +546,9 @@ impl Agent {
         if observed_cluster {
             self.ensure_role_key(&o).await;
             self.write_status(&o, &step).await;
+        }
+        if observed_cluster && o.lock != LockView::Mine {
+            self.replacer(&o).await;
         }
         self.last_step = Some(step.clone());
         Outcome {
@@ -569,6 +680,12 @@ impl Agent {
                 tracing::warn!("removed this node's member {id:x} from the cluster");
                 Ok(())
             }
+            Step::RemoveMember { id, why } => {
+                self.cluster.remove(*id).await?;
+                tracing::warn!("removed member {id:x}: {why}");
+                self.event(format!("removed member {id:x}: {why}"));
+                Ok(())
+            }
             Step::StopMember => {
                 // The member list is not linearizable: confirm once more
                 // that this node's member is gone before stopping it.
@@ -587,6 +704,190 @@ impl Agent {
                 Ok(())
             }
         }
+    }
+
+    /// The replacer: with `voters` set in the cluster config, the agent
+    /// holding the replacer lock keeps that many healthy voters (see
+    /// `deckhand_plan::plan_replacement`). Skipped while this node's own
+    /// membership change holds the membership lock.
+    async fn replacer(&mut self, o: &Observation) {
+        let lease = self
+            .keeper
+            .as_ref()
+            .map(|k| *k.lease().borrow())
+            .unwrap_or(0);
+        let key = self.ks.replacer_lock();
+        let mut kv = self.kv.clone();
+        let Some(target) = self.config.voters else {
+            if self.replacer_note.take().is_some() {
+                let _ = deckhand_etcd::unlock(&mut kv, &key, &self.identity.id).await;
+            }
+            return;
+        };
+        if lease == 0 {
+            return;
+        }
+        match deckhand_etcd::try_lock(&mut kv, &key, &self.identity.id, lease).await {
+            Ok(LockOutcome::Acquired) => {}
+            _ => {
+                self.replacer_note = None;
+                self.dead_since.clear();
+                return;
+            }
+        }
+        let nodes = match crate::nodes::read_nodes(&mut kv, &self.ks).await {
+            Ok(n) => n,
+            Err(e) => {
+                self.replacer_note = Some(format!("cannot read the nodes: {e:#}"));
+                return;
+            }
+        };
+        let Some(cluster) = &o.cluster else { return };
+        let members: Vec<Member> = match self.cluster.member_list().await {
+            Ok(m) => m,
+            Err(e) => {
+                self.replacer_note = Some(format!("cannot read the member list: {e}"));
+                return;
+            }
+        };
+        let health = self
+            .cluster
+            .voter_health(&members, Duration::from_secs(2))
+            .await;
+        let member_views: Vec<MemberView> = members
+            .iter()
+            .map(|m| MemberView {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+                is_learner: m.is_learner,
+                healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
+            })
+            .collect();
+        let _ = cluster;
+        let now = Instant::now();
+        self.dead_since
+            .retain(|id, _| nodes.get(id).is_some_and(|k| k.status.is_none()));
+        let node_views: Vec<NodeView> = nodes
+            .iter()
+            .map(|(id, k)| {
+                let alive = k.status.is_some();
+                let dead_for = if alive {
+                    0
+                } else {
+                    now.duration_since(*self.dead_since.entry(id.clone()).or_insert(now))
+                        .as_secs()
+                };
+                let role = k.role();
+                NodeView {
+                    id: id.clone(),
+                    name: k.display_name(),
+                    alive,
+                    dead_for,
+                    mode: k
+                        .status
+                        .as_ref()
+                        .map(|s| s.etcd.mode)
+                        .unwrap_or(EtcdMode::None),
+                    desired: role.as_ref().map(|r| r.etcd),
+                    converged: k.status.as_ref().is_some_and(|s| s.converged),
+                    control_plane: role
+                        .as_ref()
+                        .is_some_and(|r| r.planes.contains(&deckhand_model::Plane::Control)),
+                    failure_domain: k.status.as_ref().and_then(|s| s.failure_domain.clone()),
+                }
+            })
+            .collect();
+        let action = deckhand_plan::plan_replacement(
+            target,
+            self.config.dead_grace_seconds,
+            &member_views,
+            &node_views,
+        );
+        let note = match action {
+            Replacement::Idle => format!("keeping {target} voters: nothing to do"),
+            Replacement::Wait(w) => w,
+            Replacement::Blocked(b) => format!("blocked: {b}"),
+            Replacement::RemoveDead {
+                member_id,
+                node,
+                why,
+            } => {
+                let lock = self.ks.membership_lock();
+                match deckhand_etcd::try_lock(&mut kv, &lock, &self.identity.id, lease).await {
+                    Ok(LockOutcome::Acquired) => {}
+                    Ok(LockOutcome::HeldBy(owner)) => {
+                        self.replacer_note = Some(format!(
+                            "waiting for the membership lock held by node {owner}"
+                        ));
+                        return;
+                    }
+                    Err(e) => {
+                        self.replacer_note = Some(format!("cannot take the membership lock: {e}"));
+                        return;
+                    }
+                }
+                let result = self.cluster.remove(member_id).await;
+                if result.is_ok()
+                    && let Some(node) = &node
+                {
+                    let planes = nodes
+                        .get(node)
+                        .and_then(|k| k.role())
+                        .map(|r| r.planes)
+                        .unwrap_or_default();
+                    let role = Role {
+                        etcd: deckhand_model::EtcdRole::Proxy,
+                        planes,
+                    };
+                    let _ = kv.put(self.ks.role(node), role.to_json(), None).await;
+                }
+                let _ = deckhand_etcd::unlock(&mut kv, &lock, &self.identity.id).await;
+                match result {
+                    Ok(()) => {
+                        let msg = format!(
+                            "replacer removed member {member_id:x}: {why}; its role key now says proxy"
+                        );
+                        tracing::warn!("{msg}");
+                        self.event(msg.clone());
+                        msg
+                    }
+                    Err(e) => format!("removing dead member {member_id:x} failed: {e}"),
+                }
+            }
+            Replacement::Promote { node, why } => {
+                let planes = nodes
+                    .get(&node)
+                    .and_then(|k| k.role())
+                    .map(|r| r.planes)
+                    .unwrap_or_default();
+                let role = Role {
+                    etcd: deckhand_model::EtcdRole::Member,
+                    planes,
+                };
+                match kv.put(self.ks.role(&node), role.to_json(), None).await {
+                    Ok(_) => {
+                        let msg = format!("replacer set node {node}'s role to member: {why}");
+                        tracing::warn!("{msg}");
+                        self.event(msg.clone());
+                        msg
+                    }
+                    Err(e) => format!("setting node {node}'s role failed: {e}"),
+                }
+            }
+        };
+        if self.replacer_note.as_ref() != Some(&note) {
+            tracing::info!("replacer: {note}");
+        }
+        self.replacer_note = Some(note);
+    }
+
+    /// Records a notable event for the status (the newest `EVENTS_KEPT`).
+    fn event(&mut self, what: String) {
+        self.events_log.push(what);
+        let extra = self.events_log.len().saturating_sub(EVENTS_KEPT);
+        self.events_log.drain(..extra);
     }
 
     fn status_line(&self) -> String {
@@ -642,6 +943,9 @@ impl Agent {
                 .clone()
                 .or_else(|| self.config_error.clone())
                 .or_else(|| self.step_error.clone()),
+            failure_domain: self.local.settings.failure_domain.clone(),
+            replacer: self.replacer_note.clone(),
+            events: self.events_log.clone(),
         };
         if self.written.as_ref() == Some(&(status.clone(), lease)) {
             return;

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use deckhand_etcd::Cluster;
-use deckhand_model::{EtcdRole, Keyspace, NodeStatus, Plane, Role};
-use etcd_client::{Client, GetOptions};
+use deckhand_model::{EtcdRole, Keyspace, Plane, Role};
+use etcd_client::Client;
 use serde::Serialize;
 
 use crate::config;
+use crate::nodes::{NodeKeys, read_nodes};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,40 +119,6 @@ async fn first_answering(eps: &[String]) -> Result<Client> {
     bail!("no etcd endpoint answered:\n  {}", errors.join("\n  "))
 }
 
-/// One node as read from the keyspace.
-#[derive(Debug, Default)]
-struct NodeKeys {
-    name: Option<String>,
-    role: Option<(Vec<u8>, i64)>,
-    status: Option<NodeStatus>,
-}
-
-async fn read_nodes(ctx: &mut Ctx) -> Result<BTreeMap<String, NodeKeys>> {
-    let resp = tokio::time::timeout(
-        TIMEOUT,
-        ctx.client
-            .get(ctx.ks.nodes(), Some(GetOptions::new().with_prefix())),
-    )
-    .await
-    .context("reading node keys timed out")?
-    .context("reading node keys")?;
-    let mut nodes: BTreeMap<String, NodeKeys> = BTreeMap::new();
-    for kv in resp.kvs() {
-        let Ok(key) = kv.key_str() else { continue };
-        let Some((id, leaf)) = ctx.ks.parse_node_key(key) else {
-            continue;
-        };
-        let entry = nodes.entry(id.to_string()).or_default();
-        match leaf {
-            "name" => entry.name = Some(String::from_utf8_lossy(kv.value()).into_owned()),
-            "role" => entry.role = Some((kv.value().to_vec(), kv.mod_revision())),
-            "status" => entry.status = serde_json::from_slice(kv.value()).ok(),
-            _ => {}
-        }
-    }
-    Ok(nodes)
-}
-
 fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String> {
     if nodes.contains_key(node) {
         return Ok(node.to_string());
@@ -186,7 +153,7 @@ pub async fn role(
     cmd: RoleCommand,
 ) -> Result<()> {
     let mut ctx = connect(cfg, endpoints, prefix).await?;
-    let nodes = read_nodes(&mut ctx).await?;
+    let nodes = read_nodes(&mut ctx.client, &ctx.ks).await?;
     match cmd {
         RoleCommand::Get { node } => {
             let id = resolve(&nodes, &node)?;
@@ -239,7 +206,7 @@ async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) ->
     let start = Instant::now();
     let mut last_step = String::new();
     loop {
-        let nodes = read_nodes(ctx).await?;
+        let nodes = read_nodes(&mut ctx.client, &ctx.ks).await?;
         if let Some(s) = nodes.get(id).and_then(|k| k.status.as_ref())
             && s.desired_revision >= rev
         {
@@ -312,7 +279,7 @@ pub async fn status(
     args: StatusArgs,
 ) -> Result<()> {
     let mut ctx = connect(cfg, endpoints, prefix).await?;
-    let nodes = read_nodes(&mut ctx).await?;
+    let nodes = read_nodes(&mut ctx.client, &ctx.ks).await?;
     // The member list must come from a real member, never a grpc-proxy:
     // the nodes that report a member, then the configured endpoints.
     // ask the nodes that report a member, then the configured endpoints,

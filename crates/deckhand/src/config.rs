@@ -40,6 +40,9 @@ pub struct NodeFragment {
     pub name: Option<String>,
     /// The address peers and clients reach this node on.
     pub advertise_address: Option<IpAddr>,
+    /// The node's failure domain (rack, zone): automatic member replacement
+    /// spreads voters across failure domains.
+    pub failure_domain: Option<String>,
 }
 
 /// `[etcd]` of a config file.
@@ -88,6 +91,8 @@ pub struct Settings {
     pub name: Option<String>,
     /// Advertise address override; `None` means detect.
     pub advertise_address: Option<IpAddr>,
+    /// The failure domain label, if any.
+    pub failure_domain: Option<String>,
     /// Client URLs of real members (never a proxy).
     pub endpoints: Vec<String>,
     /// `(name, peer URL)` of the initial members.
@@ -170,6 +175,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
         key_prefix,
         name: f.node.name,
         advertise_address: f.node.advertise_address,
+        failure_domain: f.node.failure_domain,
         endpoints,
         initial_cluster,
         initial_cluster_raw: raw,

@@ -187,6 +187,7 @@ impl Local {
             .and_then(|v| u64::from_str_radix(v, 16).ok());
         let env = self.member_env(&initial, &state, true, id)?;
         write_atomic(&path, env.as_bytes(), 0o644)?;
+        crate::failpoint::hit("mid-serve-localhost");
         self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
         self.systemd.restart(MEMBER_UNIT, JOB_TIMEOUT).await?;
         Ok(())

@@ -7,9 +7,11 @@
 mod agent;
 mod cli;
 mod config;
+mod failpoint;
 mod identity;
 mod local;
 mod logging;
+mod nodes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
