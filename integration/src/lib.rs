@@ -94,3 +94,86 @@ pub fn wait_for<T>(
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// How long a role change may take to converge in the tests.
+pub const CONVERGE: Duration = Duration::from_secs(180);
+
+/// A fresh cluster of `n` nodes for one test: `down` then `up` at creation,
+/// `down` when dropped (unless `DECKHAND_E2E_KEEP` is set).
+pub struct ClusterGuard;
+
+impl ClusterGuard {
+    /// Boots a fresh cluster and waits until every node is alive and
+    /// converged with 3 voters.
+    pub fn up(n: usize) -> Result<ClusterGuard> {
+        let _ = cluster(&["down"]);
+        cluster(&["up", &n.to_string()])?;
+        let guard = ClusterGuard;
+        wait_for(
+            &format!("{n} nodes alive and converged with 3 voters"),
+            CONVERGE,
+            || {
+                let st = status("node1")?;
+                let nodes = st["nodes"].as_array().map(Vec::len).unwrap_or(0);
+                let all = st["nodes"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .all(|x| x["alive"] == true && x["converged"] == true)
+                });
+                Ok((nodes == n && all && st["voters"] == 3).then_some(()))
+            },
+        )?;
+        Ok(guard)
+    }
+}
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if std::env::var_os("DECKHAND_E2E_KEEP").is_none() {
+            let _ = cluster(&["down"]);
+        }
+    }
+}
+
+/// Waits until node `name` reports alive, converged, from a role key of at
+/// least revision `min_rev`, as seen from node `from`; returns that status.
+pub fn wait_converged(from: &str, name: &str, min_rev: i64) -> Result<Value> {
+    wait_for(&format!("{name} to converge"), CONVERGE, || {
+        let st = status(from)?;
+        let n = node(&st, name).context("node missing from status")?;
+        let ok = n["alive"] == true
+            && n["converged"] == true
+            && n["desired_revision"].as_i64().unwrap_or(0) >= min_rev;
+        Ok(ok.then(|| st.clone()))
+    })
+}
+
+/// `deckhand role set NODE --etcd ETCD` run on `via`: (success, output,
+/// revision of the write).
+pub fn role_set(via: &str, node: &str, etcd: &str) -> Result<(bool, String, i64)> {
+    let (ok, out, err) = sh(via, &format!("deckhand role set {node} --etcd {etcd}"))?;
+    let rev = out
+        .split("revision ")
+        .nth(1)
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((ok, format!("{out}{err}"), rev))
+}
+
+/// The agent's journal on `node` (messages only).
+pub fn journal(node: &str) -> Result<String> {
+    sh_ok(node, "journalctl -u deckhand --no-pager -o cat")
+}
+
+/// `etcdctl member list` as JSON from `node`'s localhost:2379... through a
+/// real member: the client URL of a member node.
+pub fn members(via_member: &str) -> Result<Value> {
+    let ip = cluster(&["ip", via_member])?;
+    let out = sh_ok(
+        via_member,
+        &format!(
+            "etcdctl --endpoints=http://{}:2379 member list -w json",
+            ip.trim()
+        ),
+    )?;
+    serde_json::from_str(&out).context("member list JSON")
+}

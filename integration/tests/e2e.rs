@@ -14,10 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use deckhand_integration::*;
-use serde_json::Value;
 
 const NODES: [&str; 5] = ["node1", "node2", "node3", "node4", "node5"];
-const CONVERGE: Duration = Duration::from_secs(180);
 /// Lease TTL set for the test, in seconds (the default is 20).
 const TTL: u64 = 10;
 
@@ -38,46 +36,9 @@ while [ ! -e /tmp/probe.stop ]; do
 done
 "#;
 
-struct Cluster;
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::env::var_os("DECKHAND_E2E_KEEP").is_none() {
-            let _ = cluster(&["down"]);
-        }
-    }
-}
-
-fn wait_converged(from: &str, name: &str, min_rev: i64) -> Result<Value> {
-    wait_for(&format!("{name} to converge"), CONVERGE, || {
-        let st = status(from)?;
-        let n = node(&st, name).context("node missing from status")?;
-        let ok = n["alive"] == true
-            && n["converged"] == true
-            && n["desired_revision"].as_i64().unwrap_or(0) >= min_rev;
-        Ok(ok.then(|| st.clone()))
-    })
-}
-
-fn role_set(node: &str, etcd: &str) -> Result<(bool, String, i64)> {
-    let (ok, out, err) = sh("node1", &format!("deckhand role set {node} --etcd {etcd}"))?;
-    let rev = out
-        .split("revision ")
-        .nth(1)
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    Ok((ok, format!("{out}{err}"), rev))
-}
-
-fn journal(node: &str) -> Result<String> {
-    sh_ok(node, "journalctl -u deckhand --no-pager -o cat")
-}
-
 #[test]
 fn five_node_cluster_roles() -> Result<()> {
-    let _ = cluster(&["down"]);
-    cluster(&["up", "5"])?;
-    let _guard = Cluster;
+    let _guard = ClusterGuard::up(5)?;
 
     // All five agents report; three voters; everyone converged.
     let st = wait_for(
@@ -120,7 +81,7 @@ fn five_node_cluster_roles() -> Result<()> {
 
     // 1. node4 to member: learner, promoted, 4 voters; localhost served throughout.
     let t = Instant::now();
-    let (ok, out, rev) = role_set("node4", "member")?;
+    let (ok, out, rev) = role_set("node1", "node4", "member")?;
     ensure!(ok, "role set node4 member: {out}");
     let st = wait_converged("node1", "node4", rev)?;
     println!(
@@ -148,7 +109,7 @@ fn five_node_cluster_roles() -> Result<()> {
         .context("no leader in status")?
         .to_string();
     let t = Instant::now();
-    let (ok, out, rev) = role_set(&leader, "proxy")?;
+    let (ok, out, rev) = role_set("node1", &leader, "proxy")?;
     ensure!(ok, "role set {leader} proxy: {out}");
     let other = NODES
         .iter()
@@ -192,7 +153,7 @@ fn five_node_cluster_roles() -> Result<()> {
         .find(|n| *n != leader)
         .unwrap()
         .to_string();
-    let (ok, out, _) = role_set(&victim, "proxy")?;
+    let (ok, out, _) = role_set("node1", &victim, "proxy")?;
     ensure!(ok, "{out}");
     let st = wait_for(&format!("{victim} to report blocked"), CONVERGE, || {
         let st = status(other)?;
@@ -209,7 +170,7 @@ fn five_node_cluster_roles() -> Result<()> {
     );
     assert_eq!(n["etcd"]["mode"], "member", "nothing changed");
     assert_eq!(st["voters"], 3);
-    let (ok, out, rev) = role_set(&victim, "member")?;
+    let (ok, out, rev) = role_set("node1", &victim, "member")?;
     ensure!(ok, "{out}");
     wait_converged(other, &victim, rev)?;
 

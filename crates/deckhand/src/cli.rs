@@ -130,6 +130,16 @@ fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String> {
         })
         .map(|(id, _)| id)
         .collect();
+    // A host reprovisioned under its old name leaves a dead namesake:
+    // prefer the one live node of that name.
+    let alive: Vec<&String> = by_name
+        .iter()
+        .copied()
+        .filter(|id| nodes.get(*id).is_some_and(|k| k.status.is_some()))
+        .collect();
+    if by_name.len() > 1 && alive.len() == 1 {
+        return Ok(alive[0].clone());
+    }
     match by_name.as_slice() {
         [id] => Ok((*id).clone()),
         [] if node.len() == 32 && node.chars().all(|c| c.is_ascii_hexdigit()) => {
