@@ -39,6 +39,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The planner's view of `members`, with the health of those in `health`
+/// (member id, healthy) and unknown health for the others.
+fn member_views(members: &[Member], health: &[(u64, bool)]) -> Vec<MemberView> {
+    members
+        .iter()
+        .map(|m| MemberView {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: m.client_urls.clone(),
+            is_learner: m.is_learner,
+            healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
+        })
+        .collect()
+}
+
 enum Source {
     Role,
     Config,
@@ -317,17 +333,7 @@ impl Agent {
             Vec::new()
         };
         ClusterView {
-            members: members
-                .iter()
-                .map(|m| MemberView {
-                    id: m.id,
-                    name: m.name.clone(),
-                    peer_urls: m.peer_urls.clone(),
-                    client_urls: m.client_urls.clone(),
-                    is_learner: m.is_learner,
-                    healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
-                })
-                .collect(),
+            members: member_views(members, &health),
             leader,
         }
     }
@@ -548,7 +554,7 @@ impl Agent {
             self.write_status(&o, &step).await;
         }
         if observed_cluster && o.lock != LockView::Mine {
-            self.replacer(&o).await;
+            self.replacer().await;
         }
         self.last_step = Some(step.clone());
         Outcome {
@@ -710,7 +716,7 @@ impl Agent {
     /// holding the replacer lock keeps that many healthy voters (see
     /// `deckhand_plan::plan_replacement`). Skipped while this node's own
     /// membership change holds the membership lock.
-    async fn replacer(&mut self, o: &Observation) {
+    async fn replacer(&mut self) {
         let lease = self
             .keeper
             .as_ref()
@@ -742,7 +748,6 @@ impl Agent {
                 return;
             }
         };
-        let Some(cluster) = &o.cluster else { return };
         let members: Vec<Member> = match self.cluster.member_list().await {
             Ok(m) => m,
             Err(e) => {
@@ -754,18 +759,7 @@ impl Agent {
             .cluster
             .voter_health(&members, Duration::from_secs(2))
             .await;
-        let member_views: Vec<MemberView> = members
-            .iter()
-            .map(|m| MemberView {
-                id: m.id,
-                name: m.name.clone(),
-                peer_urls: m.peer_urls.clone(),
-                client_urls: m.client_urls.clone(),
-                is_learner: m.is_learner,
-                healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
-            })
-            .collect();
-        let _ = cluster;
+        let member_views = member_views(&members, &health);
         let now = Instant::now();
         self.dead_since
             .retain(|id, _| nodes.get(id).is_some_and(|k| k.status.is_none()));
