@@ -93,7 +93,7 @@ fn wait_hit(node: &str, point: &str) -> Result<()> {
     )
 }
 
-/// 1. For every failpoint of both transitions: the agent dies there,
+/// Case 1: For every failpoint of both transitions: the agent dies there,
 /// systemd restarts it, and the node converges with no quorum loss and no
 /// learner left over.
 #[test]
@@ -135,7 +135,7 @@ fn agent_killed_at_every_failpoint_converges() -> Result<()> {
     Ok(())
 }
 
-/// 2. A node dies right after its learner was added: the learner is reaped
+/// Case 2: A node dies right after its learner was added: the learner is reaped
 /// within the learner timeout and a new join succeeds.
 #[test]
 fn learner_of_a_dead_node_is_reaped() -> Result<()> {
@@ -201,7 +201,7 @@ fn healthy_voters(via: &str) -> Result<Option<Vec<String>>> {
     Ok((learners == 0 && names.len() == 3 && all_alive).then_some(names))
 }
 
-/// 3. With `voters: 3`, a dead member is replaced by a proxy after the
+/// Case 3: With `voters: 3`, a dead member is replaced by a proxy after the
 /// grace period; twice in a row.
 #[test]
 fn dead_members_are_replaced_to_keep_three_voters() -> Result<()> {
@@ -236,7 +236,7 @@ fn dead_members_are_replaced_to_keep_three_voters() -> Result<()> {
     Ok(())
 }
 
-/// 4. A member's host recreated with an empty disk and the same name rejoins
+/// Case 4: A member's host recreated with an empty disk and the same name rejoins
 /// as a member when its (new) role key says so; its old entry is removed.
 #[test]
 fn reprovisioned_host_rejoins_as_member() -> Result<()> {
@@ -285,7 +285,7 @@ fn reprovisioned_host_rejoins_as_member() -> Result<()> {
     assert_quorum()
 }
 
-/// 5. The leader's node partitioned for longer than the lease TTL: it takes
+/// Case 5: The leader's node partitioned for longer than the lease TTL: it takes
 /// no destructive step while cut off, and everything converges after the heal.
 #[test]
 fn partitioned_leader_does_nothing_destructive() -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use etcd_client::{Client, ConnectOptions, MemberAddOptions};
 use tokio::task::JoinSet;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::error::{Error, Result, etcd_msg, grpc_message, timed};
 
@@ -377,7 +377,7 @@ impl Cluster {
                     op: OP,
                     what: "no member in the answer".to_owned(),
                 })?;
-                info!(id = member.id, peer_url, "added learner");
+                debug!(id = member.id, peer_url, "added learner");
                 Ok(AddedLearner {
                     member,
                     members: members_of(resp.member_list()),
@@ -436,7 +436,7 @@ impl Cluster {
         let mut client = self.client();
         match timed("member_promote", self.timeout, client.member_promote(id)).await {
             Ok(_) => {
-                info!(id, "promoted learner");
+                debug!(id, "promoted learner");
                 Ok(())
             }
             Err(Error::Request { op, source }) => match grpc_message(&source) {
@@ -502,7 +502,7 @@ impl Cluster {
         let mut client = self.client();
         match timed("member_remove", self.timeout, client.member_remove(id)).await {
             Ok(_) => {
-                info!(id, "removed member");
+                debug!(id, "removed member");
                 Ok(())
             }
             Err(Error::Request { op, source }) => match grpc_message(&source) {
@@ -555,7 +555,7 @@ impl Cluster {
                 build_client(std::slice::from_ref(&leader.endpoint), self.timeout).await?;
             match timed(OP, self.timeout, client.move_leader(to)).await {
                 Ok(_) => {
-                    info!(from = leader.member_id, to, "moved leadership");
+                    debug!(from = leader.member_id, to, "moved leadership");
                     return Ok(());
                 }
                 Err(Error::Request { op, source }) => match grpc_message(&source) {

@@ -24,11 +24,18 @@ pub use step::Step;
 use deckhand_model::{EtcdMode, EtcdRole};
 
 /// The etcd role the node should have: the desired role key if there is one,
-/// else what it runs now, else its bootstrap default (member when named in
-/// the initial cluster, proxy otherwise).
+/// else member if it has a member environment or a voter entry, else what it
+/// runs now, else its bootstrap default (member when named in the initial
+/// cluster, proxy otherwise).
 pub fn target_role(o: &Observation) -> EtcdRole {
     if let Some(desired) = &o.desired {
         return desired.etcd;
+    }
+    // No role key read yet (after a reboot of a member, localhost:2379 only
+    // answers once the member runs): a member environment or a voter entry
+    // with this peer URL means the node is a member until told otherwise.
+    if o.local.member_env.is_some() || o.me().is_some_and(|m| !m.is_learner) {
+        return EtcdRole::Member;
     }
     match etcd_mode(o) {
         EtcdMode::Member | EtcdMode::Learner => EtcdRole::Member,
@@ -195,7 +202,7 @@ fn plan_member(o: &Observation) -> Step {
             }
             if !l.proxy_unit_active {
                 return Step::StartProxy {
-                    endpoints: cluster.voter_client_urls(),
+                    endpoints: cluster.proxy_endpoints(),
                 };
             }
             if let Some(learner) = cluster.members.iter().find(|m| m.is_learner) {
@@ -302,7 +309,7 @@ fn plan_proxy(o: &Observation) -> Step {
             if l.member_unit_active {
                 return Step::StopMember;
             }
-            let endpoints = cluster.voter_client_urls();
+            let endpoints = cluster.proxy_endpoints();
             if !l.proxy_unit_active {
                 return Step::StartProxy { endpoints };
             }

@@ -103,6 +103,26 @@ impl ClusterView {
         urls
     }
 
+    /// Where a proxy should point: the client URLs of the started voters not
+    /// known to be unhealthy (a partitioned voter would time out about every
+    /// other request the proxy balances to it), or of all started voters when
+    /// none is known healthy. Sorted and deduplicated.
+    pub fn proxy_endpoints(&self) -> Vec<String> {
+        let pick = |m: &&MemberView| !m.is_learner && m.is_started() && m.healthy != Some(false);
+        let mut urls: Vec<String> = self
+            .members
+            .iter()
+            .filter(pick)
+            .flat_map(|m| m.client_urls.iter().cloned())
+            .collect();
+        if urls.is_empty() {
+            return self.voter_client_urls();
+        }
+        urls.sort();
+        urls.dedup();
+        urls
+    }
+
     /// The `--initial-cluster` value a joining member `me` must start with:
     /// every member's name and peer URLs. Members that have not started yet
     /// have no name, so they get `m<id hex>` (etcd matches peer URLs, and only

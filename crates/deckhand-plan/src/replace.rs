@@ -238,7 +238,7 @@ mod tests {
             n("c", false, EtcdMode::None, "r3"),
         ];
         assert!(
-            matches!(plan_replacement(3, 300, &members, &nodes), Replacement::Blocked(r) if r.contains("healthy"))
+            matches!(plan_replacement(3, 300, &members, &nodes), Replacement::Blocked(r) if r.contains("would be healthy"))
         );
         assert!(
             matches!(plan_replacement(4, 300, &members, &nodes), Replacement::Blocked(r) if r.contains("even"))

@@ -39,18 +39,32 @@ pub fn check_removal(
             "removing this member would leave {remaining} voters, fewer than min_voters = {min_voters}"
         ));
     }
+    let unhealthy = || {
+        let names: Vec<&str> = voters
+            .iter()
+            .filter(|m| !healthy(m))
+            .map(|m| m.display_name())
+            .collect();
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(" (not healthy: {})", names.join(", "))
+        }
+    };
     let healthy_after = voters.iter().filter(|m| m.id != id && healthy(m)).count();
     if healthy_after < quorum(remaining) {
         return Err(format!(
-            "only {healthy_after} of the {remaining} remaining voters are healthy; quorum of {remaining} needs {}",
-            quorum(remaining)
+            "{healthy_after} of the {remaining} remaining voters would be healthy, and quorum of {remaining} needs {}{}",
+            quorum(remaining),
+            unhealthy()
         ));
     }
     let healthy_now = voters.iter().filter(|m| healthy(m)).count();
     if healthy_now < quorum(voters.len()) {
         return Err(format!(
-            "only {healthy_now} of {} voters are healthy; the removal could not commit",
-            voters.len()
+            "{healthy_now} of {} voters are healthy, too few to commit the removal{}",
+            voters.len(),
+            unhealthy()
         ));
     }
     Ok(())

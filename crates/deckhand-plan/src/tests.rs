@@ -179,7 +179,11 @@ fn member_to_proxy_refused_without_healthy_quorum() {
     c.members[0].healthy = Some(false);
     c.members[1].healthy = None;
     match plan(&o) {
-        Step::Blocked(r) => assert!(r.contains("remaining voters are healthy"), "{r}"),
+        Step::Blocked(r) => assert!(
+            r.contains("remaining voters would be healthy")
+                && r.contains("not healthy: node1, node2"),
+            "{r}"
+        ),
         other => panic!("unexpected {other:?}"),
     }
 }
@@ -295,6 +299,39 @@ fn dead_member_removal_ignores_min_voters_but_not_quorum() {
     assert!(check_removal(&m, 3, None).is_ok());
     m[1].healthy = Some(false);
     assert!(check_removal(&m, 3, None).is_err());
+}
+
+#[test]
+fn rebooted_member_without_role_key_starts_its_member() {
+    // node4 was promoted (not an initial member), then lost power: the role
+    // key cannot be read until the member runs again.
+    let mut o = member_node(EtcdRole::Member);
+    o.desired = None;
+    o.local.member_unit_active = false;
+    assert_eq!(target_role(&o), EtcdRole::Member);
+    assert_eq!(plan(&o), Step::StartMember);
+    o.cluster = None;
+    assert_eq!(plan(&o), Step::StartMember);
+}
+
+#[test]
+fn proxies_skip_unhealthy_voters() {
+    let mut o = proxy_node(EtcdRole::Proxy);
+    o.cluster.as_mut().unwrap().members[1].healthy = Some(false);
+    match plan(&o) {
+        Step::UpdateProxy { endpoints } => assert_eq!(
+            endpoints,
+            vec![
+                "http://10.0.0.1:2379".to_string(),
+                "http://10.0.0.3:2379".to_string()
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    for m in &mut o.cluster.as_mut().unwrap().members {
+        m.healthy = Some(false);
+    }
+    assert_eq!(plan(&o), Step::Converged, "all unhealthy: keep every voter");
 }
 
 #[test]

@@ -173,6 +173,8 @@ struct Agent {
     replacer_note: Option<String>,
     /// Nodes the replacer saw dead, since when (node id → first seen).
     dead_since: std::collections::HashMap<String, Instant>,
+    /// Consecutive failed health checks per voter (member id → count).
+    unhealthy_streak: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
     /// Learner records were present at the last look.
     learner_records_seen: bool,
     /// Notable events (reaped learners, removed stale entries), newest last,
@@ -211,6 +213,7 @@ impl Agent {
             written: None,
             name_written: false,
             learner_records_seen: false,
+            unhealthy_streak: Default::default(),
             replacer_note: None,
             dead_since: Default::default(),
             events_log: Vec::new(),
@@ -297,6 +300,7 @@ impl Agent {
                         self.config_error = None;
                     }
                     Err(e) => {
+                        tracing::warn!("ignoring invalid cluster config (revision {rev}): {e}");
                         self.config_error = Some(format!(
                             "cluster config {} (revision {rev}) rejected: {e}; keeping the previous config",
                             self.ks.cluster_config()
@@ -332,8 +336,32 @@ impl Agent {
         } else {
             Vec::new()
         };
+        // A proxy drops a voter from its endpoints only after two failed
+        // checks in a row, so that a member's restart does not bounce every
+        // proxy twice; until then its health counts as unknown.
+        let damp = !members
+            .iter()
+            .any(|m| m.has_peer_url(&self.identity.peer_url()));
+        let mut streak = self
+            .unhealthy_streak
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        streak.retain(|id, _| members.iter().any(|m| m.id == *id));
+        let mut views = member_views(members, &health);
+        for v in &mut views {
+            let count = streak.entry(v.id).or_default();
+            if v.healthy == Some(false) {
+                *count += 1;
+                if damp && *count < 2 {
+                    v.healthy = None;
+                }
+            } else {
+                *count = 0;
+            }
+        }
+        drop(streak);
         ClusterView {
-            members: member_views(members, &health),
+            members: views,
             leader,
         }
     }
@@ -358,14 +386,15 @@ impl Agent {
             .observe()
             .await
             .context("reading local unit states over D-Bus")?;
-        let members = match tokio::time::timeout(REQUEST_TIMEOUT, self.cluster.member_list()).await
-        {
-            Ok(Ok(m)) if !m.is_empty() => Some(m),
-            Ok(Err(e)) => {
+        // No outer timeout: each attempt is bounded, and the list moves on to
+        // the next member when one does not answer.
+        let members = match self.cluster.member_list().await {
+            Ok(m) if !m.is_empty() => Some(m),
+            Ok(_) => None,
+            Err(e) => {
                 tracing::debug!("member list failed: {e}");
                 None
             }
-            _ => None,
         };
         let me_peer = self.identity.peer_url();
         let cluster = match &members {
@@ -381,8 +410,10 @@ impl Agent {
                 let namesake = members
                     .iter()
                     .any(|m| m.name == self.identity.name && !m.has_peer_url(&me_peer));
-                let need_health =
-                    namesake || me.is_some_and(|m| m.is_learner || wants_proxy || lost_data);
+                // Proxies check the voters too: they point only at healthy ones.
+                let need_health = namesake
+                    || me.is_none()
+                    || me.is_some_and(|m| m.is_learner || wants_proxy || lost_data);
                 Some(self.observe_cluster(members, need_health).await)
             }
             None => None,

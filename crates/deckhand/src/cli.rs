@@ -71,6 +71,8 @@ struct Ctx {
     ks: Keyspace,
     config_endpoints: Vec<String>,
     cli_endpoints: Vec<String>,
+    /// The endpoints tried in order when connecting.
+    endpoints: Vec<String>,
 }
 
 async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> Result<Ctx> {
@@ -97,6 +99,7 @@ async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> 
         ks: Keyspace::new(&prefix),
         config_endpoints,
         cli_endpoints,
+        endpoints: eps,
     })
 }
 
@@ -216,12 +219,33 @@ async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) ->
     let start = Instant::now();
     let mut last_step = String::new();
     loop {
-        let nodes = read_nodes(&mut ctx.client, &ctx.ks).await?;
+        // The local etcd restarts when this very node (or, for a proxy, the
+        // voter set) changes: ride over read errors and reconnect.
+        let nodes = match read_nodes(&mut ctx.client, &ctx.ks).await {
+            Ok(n) => n,
+            Err(e) => {
+                if start.elapsed() > timeout {
+                    return Err(e.context(format!(
+                        "node {id} did not report convergence within {} s",
+                        timeout.as_secs()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(c) = first_answering(&ctx.endpoints).await {
+                    ctx.client = c;
+                }
+                continue;
+            }
+        };
         if let Some(s) = nodes.get(id).and_then(|k| k.status.as_ref())
             && s.desired_revision >= rev
         {
             if let Some(b) = &s.blocked {
-                bail!("{} refused the change: {b}", s.name);
+                bail!(
+                    "{} cannot apply this role now: {b}.\nThe role key keeps asking for it: the node applies it by itself once it is safe. To cancel, set the role back (deckhand role set {} --etcd ...).",
+                    s.name,
+                    s.name
+                );
             }
             if s.converged {
                 println!(
@@ -395,6 +419,13 @@ pub async fn status(
             .collect(),
     };
     let mut out = out;
+    // Each node reports its own leader flag, which lags a leader change by
+    // up to one of its iterations; the member list read just now is fresher.
+    if let Some(leader) = &out.leader {
+        for n in &mut out.nodes {
+            n.etcd.leader = n.alive && n.name == *leader;
+        }
+    }
     out.nodes
         .sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     if args.json {

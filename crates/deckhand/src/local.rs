@@ -117,6 +117,9 @@ impl Local {
                 "ETCD_INITIAL_CLUSTER_TOKEN",
                 &self.settings.initial_cluster_token,
             ),
+            // A member coming back from a partition asks before it campaigns,
+            // instead of forcing an election on the healthy majority.
+            ("ETCD_PRE_VOTE", "true"),
         ];
         if id.is_some() {
             vars.push(("DECKHAND_MEMBER_ID", &id_hex));

@@ -1,29 +1,29 @@
-//! Logging: journald fields under systemd, plain text on a terminal.
+//! Logging: plain text on stderr, which systemd sends to the journal.
+//!
+//! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp and no
+//! colours (the journal adds its own); a tracing event's fields are printed
+//! inline (`key=value`), so `journalctl -u deckhand` shows everything without
+//! `-o verbose`. (A journald layer would store fields separately, where the
+//! default output hides them.)
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::prelude::*;
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info` for the
-/// agent, `warn` for CLI commands). Under systemd (`JOURNAL_STREAM` set) logs
-/// go to journald with structured fields; otherwise to stderr.
+/// agent, `warn` for CLI commands).
 pub fn init(agent: bool) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(if agent { "info" } else { "warn" }));
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
-    {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(journald)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder
+            .without_time()
+            .with_ansi(false)
+            .with_level(true)
             .init();
-        return;
+    } else {
+        builder.init();
     }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
-        .init();
 }

@@ -38,8 +38,8 @@ struct Cli {
     /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
     #[arg(long, global = true, default_value = config::DEFAULT_CONFIG, env = "DECKHAND_CONFIG")]
     config: PathBuf,
-    /// etcd client URLs for the CLI (comma-separated). Default: the config's endpoints,
-    /// else http://127.0.0.1:2379.
+    /// etcd client URLs for the CLI (comma-separated). Default: http://127.0.0.1:2379,
+    /// then the config's endpoints; the first that answers is used.
     #[arg(long, global = true, value_delimiter = ',', env = "DECKHAND_ENDPOINTS")]
     endpoints: Vec<String>,
     /// Key prefix for the CLI. Default: the config's, else /deckhand.
