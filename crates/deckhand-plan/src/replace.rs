@@ -30,6 +30,8 @@ pub struct NodeView {
     pub desired: Option<EtcdRole>,
     /// Its status says converged.
     pub converged: bool,
+    /// Its status says blocked: it is not changing anything.
+    pub blocked: bool,
     /// Its role includes the control plane.
     pub control_plane: bool,
     /// Its failure domain.
@@ -114,7 +116,9 @@ pub fn plan_replacement(
     if let Some(w) = waiting {
         return Replacement::Wait(w);
     }
-    if let Some(n) = nodes.iter().find(|n| n.alive && !n.converged) {
+    // A blocked node changes nothing (it waits for safety, which may take
+    // the very voters this adds): only nodes on the move are waited for.
+    if let Some(n) = nodes.iter().find(|n| n.alive && !n.converged && !n.blocked) {
         return Replacement::Wait(format!("node {} is changing its role", n.name));
     }
     if voters.len() >= target {
@@ -190,6 +194,7 @@ mod tests {
                 EtcdRole::Proxy
             }),
             converged: alive,
+            blocked: false,
             control_plane: false,
             failure_domain: Some(domain.into()),
         }

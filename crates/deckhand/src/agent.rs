@@ -817,6 +817,7 @@ impl Agent {
                         .unwrap_or(EtcdMode::None),
                     desired: role.as_ref().map(|r| r.etcd),
                     converged: k.status.as_ref().is_some_and(|s| s.converged),
+                    blocked: k.status.as_ref().is_some_and(|s| s.blocked.is_some()),
                     control_plane: role
                         .as_ref()
                         .is_some_and(|r| r.planes.contains(&deckhand_model::Plane::Control)),
