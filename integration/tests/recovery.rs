@@ -42,6 +42,17 @@ const LEAVE_POINTS: [&str; 12] = [
     "after-release-lock",
 ];
 
+/// Every node's status events, as seen from `via`.
+fn all_events(via: &str) -> Result<Vec<String>> {
+    Ok(status(via)?["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.as_str().map(String::from))
+        .collect())
+}
+
 fn config(json: &str) -> Result<()> {
     sh_ok(
         "node1",
@@ -199,19 +210,16 @@ fn learner_of_a_dead_node_is_reaped() -> Result<()> {
         "stale learner reaped {:.1} s after its node was killed",
         t.elapsed().as_secs_f64()
     );
-    let events: Vec<String> = status("node1")?["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e.as_str().map(String::from))
-        .collect();
-    ensure!(
-        events
-            .iter()
-            .any(|e| e.contains("did not start or catch up")),
-        "the reap shows in status: {events:?}"
-    );
+    wait_for(
+        "the reap to show in status",
+        Duration::from_secs(30),
+        || {
+            Ok(all_events("node1")?
+                .iter()
+                .any(|e| e.contains("did not start or catch up"))
+                .then_some(()))
+        },
+    )?;
     let (ok, out, rev) = role_set("node1", "node5", "member")?;
     ensure!(ok, "{out}");
     wait_converged("node1", "node5", rev)?;
@@ -256,18 +264,16 @@ fn dead_members_are_replaced_to_keep_three_voters() -> Result<()> {
             t.elapsed().as_secs_f64()
         );
         assert_quorum()?;
-        let st = status("node1")?;
-        let events: Vec<String> = st["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
-            .filter_map(|e| e.as_str().map(String::from))
-            .collect();
-        ensure!(
-            events.iter().any(|e| e.contains("replacer removed member")),
-            "replacement shows in status: {events:?}"
-        );
+        wait_for(
+            "the replacement to show in status",
+            Duration::from_secs(30),
+            || {
+                Ok(all_events("node1")?
+                    .iter()
+                    .any(|e| e.contains("replacer removed member") && e.contains(victim))
+                    .then_some(()))
+            },
+        )?;
     }
     Ok(())
 }

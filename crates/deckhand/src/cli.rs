@@ -294,6 +294,9 @@ struct NodeJson {
     step: Option<String>,
     blocked: Option<String>,
     error: Option<String>,
+    failure_domain: Option<String>,
+    replacer: Option<String>,
+    events: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -393,6 +396,9 @@ pub async fn status(
                         step: s.step.clone(),
                         blocked: s.blocked.clone(),
                         error: s.error.clone(),
+                        failure_domain: s.failure_domain.clone(),
+                        replacer: s.replacer.clone(),
+                        events: s.events.clone(),
                     },
                     None => NodeJson {
                         id: id.clone(),
@@ -413,6 +419,9 @@ pub async fn status(
                         error: Some(
                             "no status: the node's lease expired (agent or node down)".into(),
                         ),
+                        failure_domain: None,
+                        replacer: None,
+                        events: Vec::new(),
                     },
                 }
             })
