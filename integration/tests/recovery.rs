@@ -287,33 +287,30 @@ fn reprovisioned_host_rejoins_as_member() -> Result<()> {
     ensure!(ok, "{out}");
     wait_converged("node1", "node4", rev)?;
     let (before, _) = voters_learners("node1")?;
-    let old_id = before
+    let old_member = before
         .iter()
         .find(|m| m["name"] == "node4")
         .context("node4 is a voter")?["ID"]
         .clone();
+    let old_node = node(&status("node1")?, "node4").context("node4 in status")?["id"].clone();
     cluster(&["recreate", "node4"])?;
     // The new node4 has a new machine-id and no role key yet: it clears its
-    // old entry and comes up as a proxy; then the operator says member.
-    let st = wait_for("the new node4 to report", CONVERGE, || {
-        let st = status("node1")?;
-        let fresh = st["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == "node4" && n["alive"] == true && n["converged"] == true)
-            .map(|n| n["id"].as_str().unwrap_or_default().to_string());
-        Ok(fresh.map(|id| (id, st)))
+    // old member entry and comes up as a proxy; then the operator says member.
+    let new_id = wait_for("the new node4 to report, converged", CONVERGE, || {
+        Ok(fresh_node4(&old_node, 0)?)
     })?;
-    let (new_id, _) = st;
-    let (v, _) = voters_learners("node1")?;
-    ensure!(
-        !v.iter().any(|m| m["ID"] == old_id),
-        "node4's old member entry was removed"
-    );
+    wait_for("node4's old member entry to be removed", CONVERGE, || {
+        Ok((!voters_learners("node1")?
+            .0
+            .iter()
+            .any(|m| m["ID"] == old_member))
+        .then_some(()))
+    })?;
     let (ok, out, rev) = role_set("node1", &new_id, "member")?;
     ensure!(ok, "{out}");
-    wait_converged("node1", "node4", rev)?;
+    wait_for("the new node4 to converge as a member", CONVERGE, || {
+        Ok(fresh_node4(&old_node, rev)?)
+    })?;
     let (v, learners) = voters_learners("node1")?;
     ensure!(
         v.len() == 4 && learners == 0,
@@ -321,10 +318,29 @@ fn reprovisioned_host_rejoins_as_member() -> Result<()> {
         v.len()
     );
     ensure!(
-        v.iter().any(|m| m["name"] == "node4" && m["ID"] != old_id),
+        v.iter()
+            .any(|m| m["name"] == "node4" && m["ID"] != old_member),
         "node4 is a voter under a new member id"
     );
     assert_quorum()
+}
+
+/// The id of the node named node4 that is not `old`, once it is alive and
+/// converged on a role key of at least revision `rev`.
+fn fresh_node4(old: &Value, rev: i64) -> Result<Option<String>> {
+    let st = status("node1")?;
+    Ok(st["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| {
+            n["name"] == "node4"
+                && n["id"] != *old
+                && n["alive"] == true
+                && n["converged"] == true
+                && n["desired_revision"].as_i64().unwrap_or(0) >= rev
+        })
+        .and_then(|n| n["id"].as_str().map(String::from)))
 }
 
 /// Case 5: The leader's node partitioned for longer than the lease TTL: it takes
