@@ -297,7 +297,7 @@ fn reprovisioned_host_rejoins_as_member() -> Result<()> {
     // The new node4 has a new machine-id and no role key yet: it clears its
     // old member entry and comes up as a proxy; then the operator says member.
     let new_id = wait_for("the new node4 to report, converged", CONVERGE, || {
-        Ok(fresh_node4(&old_node, 0)?)
+        fresh_node4(&old_node, 0)
     })?;
     wait_for("node4's old member entry to be removed", CONVERGE, || {
         Ok((!voters_learners("node1")?
@@ -309,7 +309,7 @@ fn reprovisioned_host_rejoins_as_member() -> Result<()> {
     let (ok, out, rev) = role_set("node1", &new_id, "member")?;
     ensure!(ok, "{out}");
     wait_for("the new node4 to converge as a member", CONVERGE, || {
-        Ok(fresh_node4(&old_node, rev)?)
+        fresh_node4(&old_node, rev)
     })?;
     let (v, learners) = voters_learners("node1")?;
     ensure!(
