@@ -64,6 +64,19 @@ pub fn etcd_mode(o: &Observation) -> EtcdMode {
 
 /// The next step toward the target role. Pure; see the crate docs.
 pub fn plan(o: &Observation) -> Step {
+    // Serve localhost:2379 first: the agent's own keys, lease and lock go
+    // through it, so nothing else can be done without it. A proxy is never
+    // destructive, and a later bootstrap or hand-over stops it.
+    let l = &o.local;
+    if let Some(cluster) = &o.cluster
+        && !l.member_unit_active
+        && !l.proxy_unit_active
+        && l.member_env.is_none()
+    {
+        return Step::StartProxy {
+            endpoints: cluster.proxy_endpoints(),
+        };
+    }
     if let Some(step) = housekeeping(o) {
         return step;
     }

@@ -376,7 +376,9 @@ impl Agent {
                 Some(kv) if kv.value() == self.identity.id.as_bytes() => LockView::Mine,
                 Some(kv) => LockView::Other(String::from_utf8_lossy(kv.value()).into_owned()),
             },
-            _ => LockView::Other("(unreadable: etcd did not answer)".into()),
+            _ => LockView::Other(
+                "? (the lock could not be read: localhost:2379 did not answer)".into(),
+            ),
         }
     }
 
