@@ -66,12 +66,15 @@ pub fn etcd_mode(o: &Observation) -> EtcdMode {
 pub fn plan(o: &Observation) -> Step {
     // Serve localhost:2379 first: the agent's own keys, lease and lock go
     // through it, so nothing else can be done without it. A proxy is never
-    // destructive, and a later bootstrap or hand-over stops it.
+    // destructive, and a later hand-over stops it. (An initial member on its
+    // first boot bootstraps straight away: its member serves localhost.)
     let l = &o.local;
+    let will_bootstrap = o.in_initial_cluster && !l.bootstrapped && !l.data_dir_exists;
     if let Some(cluster) = &o.cluster
         && !l.member_unit_active
         && !l.proxy_unit_active
         && l.member_env.is_none()
+        && !will_bootstrap
     {
         return Step::StartProxy {
             endpoints: cluster.proxy_endpoints(),
