@@ -252,12 +252,7 @@ impl Agent {
 
     fn on_event(&mut self, src: Source, ev: KeyEvent) {
         let value = match ev {
-            KeyEvent::Snapshot { kvs, revision } => {
-                kvs.into_iter().next().map(|(_, v, rev)| (v, rev)).or({
-                    let _ = revision;
-                    None
-                })
-            }
+            KeyEvent::Snapshot { kvs, .. } => kvs.into_iter().next().map(|(_, v, rev)| (v, rev)),
             KeyEvent::Put {
                 value,
                 mod_revision,

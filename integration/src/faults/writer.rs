@@ -112,84 +112,89 @@ pub fn run(seed: u64, stop: Arc<AtomicBool>, log: Arc<Mutex<Log>>) -> Result<()>
 /// Reads every `/faults/w/` key back (linearizable), from the first
 /// endpoint that answers.
 pub fn read_back() -> Result<BTreeMap<String, String>> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut errors = Vec::new();
-        for ep in endpoints() {
-            let res = async {
-                let mut c = Client::connect([ep.as_str()], Some(opts())).await?;
-                let mut out = BTreeMap::new();
-                let mut from = "/faults/w/".to_string();
-                loop {
-                    let r = c
-                        .get(
-                            from.as_str(),
-                            Some(GetOptions::new().with_range("/faults/w0").with_limit(2000)),
-                        )
-                        .await?;
-                    for kv in r.kvs() {
-                        out.insert(
-                            String::from_utf8_lossy(kv.key()).into_owned(),
-                            String::from_utf8_lossy(kv.value()).into_owned(),
-                        );
-                    }
-                    if !r.more() {
-                        break;
-                    }
-                    let last = r
-                        .kvs()
-                        .last()
-                        .map(|kv| kv.key().to_vec())
-                        .unwrap_or_default();
-                    from = format!("{}\0", String::from_utf8_lossy(&last));
+    on_first_member(
+        "the read-back",
+        Duration::from_secs(30),
+        |mut c| async move {
+            let mut out = BTreeMap::new();
+            let mut from = "/faults/w/".to_string();
+            loop {
+                let r = c
+                    .get(
+                        from.as_str(),
+                        Some(GetOptions::new().with_range("/faults/w0").with_limit(2000)),
+                    )
+                    .await?;
+                for kv in r.kvs() {
+                    out.insert(
+                        String::from_utf8_lossy(kv.key()).into_owned(),
+                        String::from_utf8_lossy(kv.value()).into_owned(),
+                    );
                 }
-                Ok::<_, etcd_client::Error>(out)
-            };
-            match tokio::time::timeout(Duration::from_secs(30), res).await {
-                Ok(Ok(m)) => return Ok(m),
-                Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
-                Err(_) => errors.push(format!("{ep}: timed out")),
+                if !r.more() {
+                    break;
+                }
+                let last = r
+                    .kvs()
+                    .last()
+                    .map(|kv| kv.key().to_vec())
+                    .unwrap_or_default();
+                from = format!("{}\0", String::from_utf8_lossy(&last));
             }
-        }
-        bail!("no member answered the read-back: {}", errors.join("; "))
-    })
+            Ok(out)
+        },
+    )
     .context("reading /faults/w/ back")
 }
 
 /// The mod revision of every role key, by node id (`/deckhand/nodes/<id>/role`).
 pub fn role_revisions() -> Result<BTreeMap<String, i64>> {
+    on_first_member(
+        "the role keys",
+        Duration::from_secs(5),
+        |mut c| async move {
+            let r = c
+                .get("/deckhand/nodes/", Some(GetOptions::new().with_prefix()))
+                .await?;
+            let mut out = BTreeMap::new();
+            for kv in r.kvs() {
+                let k = String::from_utf8_lossy(kv.key()).into_owned();
+                if let Some(id) = k
+                    .strip_prefix("/deckhand/nodes/")
+                    .and_then(|r| r.strip_suffix("/role"))
+                {
+                    out.insert(id.to_string(), kv.mod_revision());
+                }
+            }
+            Ok(out)
+        },
+    )
+    .context("reading the role keys' revisions")
+}
+
+/// Runs `read` against each node's client URL in turn (only members answer
+/// from the host) and returns the first answer, within `timeout` each.
+fn on_first_member<T, F, Fut>(what: &str, timeout: Duration, read: F) -> Result<T>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut errors = Vec::new();
         for ep in endpoints() {
-            let res = async {
-                let mut c = Client::connect([ep.as_str()], Some(opts())).await?;
-                let r = c
-                    .get("/deckhand/nodes/", Some(GetOptions::new().with_prefix()))
-                    .await?;
-                let mut out = BTreeMap::new();
-                for kv in r.kvs() {
-                    let k = String::from_utf8_lossy(kv.key()).into_owned();
-                    if let Some(id) = k
-                        .strip_prefix("/deckhand/nodes/")
-                        .and_then(|r| r.strip_suffix("/role"))
-                    {
-                        out.insert(id.to_string(), kv.mod_revision());
-                    }
-                }
-                Ok::<_, etcd_client::Error>(out)
+            let attempt = async {
+                let c = Client::connect([ep.as_str()], Some(opts())).await?;
+                read(c).await
             };
-            match tokio::time::timeout(Duration::from_secs(5), res).await {
-                Ok(Ok(m)) => return Ok(m),
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
                 Err(_) => errors.push(format!("{ep}: timed out")),
             }
         }
-        bail!("no member answered: {}", errors.join("; "))
+        bail!("no member answered {what}: {}", errors.join("; "))
     })
-    .context("reading the role keys' revisions")
 }
