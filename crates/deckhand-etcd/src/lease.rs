@@ -45,6 +45,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// after its TTL. Use [`LeaseKeeper::revoke`] to end it at once.
 pub struct LeaseKeeper {
     lease: watch::Receiver<i64>,
+    renewal: watch::Receiver<Option<Renewal>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Vec<i64>>,
     client: Client,
@@ -56,10 +57,12 @@ impl LeaseKeeper {
     pub fn spawn(client: Client, ttl: i64) -> LeaseKeeper {
         let ttl = ttl.max(1);
         let (tx, lease) = watch::channel(0);
+        let (renewal_tx, renewal) = watch::channel(None);
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(client.clone(), ttl, tx, stopped));
+        let task = tokio::spawn(run(client.clone(), ttl, tx, renewal_tx, stopped));
         LeaseKeeper {
             lease,
+            renewal,
             stop: Some(stop),
             task,
             client,
@@ -69,6 +72,14 @@ impl LeaseKeeper {
     /// The current lease id, 0 while there is none.
     pub fn lease(&self) -> watch::Receiver<i64> {
         self.lease.clone()
+    }
+
+    /// The last renewal etcd confirmed: which lease, and when the request
+    /// that renewed it was sent. `None` until the first grant. Fencing reads
+    /// it: the lease lives at least until [`Renewal::alive_until`], and may
+    /// be gone any time after.
+    pub fn renewals(&self) -> watch::Receiver<Option<Renewal>> {
+        self.renewal.clone()
     }
 
     /// Stops keeping the lease and revokes it (and a lease given up after a
@@ -121,11 +132,34 @@ async fn revoke_lease(client: &mut Client, id: i64) {
     }
 }
 
+/// A renewal (grant or keep-alive) that etcd answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// The lease renewed.
+    pub lease: i64,
+    /// When the renewing request was sent (local monotonic clock). etcd
+    /// renewed the lease no earlier than this.
+    pub sent: Instant,
+    /// The lease's TTL as etcd granted it.
+    pub ttl: Duration,
+}
+
+impl Renewal {
+    /// The instant before which the lease is certainly alive: `sent + ttl`.
+    /// etcd expires a lease `ttl` after the leader last renewed it (a new
+    /// leader extends every lease, which only makes this later); see
+    /// <https://etcd.io/docs/v3.4/learning/api/#lease-api>.
+    pub fn alive_until(&self) -> Instant {
+        self.sent + self.ttl
+    }
+}
+
 /// What the keeper task knows.
 struct State {
     client: Client,
     ttl: i64,
     tx: watch::Sender<i64>,
+    renewal: watch::Sender<Option<Renewal>>,
     /// The lease being kept alive; 0 when none.
     held: i64,
     /// A lease given up after a loss of contact, to revoke once etcd answers.
@@ -175,6 +209,16 @@ impl State {
         tokio::time::sleep(delay).await;
     }
 
+    /// Records that etcd answered a renewal of `held` sent at `sent`.
+    fn renewed(&mut self, sent: Instant) {
+        self.last_ok = sent;
+        self.renewal.send_replace(Some(Renewal {
+            lease: self.held,
+            sent,
+            ttl: self.ttl(),
+        }));
+    }
+
     /// Publishes `id`, waking receivers only when it changed.
     fn publish(&self, id: i64) {
         self.tx.send_if_modified(|current| {
@@ -190,12 +234,14 @@ async fn run(
     client: Client,
     ttl: i64,
     tx: watch::Sender<i64>,
+    renewal: watch::Sender<Option<Renewal>>,
     stop: oneshot::Receiver<()>,
 ) -> Vec<i64> {
     let mut state = State {
         client,
         ttl,
         tx,
+        renewal,
         held: 0,
         given_up: None,
         last_ok: Instant::now(),
@@ -253,7 +299,7 @@ async fn grant(state: &mut State) {
         {
             Ok(resp) => {
                 state.held = resp.id();
-                state.last_ok = sent;
+                state.renewed(sent);
                 state.backoff = state.new_backoff();
                 info!(lease = resp.id(), ttl = resp.ttl(), "granted lease");
                 state.publish(resp.id());
@@ -303,7 +349,7 @@ async fn keep_alive(state: &mut State) -> Lost {
             }
         };
         // Opening the stream sent a keep-alive and got a live answer.
-        state.last_ok = sent;
+        state.renewed(sent);
         state.backoff = state.new_backoff();
         state.publish(state.held);
         loop {
@@ -314,7 +360,7 @@ async fn keep_alive(state: &mut State) -> Lost {
                 break;
             }
             match tokio::time::timeout(state.interval(), stream.message()).await {
-                Ok(Ok(Some(resp))) if resp.ttl() > 0 => state.last_ok = sent,
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => state.renewed(sent),
                 Ok(Ok(Some(_))) => return Lost::Expired,
                 Ok(Ok(None)) => {
                     debug!(lease = state.held, "keep-alive stream ended; reopening");

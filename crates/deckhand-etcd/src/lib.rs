@@ -6,6 +6,7 @@
 //! - [`try_lock`] / [`unlock`] — one change at a time, cluster-wide ([`lock`]).
 //! - [`LeaseKeeper`] — the node's lease, kept alive and replaced when lost
 //!   ([`lease`]).
+//! - [`election`] — singleton elections in etcd's own key layout.
 //! - [`watch_key`] — a key or prefix as a snapshot plus changes, across broken
 //!   streams and compactions ([`watch`]).
 //!
@@ -14,6 +15,7 @@
 //! timeout; retries use backoff.
 
 pub mod cluster;
+pub mod election;
 pub mod error;
 pub mod lease;
 pub mod lock;
@@ -22,8 +24,9 @@ pub mod watch;
 use std::time::Duration;
 
 pub use cluster::{AddedLearner, Cluster, EndpointStatus, Member};
+pub use election::{Candidate, ElectionView};
 pub use error::{Error, Result};
-pub use lease::LeaseKeeper;
+pub use lease::{LeaseKeeper, Renewal};
 pub use lock::{LockOutcome, try_lock, unlock};
 pub use watch::{KeyEvent, WATCH_PROGRESS_INTERVAL, watch_key};
 

@@ -1,11 +1,14 @@
 //! Cluster-wide settings: value of `<prefix>/config/cluster`, JSON.
 //!
 //! Every field is optional; a missing key or field takes the default.
-//! Example: `{"lease_ttl_seconds":20,"min_voters":3}`.
+//! Example: `{"lease_ttl_seconds":20,"min_voters":3,"upcoming":["registry.example/app:2"]}`.
 
 use serde::{Deserialize, Serialize};
 
-use crate::MAX_VALUE_BYTES;
+use crate::image::ImageRef;
+
+/// Largest cluster config accepted, in bytes (room for the `upcoming` list).
+pub const MAX_CLUSTER_CONFIG_BYTES: usize = 64 * 1024;
 
 /// Cluster-wide settings every agent follows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,15 @@ pub struct ClusterConfig {
     /// How long, in seconds, a voter's node must have been dead (no lease)
     /// before it is replaced. Default 300, allowed 5..=86400.
     pub dead_grace_seconds: u64,
+    /// How many image pulls one node runs at once. Default 3, allowed 1..=16.
+    pub preseed_concurrency: usize,
+    /// When true, every node keeps the images of every plane present, not
+    /// only those of its own planes (a failover to any plane never waits for
+    /// a pull, at the cost of disk). Default false.
+    pub preseed_all_planes: bool,
+    /// Images every node keeps present in addition to its planes' images:
+    /// the next release, preseeded before an upgrade. At most 64.
+    pub upcoming: Vec<ImageRef>,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +49,9 @@ impl Default for ClusterConfig {
             learner_timeout_seconds: 300,
             voters: None,
             dead_grace_seconds: 300,
+            preseed_concurrency: 3,
+            preseed_all_planes: false,
+            upcoming: Vec::new(),
         }
     }
 }
@@ -48,7 +63,7 @@ impl ClusterConfig {
     /// [`ClusterConfigError`] when the value is too large, is not JSON of this
     /// shape (unknown fields are errors), or a number is out of range.
     pub fn parse(value: &[u8]) -> Result<ClusterConfig, ClusterConfigError> {
-        if value.len() > MAX_VALUE_BYTES {
+        if value.len() > MAX_CLUSTER_CONFIG_BYTES {
             return Err(ClusterConfigError::TooLarge(value.len()));
         }
         let cfg: ClusterConfig =
@@ -93,6 +108,20 @@ impl ClusterConfig {
                 range: "10..=86400",
             });
         }
+        if !(1..=16).contains(&cfg.preseed_concurrency) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "preseed_concurrency",
+                value: cfg.preseed_concurrency as u64,
+                range: "1..=16",
+            });
+        }
+        if cfg.upcoming.len() > 64 {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "upcoming (number of images)",
+                value: cfg.upcoming.len() as u64,
+                range: "0..=64",
+            });
+        }
         Ok(cfg)
     }
 }
@@ -100,8 +129,8 @@ impl ClusterConfig {
 /// Why a cluster config value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterConfigError {
-    /// Larger than [`MAX_VALUE_BYTES`].
-    #[error("cluster config is {0} bytes, larger than the {max} bytes allowed", max = MAX_VALUE_BYTES)]
+    /// Larger than [`MAX_CLUSTER_CONFIG_BYTES`].
+    #[error("cluster config is {0} bytes, larger than the {max} bytes allowed", max = MAX_CLUSTER_CONFIG_BYTES)]
     TooLarge(usize),
     /// Not JSON of the expected shape.
     #[error("cluster config is not valid JSON of the expected shape ({0})")]
@@ -155,5 +184,16 @@ mod tests {
                 .contains("is even")
         );
         assert!(ClusterConfig::parse(b"[").is_err());
+        let cfg =
+            ClusterConfig::parse(br#"{"upcoming":["redis:8"],"preseed_concurrency":5}"#).unwrap();
+        assert_eq!(cfg.upcoming[0].as_str(), "docker.io/library/redis:8");
+        assert_eq!(cfg.preseed_concurrency, 5);
+        assert!(
+            ClusterConfig::parse(br#"{"upcoming":["Bad Ref"]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid image reference")
+        );
+        assert!(ClusterConfig::parse(br#"{"preseed_concurrency":0}"#).is_err());
     }
 }

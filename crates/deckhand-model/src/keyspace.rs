@@ -55,6 +55,36 @@ impl Keyspace {
         format!("{}/config/cluster", self.prefix)
     }
 
+    /// `<prefix>/config/planes/`: the parent of the plane configs.
+    pub fn planes(&self) -> String {
+        format!("{}/config/planes/", self.prefix)
+    }
+
+    /// `<prefix>/config/planes/<plane>`: a plane's units and images.
+    pub fn plane(&self, plane: crate::Plane) -> String {
+        format!("{}/config/planes/{plane}", self.prefix)
+    }
+
+    /// `<prefix>/elections/<unit>`: the election of a singleton unit. Its
+    /// candidates are the keys `<election>/<lease id hex>`, each on its
+    /// node's lease, valued with the node id; the leader is the candidate
+    /// with the lowest create revision. This is the layout of etcd's own
+    /// election API (`go.etcd.io/etcd/client/v3/concurrency`), so
+    /// `etcdctl elect --listen <election>` shows the leader.
+    pub fn election(&self, unit: &str) -> String {
+        format!("{}/elections/{unit}", self.prefix)
+    }
+
+    /// `<prefix>/elections/<unit>/<lease id hex>`: one node's candidacy.
+    pub fn election_candidate(&self, unit: &str, lease_id: i64) -> String {
+        format!("{}/elections/{unit}/{lease_id:x}", self.prefix)
+    }
+
+    /// `<prefix>/elections/`: the parent of every election.
+    pub fn elections(&self) -> String {
+        format!("{}/elections/", self.prefix)
+    }
+
     /// `<prefix>/learners/`: the parent of the learner records.
     pub fn learners(&self) -> String {
         format!("{}/learners/", self.prefix)

@@ -5,14 +5,21 @@
 //! error says what is wrong in words an operator can act on.
 
 pub mod cluster;
+pub mod image;
 pub mod keyspace;
+pub mod planes;
 pub mod role;
 pub mod status;
+pub mod unit_name;
 
 pub use cluster::{ClusterConfig, ClusterConfigError};
+pub use image::{ImageRef, ImageRefError};
 pub use keyspace::Keyspace;
+pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};
 pub use role::{EtcdRole, Plane, Role, RoleError};
-pub use status::{EtcdMode, EtcdStatus, NodeStatus};
+pub use status::{
+    EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus, UnitStatus,
+};
 
 /// Largest value, in bytes, that deckhand accepts in a role or config key.
 /// Larger values are rejected as malformed (etcd itself allows up to 1.5 MiB

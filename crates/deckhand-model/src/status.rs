@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::role::Role;
+use crate::planes::UnitMode;
+use crate::role::{Plane, Role};
 
 /// What the local etcd is, as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,4 +81,61 @@ pub struct NodeStatus {
     /// removed stale member, a replacement), at most a few.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Per plane of this node: its units and their state. Empty when the
+    /// node serves no plane.
+    #[serde(default)]
+    pub planes: Vec<PlaneStatus>,
+    /// The images this node keeps present (preseed).
+    #[serde(default)]
+    pub images: ImagesStatus,
+}
+
+/// One plane of a node, as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlaneStatus {
+    /// The plane.
+    pub plane: Plane,
+    /// Its units, in config order.
+    pub units: Vec<UnitStatus>,
+}
+
+/// One unit of a plane on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    /// The systemd unit name.
+    pub name: String,
+    /// `global` or `singleton`.
+    pub mode: UnitMode,
+    /// The unit's systemd `ActiveState` on this node (`active`, `inactive`,
+    /// `failed`, `activating`, ...), or `not-found` when no unit file exists.
+    pub state: String,
+    /// For a singleton: the name of the node that holds it (leads its
+    /// election), if any node does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+/// The images a node keeps present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagesStatus {
+    /// How many images the node wants present.
+    pub wanted: usize,
+    /// How many of them are present in the local Docker.
+    pub present: usize,
+    /// The images being pulled now.
+    #[serde(default)]
+    pub pulling: Vec<String>,
+    /// The images whose last pull failed, with the reason.
+    #[serde(default)]
+    pub failed: Vec<ImageFailure>,
+}
+
+/// An image that could not be pulled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFailure {
+    /// The image reference.
+    pub image: String,
+    /// Why, in words (e.g. the registry's answer, "no progress for 60 s",
+    /// "not enough free disk space").
+    pub reason: String,
 }

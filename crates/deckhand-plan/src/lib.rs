@@ -12,11 +12,13 @@
 //! remove a voter when the healthy voters left would not hold quorum.
 
 mod observation;
+pub mod planes;
 mod replace;
 mod rules;
 mod step;
 
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
+pub use planes::wanted_images;
 pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
 pub use step::Step;
