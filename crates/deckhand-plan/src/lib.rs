@@ -18,7 +18,7 @@ mod rules;
 mod step;
 
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
-pub use planes::wanted_images;
+pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
 pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
 pub use step::Step;

@@ -68,3 +68,331 @@ pub fn unit_modes(
         .collect();
     (modes, conflicts)
 }
+
+/// Where this node stands in a singleton unit's election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// This node's current lease leads the election.
+    Leader,
+    /// Another candidate leads (or nobody does yet, e.g. before campaigning).
+    Follower,
+    /// The election could not be read (etcd unreachable, no lease yet).
+    Unknown,
+}
+
+/// What the agent observed about its planes.
+#[derive(Debug, Clone, Default)]
+pub struct UnitObservation {
+    /// The node's planes (from its desired role).
+    pub planes: BTreeSet<Plane>,
+    /// The last valid config of each plane.
+    pub configs: BTreeMap<Plane, PlaneConfig>,
+    /// Units that are running (systemd `active`, `activating` or
+    /// `reloading`) on this node, among those named by any plane config or
+    /// in `managed`.
+    pub running: BTreeSet<String>,
+    /// Units deckhand has started on this node and not stopped since
+    /// (persisted across agent restarts). Only these are ever stopped:
+    /// deckhand never stops a unit it did not start.
+    pub managed: BTreeSet<String>,
+    /// Planes whose images are settled on this node: each present, or its
+    /// pull failed after every attempt (the failure is in the status; the
+    /// units start anyway, as they would have without deckhand).
+    pub images_settled: BTreeSet<Plane>,
+    /// This node's standing in the election of each singleton unit of its
+    /// planes; a unit missing here is [`Standing::Unknown`].
+    pub standing: BTreeMap<String, Standing>,
+    /// The node's lease was renewed recently enough that it may run
+    /// singleton units (false when fenced: see the agent's fence).
+    pub may_lead: bool,
+}
+
+/// What to do about the node's plane units, all at once (they are local and
+/// independent): the agent stops, then withdraws, then campaigns, then
+/// starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitPlan {
+    /// Units to stop: managed units no plane of this node wants running
+    /// here (a lost plane, a lost election, a removed unit, a conflict).
+    pub stop: Vec<String>,
+    /// Units to start: global units of the node's planes, and singletons it
+    /// leads, whose images are settled.
+    pub start: Vec<String>,
+    /// Singleton units whose election this node should be a candidate in.
+    pub campaign: Vec<String>,
+    /// Singleton units this node should not be a candidate for (withdraw
+    /// any candidacy, after the unit is stopped).
+    pub withdraw: Vec<String>,
+    /// Units waiting for their plane's images before they start.
+    pub waiting_for_images: Vec<String>,
+    /// Configuration conflicts, in words.
+    pub errors: Vec<String>,
+}
+
+impl UnitPlan {
+    /// True when nothing is left to start or stop: the planes are converged
+    /// as far as this node can tell.
+    pub fn settled(&self) -> bool {
+        self.stop.is_empty() && self.start.is_empty() && self.waiting_for_images.is_empty()
+    }
+}
+
+/// Decides which plane units run on this node.
+///
+/// - A `global` unit of one of the node's planes runs once every plane of
+///   the node that lists it has its images settled.
+/// - A `singleton` unit of one of the node's planes: the node campaigns once
+///   the images are settled, and runs the unit only while it leads and
+///   `may_lead`. With an unknown standing the unit keeps its current state
+///   (the fence stops it if the lease cannot be renewed).
+/// - Every other unit deckhand started (`managed`) and that is running is
+///   stopped; singleton units not wanted are withdrawn from.
+/// - A unit listed with two modes runs nowhere ([`unit_modes`]).
+pub fn plan_units(o: &UnitObservation) -> UnitPlan {
+    let (modes, conflicts) = unit_modes(&o.configs);
+    let mut plan = UnitPlan {
+        errors: conflicts.values().cloned().collect(),
+        ..UnitPlan::default()
+    };
+    // Units of this node's planes: name → settled (all listing planes settled).
+    let mut mine: BTreeMap<&str, bool> = BTreeMap::new();
+    for (plane, cfg) in &o.configs {
+        if !o.planes.contains(plane) {
+            continue;
+        }
+        let settled = o.images_settled.contains(plane);
+        for u in &cfg.units {
+            if modes.contains_key(&u.name) {
+                let e = mine.entry(u.name.as_str()).or_insert(true);
+                *e = *e && settled;
+            }
+        }
+    }
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    for (&name, &settled) in &mine {
+        let running = o.running.contains(name);
+        match modes[name] {
+            UnitMode::Global => {
+                if running {
+                    keep.insert(name);
+                } else if settled {
+                    keep.insert(name);
+                    plan.start.push(name.to_string());
+                } else {
+                    plan.waiting_for_images.push(name.to_string());
+                }
+            }
+            UnitMode::Singleton => {
+                let standing = o.standing.get(name).copied().unwrap_or(Standing::Unknown);
+                // A running leader stays in while a new image is pulled:
+                // handing over would only move the wait elsewhere.
+                let holding = running && standing != Standing::Follower;
+                if settled || holding {
+                    plan.campaign.push(name.to_string());
+                } else {
+                    plan.waiting_for_images.push(name.to_string());
+                }
+                match standing {
+                    Standing::Leader if o.may_lead && (settled || running) => {
+                        keep.insert(name);
+                        if !running {
+                            plan.start.push(name.to_string());
+                        }
+                    }
+                    Standing::Unknown if running && o.may_lead => {
+                        keep.insert(name);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    for name in o.managed.iter().chain(o.running.iter()) {
+        if !keep.contains(name.as_str())
+            && o.managed.contains(name)
+            && o.running.contains(name)
+            && !plan.stop.contains(name)
+        {
+            plan.stop.push(name.clone());
+        }
+    }
+    // Withdraw from every singleton election this node should not be in.
+    for (name, mode) in &modes {
+        if *mode == UnitMode::Singleton && !plan.campaign.contains(name) {
+            plan.withdraw.push(name.clone());
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deckhand_model::PlaneUnit;
+
+    fn cfg(units: &[(&str, UnitMode)], images: &[&str]) -> PlaneConfig {
+        PlaneConfig {
+            units: units
+                .iter()
+                .map(|(n, m)| PlaneUnit {
+                    name: n.to_string(),
+                    mode: *m,
+                })
+                .collect(),
+            images: images.iter().map(|i| ImageRef::parse(i).unwrap()).collect(),
+        }
+    }
+
+    fn obs() -> UnitObservation {
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            Plane::Router,
+            cfg(&[("router.service", UnitMode::Global)], &["r/router:1"]),
+        );
+        configs.insert(
+            Plane::Control,
+            cfg(&[("sched.service", UnitMode::Singleton)], &["r/sched:1"]),
+        );
+        UnitObservation {
+            configs,
+            images_settled: [Plane::Router, Plane::Control].into(),
+            may_lead: true,
+            ..Default::default()
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn global_units_start_on_plane_nodes_only_after_images() {
+        let mut o = obs();
+        o.planes = [Plane::Router].into();
+        o.images_settled.clear();
+        let p = plan_units(&o);
+        assert!(p.start.is_empty());
+        assert_eq!(p.waiting_for_images, vec!["router.service"]);
+        assert!(!p.settled());
+        o.images_settled.insert(Plane::Router);
+        let p = plan_units(&o);
+        assert_eq!(p.start, vec!["router.service"]);
+        o.running = set(&["router.service"]);
+        o.managed = set(&["router.service"]);
+        let p = plan_units(&o);
+        assert!(p.settled(), "{p:?}");
+        assert_eq!(p.withdraw, vec!["sched.service"]);
+    }
+
+    #[test]
+    fn losing_a_plane_stops_its_managed_units_only() {
+        let mut o = obs();
+        o.planes = BTreeSet::new();
+        o.running = set(&["router.service", "sched.service"]);
+        o.managed = set(&["router.service"]);
+        let p = plan_units(&o);
+        assert_eq!(
+            p.stop,
+            vec!["router.service"],
+            "never stops what it did not start"
+        );
+        assert!(p.start.is_empty());
+    }
+
+    #[test]
+    fn a_unit_removed_from_every_config_is_stopped() {
+        let mut o = obs();
+        o.planes = [Plane::Router].into();
+        o.running = set(&["old.service", "router.service"]);
+        o.managed = set(&["old.service", "router.service"]);
+        assert_eq!(plan_units(&o).stop, vec!["old.service"]);
+    }
+
+    #[test]
+    fn singleton_runs_only_on_the_leader_while_it_may_lead() {
+        let mut o = obs();
+        o.planes = [Plane::Control].into();
+        let p = plan_units(&o);
+        assert_eq!(p.campaign, vec!["sched.service"]);
+        assert!(p.start.is_empty(), "unknown standing: do not start");
+
+        o.standing.insert("sched.service".into(), Standing::Leader);
+        assert_eq!(plan_units(&o).start, vec!["sched.service"]);
+
+        o.running = set(&["sched.service"]);
+        o.managed = set(&["sched.service"]);
+        assert!(plan_units(&o).settled());
+
+        // Fenced: stop even though the last read said leader.
+        o.may_lead = false;
+        assert_eq!(plan_units(&o).stop, vec!["sched.service"]);
+        o.may_lead = true;
+
+        // Lost the election: stop.
+        o.standing
+            .insert("sched.service".into(), Standing::Follower);
+        assert_eq!(plan_units(&o).stop, vec!["sched.service"]);
+
+        // Unknown (etcd unreachable) while the lease is fresh: keep running.
+        o.standing.insert("sched.service".into(), Standing::Unknown);
+        assert!(plan_units(&o).stop.is_empty());
+        o.may_lead = false;
+        assert_eq!(plan_units(&o).stop, vec!["sched.service"]);
+    }
+
+    #[test]
+    fn singleton_waits_for_images_before_campaigning() {
+        let mut o = obs();
+        o.planes = [Plane::Control].into();
+        o.images_settled.clear();
+        o.standing.insert("sched.service".into(), Standing::Leader);
+        let p = plan_units(&o);
+        assert!(p.campaign.is_empty());
+        assert!(p.start.is_empty());
+        assert_eq!(p.withdraw, vec!["sched.service"]);
+        // Already running as leader when a new image appears: keep it.
+        o.running = set(&["sched.service"]);
+        o.managed = set(&["sched.service"]);
+        let p = plan_units(&o);
+        assert!(p.stop.is_empty() && p.withdraw.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn conflicting_modes_run_nowhere() {
+        let mut o = obs();
+        o.configs.insert(
+            Plane::Data,
+            cfg(&[("sched.service", UnitMode::Global)], &[]),
+        );
+        o.planes = [Plane::Control, Plane::Data].into();
+        o.images_settled.insert(Plane::Data);
+        o.standing.insert("sched.service".into(), Standing::Leader);
+        o.running = set(&["sched.service"]);
+        o.managed = set(&["sched.service"]);
+        let p = plan_units(&o);
+        assert_eq!(p.stop, vec!["sched.service"]);
+        assert!(
+            p.errors[0].contains("global in plane data"),
+            "{:?}",
+            p.errors
+        );
+    }
+
+    #[test]
+    fn wanted_images_follow_planes_and_upcoming() {
+        let o = obs();
+        let mut cluster = ClusterConfig::default();
+        let mine = wanted_images(&[Plane::Router].into(), &o.configs, &cluster);
+        assert_eq!(mine.len(), 1);
+        cluster.upcoming = vec![ImageRef::parse("r/next:2").unwrap()];
+        assert_eq!(
+            wanted_images(&[Plane::Router].into(), &o.configs, &cluster).len(),
+            2
+        );
+        cluster.preseed_all_planes = true;
+        assert_eq!(
+            wanted_images(&BTreeSet::new(), &o.configs, &cluster).len(),
+            3
+        );
+    }
+}

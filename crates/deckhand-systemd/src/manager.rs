@@ -221,6 +221,31 @@ impl Systemd {
         }
     }
 
+    /// Sends `signal` (e.g. 9 for SIGKILL) to every process of `unit`
+    /// (`KillUnit` with `whom` = `all`, what `systemctl kill -s SIGNAL UNIT`
+    /// does). Used to fence a unit whose stop job would outlast its lease.
+    /// A unit systemd does not know, or one with no process, is `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUnitName`], or [`Error::Dbus`] if the call fails otherwise.
+    pub async fn kill(&self, unit: &str, signal: i32) -> Result<()> {
+        validate_unit_name(unit)?;
+        match self
+            .manager
+            .kill_unit(unit.to_owned(), "all".to_owned(), signal)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => Ok(()),
+            Err(source) => Err(Error::Dbus {
+                unit: unit.to_owned(),
+                call: "KillUnit",
+                source,
+            }),
+        }
+    }
+
     /// Reloads all unit files (`Reload`, what `systemctl daemon-reload` does),
     /// needed after writing or removing a unit file or drop-in, not after
     /// changing an `EnvironmentFile=` (read at each start). systemd answers
