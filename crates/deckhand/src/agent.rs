@@ -4,7 +4,7 @@
 //! the next step; takes that one step; and rewrites the node's status when
 //! it changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use crate::identity::{self, Identity};
 use crate::local::{Local, STATE_DIR};
+use crate::planes::{Fence, Planes, PlanesOutcome};
 
 /// Timeout of one etcd request made by the loop.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -55,9 +56,14 @@ fn member_views(members: &[Member], health: &[(u64, bool)]) -> Vec<MemberView> {
         .collect()
 }
 
+#[derive(Clone, Copy)]
 enum Source {
     Role,
     Config,
+    /// `config/planes/` (prefix).
+    Planes,
+    /// `elections/` (prefix): only wakes the loop up.
+    Elections,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -97,7 +103,27 @@ pub async fn run(settings: Settings) -> Result<()> {
         .await
         .context("setting up the local etcd client")?;
     let ks = Keyspace::new(&settings.key_prefix);
-    let mut agent = Agent::new(local, identity, ks, cluster, kv);
+    let (wanted_tx, wanted_rx) = tokio::sync::watch::channel((BTreeSet::new(), 0));
+    let (images_tx, images_rx) = tokio::sync::watch::channel(Default::default());
+    let (socket, pull_options) = crate::images::pull_options(&settings);
+    tokio::spawn(crate::images::run(
+        socket,
+        pull_options,
+        wanted_rx,
+        images_tx,
+    ));
+    let (_, no_renewals) = tokio::sync::watch::channel(None);
+    let fence = Fence::spawn(local.systemd.clone(), no_renewals);
+    let planes = Planes::new(
+        local.systemd.clone(),
+        ks.clone(),
+        identity.name.clone(),
+        std::path::Path::new(STATE_DIR),
+        fence,
+        wanted_tx,
+        images_rx,
+    );
+    let mut agent = Agent::new(local, identity, ks, cluster, kv, planes);
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -180,6 +206,10 @@ struct Agent {
     /// Notable events (reaped learners, removed stale entries), newest last,
     /// at most `EVENTS_KEPT`; shown in status.
     events_log: Vec<String>,
+    /// Plane units, elections, fence and images.
+    planes: Planes,
+    /// What the last plane pass found.
+    planes_outcome: PlanesOutcome,
 }
 
 impl Agent {
@@ -189,6 +219,7 @@ impl Agent {
         ks: Keyspace,
         cluster: Cluster,
         kv: etcd_client::Client,
+        planes: Planes,
     ) -> Agent {
         let (events_tx, events) = mpsc::channel(64);
         Agent {
@@ -217,6 +248,8 @@ impl Agent {
             replacer_note: None,
             dead_since: Default::default(),
             events_log: Vec::new(),
+            planes,
+            planes_outcome: PlanesOutcome::default(),
         }
     }
 
@@ -226,31 +259,35 @@ impl Agent {
             t.abort();
         }
         let client = self.kv.clone();
-        for (src, key) in [
-            (Source::Role, self.ks.role(&self.identity.id)),
-            (Source::Config, self.ks.cluster_config()),
+        for (src, key, prefix) in [
+            (Source::Role, self.ks.role(&self.identity.id), false),
+            (Source::Config, self.ks.cluster_config(), false),
+            (Source::Planes, self.ks.planes(), true),
+            (Source::Elections, self.ks.elections(), true),
         ] {
-            let mut rx = deckhand_etcd::watch_key(client.clone(), key, false);
+            let mut rx = deckhand_etcd::watch_key(client.clone(), key, prefix);
             let tx = self.events_tx.clone();
-            let tag = matches!(src, Source::Role);
             self.tasks.push(tokio::spawn(async move {
                 while let Some(ev) = rx.recv().await {
-                    let src = if tag { Source::Role } else { Source::Config };
                     if tx.send((src, ev)).await.is_err() {
                         break;
                     }
                 }
             }));
         }
-        self.keeper = Some(LeaseKeeper::spawn(
-            client,
-            self.config.lease_ttl_seconds as i64,
-        ));
+        let keeper = LeaseKeeper::spawn(client, self.config.lease_ttl_seconds as i64);
+        self.planes.fence.follow(keeper.renewals());
+        self.keeper = Some(keeper);
         self.keeper_ttl = self.config.lease_ttl_seconds;
         self.written = None;
     }
 
     fn on_event(&mut self, src: Source, ev: KeyEvent) {
+        match src {
+            Source::Planes => return self.planes.on_event(ev),
+            Source::Elections => return,
+            Source::Role | Source::Config => {}
+        }
         let value = match ev {
             KeyEvent::Snapshot { kvs, .. } => kvs.into_iter().next().map(|(_, v, rev)| (v, rev)),
             KeyEvent::Put {
@@ -303,6 +340,7 @@ impl Agent {
                     }
                 },
             },
+            Source::Planes | Source::Elections => {}
         }
     }
 
@@ -576,6 +614,21 @@ impl Agent {
             }
         };
         self.last_mode = deckhand_plan::etcd_mode(&o);
+        let lease = self
+            .keeper
+            .as_ref()
+            .map(|k| *k.lease().borrow())
+            .unwrap_or(0);
+        let my_planes: BTreeSet<_> = self
+            .desired
+            .as_ref()
+            .map(|(r, _)| r.planes.clone())
+            .unwrap_or_default();
+        let mut kv = self.kv.clone();
+        self.planes_outcome = self
+            .planes
+            .reconcile(&mut kv, lease, &my_planes, &self.config)
+            .await;
         let observed_cluster = o.cluster.is_some();
         if observed_cluster {
             self.ensure_role_key(&o).await;
@@ -939,9 +992,31 @@ impl Agent {
             _ => None,
         };
         let desired_etcd = self.desired.as_ref().map(|(r, _)| r.etcd);
+        let planes = &self.planes_outcome;
         let converged = *step == Step::Converged
+            && planes.settled
             && applied.as_ref().map(|a| a.etcd) == Some(deckhand_plan::target_role(o))
             && desired_etcd.is_none_or(|d| Some(d) == applied.as_ref().map(|a| a.etcd));
+        let applied = applied.map(|mut a| {
+            // The planes applied: those whose units are settled.
+            if planes.settled {
+                a.planes = self
+                    .desired
+                    .as_ref()
+                    .map(|(r, _)| r.planes.clone())
+                    .unwrap_or_default();
+            }
+            a
+        });
+        let errors: Vec<String> = [
+            self.role_error.clone(),
+            self.config_error.clone(),
+            self.step_error.clone(),
+            planes.error.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let status = NodeStatus {
             id: self.identity.id.clone(),
             name: self.identity.name.clone(),
@@ -956,19 +1031,21 @@ impl Agent {
                 member_id: me.map(|m| format!("{:x}", m.id)),
                 leader: me.is_some_and(|m| o.cluster.as_ref().and_then(|c| c.leader) == Some(m.id)),
             },
-            step: (!matches!(step, Step::Converged | Step::Blocked(_))).then(|| step.to_string()),
+            step: if matches!(step, Step::Converged | Step::Blocked(_)) {
+                planes.step.clone()
+            } else {
+                Some(step.to_string())
+            },
             blocked: match step {
                 Step::Blocked(r) => Some(r.clone()),
                 _ => None,
             },
-            error: self
-                .role_error
-                .clone()
-                .or_else(|| self.config_error.clone())
-                .or_else(|| self.step_error.clone()),
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
             failure_domain: self.local.settings.failure_domain.clone(),
             replacer: self.replacer_note.clone(),
             events: self.events_log.clone(),
+            planes: planes.planes.clone(),
+            images: planes.images.clone(),
         };
         if self.written.as_ref() == Some(&(status.clone(), lease)) {
             return;

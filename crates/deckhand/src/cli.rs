@@ -1,4 +1,4 @@
-//! Operator commands: `role set|get` and `status`.
+//! Operator commands: `role set|get`, `plane set|get` and `status`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use deckhand_etcd::Cluster;
-use deckhand_model::{EtcdRole, Keyspace, Plane, Role};
+use deckhand_model::{
+    EtcdRole, ImageRef, ImagesStatus, Keyspace, Plane, PlaneConfig, PlaneStatus, PlaneUnit, Role,
+    UnitMode,
+};
 use etcd_client::Client;
 use serde::Serialize;
 
@@ -29,8 +32,9 @@ pub enum RoleCommand {
         /// member: run a voting etcd member; proxy: run an etcd grpc-proxy.
         #[arg(long, value_parser = ["member", "proxy"])]
         etcd: String,
-        /// Comma-separated planes: control, data, router (recorded; this
-        /// agent version acts on the etcd role only).
+        /// Comma-separated planes: control, data, router. The node runs the
+        /// units of these planes (see `deckhand plane`) and stops those of
+        /// planes it loses. Empty: no plane.
         #[arg(long, value_delimiter = ',')]
         planes: Vec<String>,
         /// Wait until the node reports it converged to this role (or is blocked).
@@ -44,6 +48,51 @@ pub enum RoleCommand {
     Get {
         /// Node id (/etc/machine-id) or hostname.
         node: String,
+    },
+}
+
+/// `deckhand plane ...`
+#[derive(Subcommand)]
+pub enum PlaneCommand {
+    /// Set a plane's config: its units (global or singleton) and images.
+    ///
+    /// The value is validated before anything is written: unit names by
+    /// systemd's rules (no paths, no shell characters, not deckhand's own
+    /// units), image references by Docker's grammar. Every node of the plane
+    /// then preseeds the images and runs the units: a global unit on every
+    /// node of the plane, a singleton on exactly one (the leader of an etcd
+    /// election among the plane's nodes).
+    ///
+    /// Examples:
+    ///   deckhand plane set router --unit router.service=global --image registry.example/router:1.4
+    ///   deckhand plane set control --unit scheduler.service=singleton --image registry.example/sched:2
+    ///   deckhand plane set data --file data.json     (JSON: {"units":[{"name":..,"mode":..}],"images":[..]}; - for stdin)
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// control, data or router.
+        plane: String,
+        /// A unit and its mode, NAME=global or NAME=singleton; repeat for
+        /// more units.
+        #[arg(long = "unit", value_name = "NAME=MODE")]
+        units: Vec<String>,
+        /// A Docker image reference the plane's units need (tag or digest);
+        /// repeat for more images.
+        #[arg(long = "image", value_name = "REFERENCE")]
+        images: Vec<String>,
+        /// Read the whole config as JSON from this file (- for stdin)
+        /// instead of --unit/--image.
+        #[arg(long, conflicts_with_all = ["units", "images"])]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Print a plane's config (every plane's when none is named).
+    Get {
+        /// control, data or router.
+        plane: Option<String>,
+    },
+    /// Delete a plane's config: every node stops the plane's units.
+    Delete {
+        /// control, data or router.
+        plane: String,
     },
 }
 
@@ -156,6 +205,130 @@ fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String> {
             by_name.len()
         ),
     }
+}
+
+/// Builds a plane config from `--unit`/`--image` or a JSON file, validated.
+fn plane_config(
+    plane: Plane,
+    units: &[String],
+    images: &[String],
+    file: Option<&Path>,
+) -> Result<PlaneConfig> {
+    if let Some(path) = file {
+        let text = if path == Path::new("-") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the plane config from stdin")?;
+            s
+        } else {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the plane config from {}", path.display()))?
+        };
+        return Ok(PlaneConfig::parse(plane, text.as_bytes())?);
+    }
+    let mut cfg = PlaneConfig::default();
+    for u in units {
+        let Some((name, mode)) = u.rsplit_once('=') else {
+            bail!("--unit {u:?} is not NAME=MODE (e.g. router.service=global)");
+        };
+        let mode = match mode {
+            "global" => UnitMode::Global,
+            "singleton" => UnitMode::Singleton,
+            other => bail!("--unit {u:?}: unknown mode {other:?} (global or singleton)"),
+        };
+        cfg.units.push(PlaneUnit {
+            name: name.to_string(),
+            mode,
+        });
+    }
+    for i in images {
+        cfg.images.push(ImageRef::parse(i)?);
+    }
+    // The same checks as a value read from etcd.
+    let json = serde_json::to_vec(&cfg)?;
+    Ok(PlaneConfig::parse(plane, &json)?)
+}
+
+/// `deckhand plane set|get|delete`.
+pub async fn plane(
+    cfg: &Path,
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    cmd: PlaneCommand,
+) -> Result<()> {
+    // Validate before connecting: bad input changes nothing.
+    let set = match &cmd {
+        PlaneCommand::Set {
+            plane,
+            units,
+            images,
+            file,
+        } => {
+            let p: Plane = plane.parse()?;
+            Some((p, plane_config(p, units, images, file.as_deref())?))
+        }
+        _ => None,
+    };
+    let mut ctx = connect(cfg, endpoints, prefix).await?;
+    match cmd {
+        PlaneCommand::Set { .. } => {
+            let (plane, config) = set.expect("validated above");
+            let json = serde_json::to_string(&config)?;
+            let resp = ctx
+                .client
+                .put(ctx.ks.plane(plane), json.clone(), None)
+                .await
+                .context("writing the plane config")?;
+            let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
+            println!("plane {plane} set at revision {rev}: {json}");
+        }
+        PlaneCommand::Get { plane } => {
+            let planes: Vec<Plane> = match plane {
+                Some(p) => vec![p.parse()?],
+                None => Plane::ALL.to_vec(),
+            };
+            let one = planes.len() == 1;
+            for p in planes {
+                let got = ctx
+                    .client
+                    .get(ctx.ks.plane(p), None)
+                    .await
+                    .context("reading the plane config")?;
+                match got.kvs().first() {
+                    Some(kv) => {
+                        let v = kv.value();
+                        if one {
+                            println!("{}", String::from_utf8_lossy(v));
+                        } else {
+                            println!("{p}: {}", String::from_utf8_lossy(v));
+                        }
+                        if let Err(e) = PlaneConfig::parse(p, v) {
+                            eprintln!(
+                                "deckhand: warning: this value is rejected by every node (revision {}): {e}",
+                                kv.mod_revision()
+                            );
+                        }
+                    }
+                    None if one => bail!("plane {p} has no config ({})", ctx.ks.plane(p)),
+                    None => println!("{p}: (no config)"),
+                }
+            }
+        }
+        PlaneCommand::Delete { plane } => {
+            let p: Plane = plane.parse()?;
+            let resp = ctx
+                .client
+                .delete(ctx.ks.plane(p), None)
+                .await
+                .context("deleting the plane config")?;
+            if resp.deleted() == 0 {
+                println!("plane {p} had no config");
+            } else {
+                println!("plane {p} config deleted: its nodes stop its units");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `deckhand role set|get`.
@@ -297,6 +470,8 @@ struct NodeJson {
     failure_domain: Option<String>,
     replacer: Option<String>,
     events: Vec<String>,
+    planes: Vec<PlaneStatus>,
+    images: ImagesStatus,
 }
 
 #[derive(Serialize)]
@@ -399,6 +574,8 @@ pub async fn status(
                         failure_domain: s.failure_domain.clone(),
                         replacer: s.replacer.clone(),
                         events: s.events.clone(),
+                        planes: s.planes.clone(),
+                        images: s.images.clone(),
                     },
                     None => NodeJson {
                         id: id.clone(),
@@ -422,6 +599,8 @@ pub async fn status(
                         failure_domain: None,
                         replacer: None,
                         events: Vec::new(),
+                        planes: Vec::new(),
+                        images: ImagesStatus::default(),
                     },
                 }
             })
@@ -452,7 +631,7 @@ fn print_table(s: &StatusJson) {
         s.learners,
         s.leader.as_deref().unwrap_or("(none)")
     );
-    let rows: Vec<[String; 9]> = s
+    let rows: Vec<[String; 10]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -489,6 +668,7 @@ fn print_table(s: &StatusJson) {
                 } else {
                     "no".into()
                 },
+                images_cell(&n.images),
                 note,
             ]
         })
@@ -502,18 +682,105 @@ fn print_table(s: &StatusJson) {
         "LEADER",
         "HEALTH",
         "CONVERGED",
+        "IMAGES",
         "NOTE",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
-        for (i, c) in r.iter().enumerate().take(8) {
+        for (i, c) in r.iter().enumerate().take(9) {
             widths[i] = widths[i].max(c.len());
         }
     }
     let line = |cells: Vec<&str>| {
         let mut out = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i < 8 {
+            if i < 9 {
+                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            } else {
+                out.push_str(c);
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+    print_units(s);
+}
+
+/// `present/wanted`, with pulls and failures.
+fn images_cell(i: &ImagesStatus) -> String {
+    if i.wanted == 0 {
+        return "-".into();
+    }
+    let mut cell = format!("{}/{}", i.present, i.wanted);
+    if !i.pulling.is_empty() {
+        cell.push_str(&format!(" ({} pulling)", i.pulling.len()));
+    }
+    if !i.failed.is_empty() {
+        cell.push_str(&format!(" ({} FAILED)", i.failed.len()));
+    }
+    cell
+}
+
+/// One line per plane unit: where it runs and, for a singleton, who holds it.
+fn print_units(s: &StatusJson) {
+    // (plane, unit) → (mode, nodes running it, nodes not running it, holder)
+    type Row = (UnitMode, Vec<String>, Vec<String>, Option<String>);
+    let mut units: BTreeMap<(Plane, String), Row> = BTreeMap::new();
+    for n in s.nodes.iter().filter(|n| n.alive) {
+        for p in &n.planes {
+            for u in &p.units {
+                let row = units
+                    .entry((p.plane, u.name.clone()))
+                    .or_insert_with(|| (u.mode, Vec::new(), Vec::new(), None));
+                if u.state == "active" {
+                    row.1.push(n.name.clone());
+                } else if u.mode == UnitMode::Global {
+                    row.2.push(format!("{}:{}", n.name, u.state));
+                }
+                if row.3.is_none() {
+                    row.3.clone_from(&u.holder);
+                }
+            }
+        }
+    }
+    if units.is_empty() {
+        return;
+    }
+    println!();
+    let rows: Vec<[String; 5]> = units
+        .into_iter()
+        .map(|((plane, name), (mode, on, off, holder))| {
+            let mut running = if on.is_empty() {
+                "(nowhere)".to_string()
+            } else {
+                on.join(",")
+            };
+            if !off.is_empty() {
+                running.push_str(&format!("   not running: {}", off.join(",")));
+            }
+            [
+                plane.to_string(),
+                name,
+                mode.to_string(),
+                holder.unwrap_or_else(|| "-".into()),
+                running,
+            ]
+        })
+        .collect();
+    let header = ["PLANE", "UNIT", "MODE", "HOLDER", "RUNNING ON"];
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(4) {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i < 4 {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             } else {
                 out.push_str(c);

@@ -17,6 +17,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/deckhand/config.toml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/deckhand-etcd/member";
 /// Default initial cluster token.
 pub const DEFAULT_TOKEN: &str = "deckhand";
+/// Default Docker socket.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// One config file; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +32,9 @@ pub struct Fragment {
     /// `[etcd]`.
     #[serde(default)]
     pub etcd: EtcdFragment,
+    /// `[docker]`.
+    #[serde(default)]
+    pub docker: DockerFragment,
 }
 
 /// `[node]` of a config file.
@@ -59,6 +64,25 @@ pub struct EtcdFragment {
     pub data_dir: Option<PathBuf>,
 }
 
+/// `[docker]` of a config file: the local Docker daemon and how images
+/// are pulled (preseed; `deckhand preseed` reads it too).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerFragment {
+    /// The daemon's unix socket.
+    pub socket: Option<PathBuf>,
+    /// A Docker client `config.json` with registry credentials (`auths`).
+    pub config: Option<PathBuf>,
+    /// Free bytes Docker's root dir must have before a pull.
+    pub min_free_bytes: Option<u64>,
+    /// Seconds without pull progress before an attempt is abandoned.
+    pub pull_no_progress_seconds: Option<u64>,
+    /// Seconds one image may take over all its attempts.
+    pub pull_deadline_seconds: Option<u64>,
+    /// Attempts per image.
+    pub pull_attempts: Option<u32>,
+}
+
 impl Fragment {
     fn merge(&mut self, other: Fragment) {
         fn over<T>(a: &mut Option<T>, b: Option<T>) {
@@ -72,6 +96,7 @@ impl Fragment {
             &mut self.node.advertise_address,
             other.node.advertise_address,
         );
+        over(&mut self.node.failure_domain, other.node.failure_domain);
         over(&mut self.etcd.endpoints, other.etcd.endpoints);
         over(&mut self.etcd.initial_cluster, other.etcd.initial_cluster);
         over(
@@ -79,6 +104,18 @@ impl Fragment {
             other.etcd.initial_cluster_token,
         );
         over(&mut self.etcd.data_dir, other.etcd.data_dir);
+        over(&mut self.docker.socket, other.docker.socket);
+        over(&mut self.docker.config, other.docker.config);
+        over(&mut self.docker.min_free_bytes, other.docker.min_free_bytes);
+        over(
+            &mut self.docker.pull_no_progress_seconds,
+            other.docker.pull_no_progress_seconds,
+        );
+        over(
+            &mut self.docker.pull_deadline_seconds,
+            other.docker.pull_deadline_seconds,
+        );
+        over(&mut self.docker.pull_attempts, other.docker.pull_attempts);
     }
 }
 
@@ -103,6 +140,99 @@ pub struct Settings {
     pub initial_cluster_token: String,
     /// The member data dir.
     pub data_dir: PathBuf,
+    /// `[docker]`: the local Docker daemon and image pulls.
+    pub docker: DockerSettings,
+}
+
+/// `[docker]` with its defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerSettings {
+    /// The Docker daemon's unix socket; default `/var/run/docker.sock`.
+    pub socket: PathBuf,
+    /// A Docker client `config.json` with registry credentials; default
+    /// none (anonymous pulls). A missing file is an error when a pull uses
+    /// it, naming the path.
+    pub config: Option<PathBuf>,
+    /// Free bytes Docker's root dir (`DockerRootDir`) must have before a
+    /// pull; default 1073741824 (1 GiB); 0 turns the check off.
+    pub min_free_bytes: u64,
+    /// Seconds without pull progress before an attempt is abandoned;
+    /// default 60, allowed 5..=3600.
+    pub pull_no_progress_seconds: u64,
+    /// Seconds one image may take over all its attempts; default 1800,
+    /// allowed 10..=86400.
+    pub pull_deadline_seconds: u64,
+    /// Attempts per image; default 3, allowed 1..=10.
+    pub pull_attempts: u32,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        let d = deckhand_images::PullOptions::default();
+        DockerSettings {
+            socket: DEFAULT_DOCKER_SOCKET.into(),
+            config: None,
+            min_free_bytes: d.min_free_bytes,
+            pull_no_progress_seconds: d.no_progress_timeout.as_secs(),
+            pull_deadline_seconds: d.deadline.as_secs(),
+            pull_attempts: d.attempts,
+        }
+    }
+}
+
+impl DockerSettings {
+    /// The pull options these settings give, with `concurrency` pulls at
+    /// once (the cluster config's `preseed_concurrency`).
+    pub fn pull_options(&self, concurrency: usize) -> deckhand_images::PullOptions {
+        deckhand_images::PullOptions {
+            concurrency,
+            no_progress_timeout: std::time::Duration::from_secs(self.pull_no_progress_seconds),
+            deadline: std::time::Duration::from_secs(self.pull_deadline_seconds),
+            attempts: self.pull_attempts,
+            min_free_bytes: self.min_free_bytes,
+            docker_config: self.config.clone(),
+            ..deckhand_images::PullOptions::default()
+        }
+    }
+}
+
+/// Fills the defaults of `[docker]` and validates it.
+///
+/// # Errors
+/// A relative path, or a number out of its range; the message names the key.
+pub fn docker_settings(f: DockerFragment) -> Result<DockerSettings> {
+    let d = DockerSettings::default();
+    let s = DockerSettings {
+        socket: f.socket.unwrap_or(d.socket),
+        config: f.config,
+        min_free_bytes: f.min_free_bytes.unwrap_or(d.min_free_bytes),
+        pull_no_progress_seconds: f
+            .pull_no_progress_seconds
+            .unwrap_or(d.pull_no_progress_seconds),
+        pull_deadline_seconds: f.pull_deadline_seconds.unwrap_or(d.pull_deadline_seconds),
+        pull_attempts: f.pull_attempts.unwrap_or(d.pull_attempts),
+    };
+    if !s.socket.is_absolute() {
+        bail!(
+            "docker.socket {:?} must be an absolute path, e.g. \"/var/run/docker.sock\"",
+            s.socket
+        );
+    }
+    if let Some(c) = &s.config
+        && !c.is_absolute()
+    {
+        bail!("docker.config {c:?} must be an absolute path, e.g. \"/root/.docker/config.json\"");
+    }
+    let range = |key: &str, v: u64, lo: u64, hi: u64| -> Result<()> {
+        if !(lo..=hi).contains(&v) {
+            bail!("docker.{key} is {v}, outside the allowed {lo}..={hi}");
+        }
+        Ok(())
+    };
+    range("pull_no_progress_seconds", s.pull_no_progress_seconds, 5, 3600)?;
+    range("pull_deadline_seconds", s.pull_deadline_seconds, 10, 86400)?;
+    range("pull_attempts", u64::from(s.pull_attempts), 1, 10)?;
+    Ok(s)
 }
 
 /// Reads `main` and the `*.toml` files of `<dir of main>/config.d/` in name
@@ -171,6 +301,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
     if let Some(name) = &f.node.name {
         check_name(name)?;
     }
+    let docker = docker_settings(f.docker)?;
     Ok(Settings {
         key_prefix,
         name: f.node.name,
@@ -184,6 +315,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
             .initial_cluster_token
             .unwrap_or_else(|| DEFAULT_TOKEN.into()),
         data_dir: f.etcd.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        docker,
     })
 }
 
@@ -272,5 +404,68 @@ mod tests {
         );
         assert!(err("bogus=1").contains("unknown field"));
         assert!(err("[node]\nadvertise_address=\"nope\"").contains("invalid"));
+        let ep = "[etcd]\nendpoints=[\"http://a:1\"]\n[docker]\n";
+        assert!(err(&format!("{ep}socket=\"docker.sock\"")).contains("docker.socket"));
+        assert!(err(&format!("{ep}config=\"cfg.json\"")).contains("docker.config"));
+        assert!(
+            err(&format!("{ep}pull_attempts=0"))
+                .contains("docker.pull_attempts is 0, outside the allowed 1..=10")
+        );
+        assert!(err(&format!("{ep}pull_no_progress_seconds=1")).contains("pull_no_progress"));
+        assert!(err(&format!("{ep}pull_deadline_seconds=999999")).contains("pull_deadline"));
+        assert!(err(&format!("{ep}min_free_bytes=-1")).contains("min_free_bytes"));
+        assert!(err(&format!("{ep}pulls=1")).contains("unknown field"));
+    }
+
+    #[test]
+    fn docker_defaults_and_dropins() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(&main, "[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]\n").unwrap();
+        let s = load(&main).unwrap();
+        assert_eq!(s.docker, DockerSettings::default());
+        assert_eq!(s.docker.socket, PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(s.docker.config, None);
+        assert_eq!(
+            (
+                s.docker.min_free_bytes,
+                s.docker.pull_no_progress_seconds,
+                s.docker.pull_deadline_seconds,
+                s.docker.pull_attempts
+            ),
+            (1073741824, 60, 1800, 3)
+        );
+        std::fs::write(
+            &main,
+            "[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]\n[docker]\nsocket=\"/run/docker.sock\"\n\
+             config=\"/etc/deckhand/docker.json\"\nmin_free_bytes=5\npull_attempts=2\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        // Every key of a drop-in overrides, the others stay.
+        std::fs::write(
+            dir.path().join("config.d/50-docker.toml"),
+            "[docker]\npull_no_progress_seconds=30\npull_deadline_seconds=600\npull_attempts=5\n",
+        )
+        .unwrap();
+        let s = load(&main).unwrap();
+        assert_eq!(
+            s.docker,
+            DockerSettings {
+                socket: "/run/docker.sock".into(),
+                config: Some("/etc/deckhand/docker.json".into()),
+                min_free_bytes: 5,
+                pull_no_progress_seconds: 30,
+                pull_deadline_seconds: 600,
+                pull_attempts: 5,
+            }
+        );
+        let o = s.docker.pull_options(4);
+        assert_eq!(o.concurrency, 4);
+        assert_eq!(o.no_progress_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(o.deadline, std::time::Duration::from_secs(600));
+        assert_eq!(o.attempts, 5);
+        assert_eq!(o.min_free_bytes, 5);
+        assert_eq!(o.docker_config, Some(PathBuf::from("/etc/deckhand/docker.json")));
     }
 }

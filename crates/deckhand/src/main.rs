@@ -9,9 +9,11 @@ mod cli;
 mod config;
 mod failpoint;
 mod identity;
+mod images;
 mod local;
 mod logging;
 mod nodes;
+mod planes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +58,9 @@ enum Command {
     /// Read or write a node's role key.
     #[command(subcommand)]
     Role(cli::RoleCommand),
+    /// Read or write a plane's config: its units and images.
+    #[command(subcommand)]
+    Plane(cli::PlaneCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence.
     Status(cli::StatusArgs),
 }
@@ -95,6 +100,9 @@ fn main() -> ExitCode {
         }
         Command::Role(cmd) => {
             cli::finish(runtime.block_on(cli::role(&cli.config, cli.endpoints, cli.prefix, cmd)))
+        }
+        Command::Plane(cmd) => {
+            cli::finish(runtime.block_on(cli::plane(&cli.config, cli.endpoints, cli.prefix, cmd)))
         }
         Command::Status(args) => {
             cli::finish(runtime.block_on(cli::status(&cli.config, cli.endpoints, cli.prefix, args)))

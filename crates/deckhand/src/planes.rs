@@ -1,0 +1,606 @@
+//! The agent's plane units: reads the plane configs (watched), asks the
+//! planner ([`deckhand_plan::plan_units`]) which units run here, campaigns
+//! in singleton elections, starts and stops units, and fences singletons
+//! when the node's lease cannot be renewed.
+//!
+//! Fencing: a singleton runs only while this node's lease is certainly
+//! alive. etcd expires a lease `ttl` after the last renewal it answered, and
+//! only then can another node's candidacy lead. The [`Fence`] task stops
+//! every singleton this node runs once `ttl / 2` has passed since the
+//! sending of the last answered renewal, without waiting for the main loop
+//! or etcd; if the stop job is still running one second before the lease
+//! can expire, it kills the unit's processes. So a singleton unit must stop
+//! within `lease_ttl_seconds / 2` (minus a second): keep its
+//! `TimeoutStopSec=` (and a container's stop timeout) below that.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deckhand_etcd::election::{self, ElectionView};
+use deckhand_etcd::{KeyEvent, Renewal};
+use deckhand_model::{
+    ImageFailure, ImageRef, ImagesStatus, Keyspace, Plane, PlaneConfig, PlaneStatus, UnitMode,
+    UnitStatus,
+};
+use deckhand_plan::{Standing, UnitObservation, UnitPlan, plan_units};
+use deckhand_systemd::{Systemd, write_atomic};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::local::JOB_TIMEOUT;
+
+/// File (in the agent's state dir) listing the units deckhand started and
+/// has not stopped since: JSON array of unit names.
+pub const MANAGED_FILE: &str = "units.json";
+/// Where the agent writes each plane unit's ordering drop-in: runtime
+/// config, gone at reboot, rewritten before the unit is started.
+pub const DROPIN_ROOT: &str = "/run/systemd/system";
+/// Name of the drop-in file in `<unit>.d/`.
+pub const DROPIN_NAME: &str = "50-deckhand.conf";
+/// The drop-in's text: a plane unit starts after the boot-time preseed and
+/// after Docker.
+pub const DROPIN_TEXT: &str = "# Written by deckhand: plane units start after the boot-time image preseed.\n\
+[Unit]\nAfter=deckhand-preseed.service docker.service\n";
+
+/// What the preseed worker reports about the images this node keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImagesState {
+    /// The images wanted, as last received.
+    pub wanted: BTreeSet<ImageRef>,
+    /// Wanted images present in the local Docker.
+    pub present: BTreeSet<ImageRef>,
+    /// Images being pulled now.
+    pub pulling: BTreeSet<ImageRef>,
+    /// Images whose last pull failed after every attempt, with the reason.
+    pub failed: BTreeMap<ImageRef, String>,
+    /// The worker has checked the current wanted set at least once.
+    pub checked: bool,
+}
+
+impl ImagesState {
+    /// Whether every image of `images` is present or has failed.
+    pub fn settled(&self, images: &BTreeSet<ImageRef>) -> bool {
+        images
+            .iter()
+            .all(|i| self.present.contains(i) || self.failed.contains_key(i))
+    }
+
+    /// The status document's view.
+    pub fn status(&self) -> ImagesStatus {
+        ImagesStatus {
+            wanted: self.wanted.len(),
+            present: self
+                .wanted
+                .iter()
+                .filter(|i| self.present.contains(*i))
+                .count(),
+            pulling: self.pulling.iter().map(|i| i.to_string()).collect(),
+            failed: self
+                .failed
+                .iter()
+                .map(|(i, r)| ImageFailure {
+                    image: i.to_string(),
+                    reason: r.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The fence: stops this node's singleton units when its lease may expire.
+#[derive(Clone)]
+pub struct Fence {
+    /// Singleton units this node runs (or is starting) as leader.
+    running: Arc<Mutex<BTreeSet<String>>>,
+    /// The lease keeper's renewals; replaced when the keeper is.
+    renewals: Arc<Mutex<watch::Receiver<Option<Renewal>>>>,
+}
+
+impl Fence {
+    /// A fence reading `renewals`, with its task started on `systemd`.
+    pub fn spawn(systemd: Systemd, renewals: watch::Receiver<Option<Renewal>>) -> Fence {
+        let fence = Fence {
+            running: Arc::default(),
+            renewals: Arc::new(Mutex::new(renewals)),
+        };
+        tokio::spawn(fence.clone().run(systemd));
+        fence
+    }
+
+    /// Follows a new lease keeper's renewals.
+    pub fn follow(&self, renewals: watch::Receiver<Option<Renewal>>) {
+        *self.renewals.lock().expect("fence lock") = renewals;
+    }
+
+    fn renewal(&self) -> Option<Renewal> {
+        *self.renewals.lock().expect("fence lock").borrow()
+    }
+
+    /// Whether a singleton may run now: the last answered renewal was sent
+    /// less than `ttl / 2` ago. Returns the lease it holds for.
+    pub fn may_lead(&self) -> Option<i64> {
+        let r = self.renewal()?;
+        (Instant::now() < r.sent + r.ttl / 2).then_some(r.lease)
+    }
+
+    /// Marks `unit` as run by this node as leader (before its start job).
+    pub fn begin(&self, unit: &str) {
+        self.running
+            .lock()
+            .expect("fence lock")
+            .insert(unit.to_string());
+    }
+
+    /// Marks `unit` as no longer run here (after its stop job).
+    pub fn end(&self, unit: &str) {
+        self.running.lock().expect("fence lock").remove(unit);
+    }
+
+    async fn run(self, systemd: Systemd) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if self.may_lead().is_some() {
+                continue;
+            }
+            let units: Vec<String> = self
+                .running
+                .lock()
+                .expect("fence lock")
+                .iter()
+                .cloned()
+                .collect();
+            if units.is_empty() {
+                continue;
+            }
+            let r = self.renewal();
+            let deadline = r.map(|r| r.alive_until()).unwrap_or_else(Instant::now);
+            tracing::warn!(
+                "fencing: the node lease was not renewed for half its TTL; stopping singleton units {} before it can expire",
+                units.join(", ")
+            );
+            let mut stops = tokio::task::JoinSet::new();
+            for u in units.clone() {
+                let systemd = systemd.clone();
+                stops.spawn(async move {
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .saturating_sub(Duration::from_secs(1))
+                        .max(Duration::from_millis(200));
+                    match systemd.stop(&u, budget).await {
+                        Ok(()) => tracing::warn!("fencing: stopped {u}"),
+                        Err(e) => {
+                            tracing::error!("fencing: stopping {u} did not finish in time ({e}); killing its processes");
+                            if let Err(e) = systemd.kill(&u, 9).await {
+                                tracing::error!("fencing: cannot kill {u}: {e}");
+                            }
+                        }
+                    }
+                });
+            }
+            stops.join_all().await;
+            let mut running = self.running.lock().expect("fence lock");
+            for u in &units {
+                running.remove(u);
+            }
+        }
+    }
+}
+
+/// The agent's plane state.
+pub struct Planes {
+    systemd: Systemd,
+    ks: Keyspace,
+    node_name: String,
+    state_dir: PathBuf,
+    dropin_root: PathBuf,
+    /// The last valid config of each plane.
+    configs: BTreeMap<Plane, PlaneConfig>,
+    /// Rejected plane configs, in words.
+    errors: BTreeMap<Plane, String>,
+    managed: BTreeSet<String>,
+    dropins: BTreeSet<String>,
+    /// The fence of this node's singleton units.
+    pub fence: Fence,
+    images_tx: watch::Sender<crate::images::Wanted>,
+    images: watch::Receiver<ImagesState>,
+}
+
+/// What one reconcile pass found, for the status.
+#[derive(Debug, Clone, Default)]
+pub struct PlanesOutcome {
+    /// Per plane of this node, its units.
+    pub planes: Vec<PlaneStatus>,
+    /// The images.
+    pub images: ImagesStatus,
+    /// Nothing left to start or stop.
+    pub settled: bool,
+    /// Errors in words: rejected plane configs, conflicts, failed jobs.
+    pub error: Option<String>,
+    /// What the planes wait for, in words, if anything.
+    pub step: Option<String>,
+}
+
+impl Planes {
+    /// Plane state for this node; `images_tx` feeds the preseed worker the
+    /// wanted images and `images` is its report.
+    pub fn new(
+        systemd: Systemd,
+        ks: Keyspace,
+        node_name: String,
+        state_dir: &Path,
+        fence: Fence,
+        images_tx: watch::Sender<crate::images::Wanted>,
+        images: watch::Receiver<ImagesState>,
+    ) -> Planes {
+        let managed = std::fs::read(state_dir.join(MANAGED_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Planes {
+            systemd,
+            ks,
+            node_name,
+            state_dir: state_dir.to_path_buf(),
+            dropin_root: PathBuf::from(DROPIN_ROOT),
+            configs: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            managed,
+            dropins: BTreeSet::new(),
+            fence,
+            images_tx,
+            images,
+        }
+    }
+
+    /// The plane configs' watch event (`config/planes/` prefix).
+    pub fn on_event(&mut self, ev: KeyEvent) {
+        match ev {
+            KeyEvent::Snapshot { kvs, .. } => {
+                let mut seen = BTreeSet::new();
+                for (key, value, rev) in kvs {
+                    if let Some(p) = self.plane_of(&key) {
+                        seen.insert(p);
+                        self.apply(p, Some(&value), rev);
+                    }
+                }
+                let gone: Vec<Plane> = Plane::ALL
+                    .into_iter()
+                    .filter(|p| !seen.contains(p))
+                    .collect();
+                for p in gone {
+                    self.apply(p, None, 0);
+                }
+            }
+            KeyEvent::Put {
+                key,
+                value,
+                mod_revision,
+                ..
+            } => {
+                if let Some(p) = self.plane_of(&key) {
+                    self.apply(p, Some(&value), mod_revision);
+                }
+            }
+            KeyEvent::Delete { key, .. } => {
+                if let Some(p) = self.plane_of(&key) {
+                    self.apply(p, None, 0);
+                }
+            }
+        }
+    }
+
+    fn plane_of(&self, key: &str) -> Option<Plane> {
+        key.strip_prefix(&self.ks.planes())?.parse().ok()
+    }
+
+    fn apply(&mut self, plane: Plane, value: Option<&[u8]>, rev: i64) {
+        match value {
+            None => {
+                self.configs.remove(&plane);
+                self.errors.remove(&plane);
+            }
+            Some(v) => match PlaneConfig::parse(plane, v) {
+                Ok(cfg) => {
+                    tracing::info!(
+                        "plane {plane} config (revision {rev}): {} units, {} images",
+                        cfg.units.len(),
+                        cfg.images.len()
+                    );
+                    self.configs.insert(plane, cfg);
+                    self.errors.remove(&plane);
+                }
+                Err(e) => {
+                    tracing::warn!("ignoring invalid plane config (revision {rev}): {e}");
+                    let keeping = if self.configs.contains_key(&plane) {
+                        "keeping the previous config"
+                    } else {
+                        "nothing of it runs"
+                    };
+                    self.errors.insert(
+                        plane,
+                        format!(
+                            "plane config {} (revision {rev}) rejected: {e}; {keeping}",
+                            self.ks.plane(plane)
+                        ),
+                    );
+                }
+            },
+        }
+    }
+
+    fn save_managed(&self) {
+        match serde_json::to_vec(&self.managed) {
+            Ok(json) => {
+                if let Err(e) = write_atomic(&self.state_dir.join(MANAGED_FILE), &json, 0o644) {
+                    tracing::warn!("cannot record the managed units: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot serialize the managed units: {e}"),
+        }
+    }
+
+    /// One pass: hand the wanted images to the preseed worker, read unit
+    /// states, read (or enter) the singleton elections through `kv`, plan,
+    /// and stop / withdraw / start. `lease` is the node's current lease (0
+    /// when it has none). Never fails: errors go to the outcome.
+    pub async fn reconcile(
+        &mut self,
+        kv: &mut etcd_client::Client,
+        lease: i64,
+        my_planes: &BTreeSet<Plane>,
+        cluster: &deckhand_model::ClusterConfig,
+    ) -> PlanesOutcome {
+        let wanted = deckhand_plan::wanted_images(my_planes, &self.configs, cluster);
+        let want = (wanted.clone(), cluster.preseed_concurrency);
+        self.images_tx.send_if_modified(|w| {
+            let changed = *w != want;
+            *w = want;
+            changed
+        });
+        let images = self.images.borrow().clone();
+        let images_current = images.checked && images.wanted == wanted;
+        let images_settled: BTreeSet<Plane> = my_planes
+            .iter()
+            .copied()
+            .filter(|p| {
+                let need = deckhand_plan::planes::plane_images(*p, &self.configs);
+                need.is_empty() || (images_current && images.settled(&need))
+            })
+            .collect();
+
+        // Every unit a config names, and every unit deckhand started.
+        let (modes, _) = deckhand_plan::planes::unit_modes(&self.configs);
+        let mut states: BTreeMap<String, String> = BTreeMap::new();
+        let mut running = BTreeSet::new();
+        for name in modes.keys().chain(self.managed.iter()) {
+            if states.contains_key(name) {
+                continue;
+            }
+            let state = match self.systemd.unit_state(name).await {
+                Ok(s) if s.is_not_found() => "not-found".to_string(),
+                Ok(s) => {
+                    if s.is_active() {
+                        running.insert(name.clone());
+                    }
+                    s.active_state
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the state of {name}: {e}");
+                    "unknown".to_string()
+                }
+            };
+            states.insert(name.clone(), state);
+        }
+
+        let may_lead = self.fence.may_lead() == Some(lease) && lease != 0;
+        // Elections: enter those of singleton units this node may campaign
+        // for (decided below, so first a dry plan), observe the others of
+        // its planes.
+        let mut obs = UnitObservation {
+            planes: my_planes.clone(),
+            configs: self.configs.clone(),
+            running: running.clone(),
+            managed: self.managed.clone(),
+            images_settled,
+            standing: BTreeMap::new(),
+            may_lead,
+        };
+        let dry = plan_units(&obs);
+        let mut views: BTreeMap<String, ElectionView> = BTreeMap::new();
+        let mut errors: Vec<String> = dry.errors.clone();
+        let singletons_of_mine: BTreeSet<String> = self
+            .configs
+            .iter()
+            .filter(|(p, _)| my_planes.contains(p))
+            .flat_map(|(_, c)| c.units.iter())
+            .filter(|u| modes.get(&u.name) == Some(&UnitMode::Singleton))
+            .map(|u| u.name.clone())
+            .collect();
+        for name in &singletons_of_mine {
+            let election = self.ks.election(name);
+            let res = if dry.campaign.contains(name) && lease != 0 {
+                election::campaign(kv, &election, lease, &self.node_name).await
+            } else {
+                election::observe(kv, &election).await
+            };
+            match res {
+                Ok(view) => {
+                    let standing = if view.leads(lease) {
+                        Standing::Leader
+                    } else {
+                        Standing::Follower
+                    };
+                    obs.standing.insert(name.clone(), standing);
+                    views.insert(name.clone(), view);
+                }
+                Err(e) => tracing::debug!("cannot read the election of {name}: {e}"),
+            }
+        }
+        let plan = plan_units(&obs);
+        self.act(kv, lease, &plan, &views, &mut errors).await;
+
+        // Status: the units of this node's planes, after acting.
+        let mut planes = Vec::new();
+        for (plane, cfg) in &self.configs {
+            if !my_planes.contains(plane) {
+                continue;
+            }
+            let mut units = Vec::new();
+            for u in &cfg.units {
+                let state = match self.systemd.unit_state(&u.name).await {
+                    Ok(s) if s.is_not_found() => "not-found".to_string(),
+                    Ok(s) => s.active_state,
+                    Err(_) => states
+                        .get(&u.name)
+                        .cloned()
+                        .unwrap_or_else(|| "unknown".into()),
+                };
+                let holder = (u.mode == UnitMode::Singleton)
+                    .then(|| {
+                        views
+                            .get(&u.name)
+                            .and_then(|v| v.leader())
+                            .map(|c| c.value.clone())
+                    })
+                    .flatten();
+                units.push(UnitStatus {
+                    name: u.name.clone(),
+                    mode: u.mode,
+                    state,
+                    holder,
+                });
+            }
+            planes.push(PlaneStatus {
+                plane: *plane,
+                units,
+            });
+        }
+        for p in my_planes {
+            if !self.configs.contains_key(p) && !self.errors.contains_key(p) {
+                planes.push(PlaneStatus {
+                    plane: *p,
+                    units: Vec::new(),
+                });
+            }
+        }
+        errors.extend(self.errors.values().cloned());
+        let step = if !plan.waiting_for_images.is_empty() {
+            Some(format!(
+                "waiting for images before starting {}",
+                plan.waiting_for_images.join(", ")
+            ))
+        } else if !plan.settled() {
+            Some("starting and stopping plane units".to_string())
+        } else {
+            None
+        };
+        PlanesOutcome {
+            planes,
+            images: images.status(),
+            settled: plan.settled() && errors.is_empty(),
+            error: (!errors.is_empty()).then(|| errors.join("; ")),
+            step,
+        }
+    }
+
+    async fn act(
+        &mut self,
+        kv: &mut etcd_client::Client,
+        lease: i64,
+        plan: &UnitPlan,
+        views: &BTreeMap<String, ElectionView>,
+        errors: &mut Vec<String>,
+    ) {
+        let mut managed_changed = false;
+        for unit in &plan.stop {
+            tracing::info!("stopping plane unit {unit}");
+            match self.systemd.stop(unit, JOB_TIMEOUT).await {
+                Ok(()) => {
+                    self.fence.end(unit);
+                    self.managed.remove(unit);
+                    managed_changed = true;
+                }
+                Err(e) => errors.push(format!("stopping {unit} failed: {e}")),
+            }
+        }
+        if managed_changed {
+            self.save_managed();
+        }
+        // Withdraw only once the unit is stopped here: the next candidate
+        // may start it as soon as the candidacy is gone.
+        let still_running = |u: &str| plan.stop.iter().any(|s| s == u) && self.managed.contains(u);
+        for unit in &plan.withdraw {
+            if still_running(unit) {
+                continue;
+            }
+            if let Err(e) = election::resign(kv, &self.ks.election(unit), lease).await {
+                tracing::debug!("cannot withdraw from the election of {unit}: {e}");
+            }
+        }
+        // Candidacies this node left behind on an older lease (an earlier
+        // run of the agent): withdraw them once the unit is not running
+        // here, so the next candidate need not wait for that lease to expire.
+        for (unit, view) in views {
+            if self.managed.contains(unit) && !view.leads(lease) {
+                continue;
+            }
+            for c in &view.candidates {
+                if c.value == self.node_name && c.lease != lease {
+                    match election::remove_candidate(kv, &c.key, c.lease).await {
+                        Ok(true) => tracing::info!(
+                            "withdrew this node's stale candidacy {} (lease {:x})",
+                            c.key,
+                            c.lease
+                        ),
+                        Ok(false) => {}
+                        Err(e) => tracing::debug!("cannot remove stale candidacy {}: {e}", c.key),
+                    }
+                }
+            }
+        }
+        for unit in &plan.start {
+            let singleton = views.contains_key(unit);
+            if let Err(e) = self.ensure_dropin(unit).await {
+                tracing::warn!("cannot write the ordering drop-in of {unit}: {e:#}");
+            }
+            if singleton {
+                self.fence.begin(unit);
+                if self.fence.may_lead() != Some(lease) {
+                    self.fence.end(unit);
+                    continue;
+                }
+            }
+            tracing::info!(
+                "starting plane unit {unit}{}",
+                if singleton {
+                    " (this node leads its election)"
+                } else {
+                    ""
+                }
+            );
+            self.managed.insert(unit.clone());
+            self.save_managed();
+            let _ = self.systemd.reset_failed(unit).await;
+            if let Err(e) = self.systemd.start(unit, JOB_TIMEOUT).await {
+                errors.push(format!("starting {unit} failed: {e}"));
+            }
+        }
+    }
+
+    /// Writes `<unit>.d/50-deckhand.conf` under [`DROPIN_ROOT`] and reloads
+    /// systemd when it changed.
+    async fn ensure_dropin(&mut self, unit: &str) -> anyhow::Result<()> {
+        if self.dropins.contains(unit) {
+            return Ok(());
+        }
+        let dir = self.dropin_root.join(format!("{unit}.d"));
+        std::fs::create_dir_all(&dir)?;
+        if write_atomic(&dir.join(DROPIN_NAME), DROPIN_TEXT.as_bytes(), 0o644)? {
+            self.systemd.daemon_reload().await?;
+        }
+        self.dropins.insert(unit.to_string());
+        Ok(())
+    }
+}
