@@ -166,32 +166,18 @@ pub struct DockerSettings {
     pub pull_attempts: u32,
 }
 
+// The defaults are deckhand_images::PullOptions's (this file is also
+// compiled alone by the fuzz target, hence no dependency on that crate;
+// `crate::preseed::pull_options` turns these settings into PullOptions).
 impl Default for DockerSettings {
     fn default() -> Self {
-        let d = deckhand_images::PullOptions::default();
         DockerSettings {
             socket: DEFAULT_DOCKER_SOCKET.into(),
             config: None,
-            min_free_bytes: d.min_free_bytes,
-            pull_no_progress_seconds: d.no_progress_timeout.as_secs(),
-            pull_deadline_seconds: d.deadline.as_secs(),
-            pull_attempts: d.attempts,
-        }
-    }
-}
-
-impl DockerSettings {
-    /// The pull options these settings give, with `concurrency` pulls at
-    /// once (the cluster config's `preseed_concurrency`).
-    pub fn pull_options(&self, concurrency: usize) -> deckhand_images::PullOptions {
-        deckhand_images::PullOptions {
-            concurrency,
-            no_progress_timeout: std::time::Duration::from_secs(self.pull_no_progress_seconds),
-            deadline: std::time::Duration::from_secs(self.pull_deadline_seconds),
-            attempts: self.pull_attempts,
-            min_free_bytes: self.min_free_bytes,
-            docker_config: self.config.clone(),
-            ..deckhand_images::PullOptions::default()
+            min_free_bytes: 1 << 30,
+            pull_no_progress_seconds: 60,
+            pull_deadline_seconds: 1800,
+            pull_attempts: 3,
         }
     }
 }
@@ -229,7 +215,12 @@ pub fn docker_settings(f: DockerFragment) -> Result<DockerSettings> {
         }
         Ok(())
     };
-    range("pull_no_progress_seconds", s.pull_no_progress_seconds, 5, 3600)?;
+    range(
+        "pull_no_progress_seconds",
+        s.pull_no_progress_seconds,
+        5,
+        3600,
+    )?;
     range("pull_deadline_seconds", s.pull_deadline_seconds, 10, 86400)?;
     range("pull_attempts", u64::from(s.pull_attempts), 1, 10)?;
     Ok(s)
@@ -460,12 +451,5 @@ mod tests {
                 pull_attempts: 5,
             }
         );
-        let o = s.docker.pull_options(4);
-        assert_eq!(o.concurrency, 4);
-        assert_eq!(o.no_progress_timeout, std::time::Duration::from_secs(30));
-        assert_eq!(o.deadline, std::time::Duration::from_secs(600));
-        assert_eq!(o.attempts, 5);
-        assert_eq!(o.min_free_bytes, 5);
-        assert_eq!(o.docker_config, Some(PathBuf::from("/etc/deckhand/docker.json")));
     }
 }
