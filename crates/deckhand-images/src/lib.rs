@@ -654,7 +654,7 @@ impl Preseeder {
             if Instant::now() + delay >= deadline {
                 return Err(out_of_time(&err.reason));
             }
-            tracing::warn!(image = %image, attempt, delay_ms = delay.as_millis() as u64, "pull failed, retrying: {}", err.reason);
+            tracing::debug!(image = %image, attempt, delay_ms = delay.as_millis() as u64, "pull failed, retrying: {}", err.reason);
             emit(EventKind::Retrying {
                 attempt,
                 reason: err.reason,

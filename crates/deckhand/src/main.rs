@@ -14,6 +14,7 @@ mod local;
 mod logging;
 mod nodes;
 mod planes;
+mod preseed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,8 @@ enum Command {
     Plane(cli::PlaneCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence.
     Status(cli::StatusArgs),
+    // about and long help: on PreseedArgs.
+    Preseed(preseed::PreseedArgs),
 }
 
 fn main() -> ExitCode {
@@ -106,6 +109,9 @@ fn main() -> ExitCode {
         }
         Command::Status(args) => {
             cli::finish(runtime.block_on(cli::status(&cli.config, cli.endpoints, cli.prefix, args)))
+        }
+        Command::Preseed(args) => {
+            runtime.block_on(preseed::run(&cli.config, cli.endpoints, cli.prefix, args))
         }
     }
 }
