@@ -829,6 +829,7 @@ fn retryable(status: u16, message: &str) -> bool {
         "unauthorized",
         "denied",
         "authentication required",
+        "no basic auth credentials",
         "invalid reference format",
         "no matching manifest",
     ];
@@ -861,6 +862,10 @@ mod tests {
             "manifest for x:1 not found: manifest unknown: manifest unknown"
         ));
         assert!(!retryable(0, "unauthorized: authentication required"));
+        assert!(!retryable(
+            500,
+            "Head \"http://127.0.0.1:5000/v2/a/manifests/1\": no basic auth credentials"
+        ));
         assert!(retryable(
             500,
             "Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Images, Registry, SOCKET, require_docker, unique};
+use common::{Images, Registry, SOCKET, StallingProxy, login, require_docker, unique};
 use deckhand_images::{Event, EventKind, Preseeder, PullOptions, Report};
 use deckhand_model::ImageRef;
 use tokio::sync::mpsc;
@@ -301,5 +301,103 @@ async fn an_unreachable_daemon_is_a_clear_failure() {
         Preseeder::connect(Path::new("/nonexistent/docker.sock"), opts())
             .await
             .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pull_is_abandoned_after_the_no_progress_timeout() {
+    require_docker();
+    let registry = Registry::start();
+    let images = Images::new();
+    let name = unique("stall");
+    let a = images.push(&registry, &format!("{name}/a"), 4 * 1024 * 1024);
+    // The same repository through a proxy that stops answering after
+    // 256 KiB: the layers start downloading, then nothing more comes.
+    let proxy = StallingProxy::start(registry.port, 256 * 1024);
+    let through_proxy = img(&a
+        .tagged
+        .replace(&registry.host(), &format!("127.0.0.1:{}", proxy.port)));
+    let p = Preseeder::connect(
+        Path::new(SOCKET),
+        PullOptions {
+            no_progress_timeout: Duration::from_secs(3),
+            attempts: 2,
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    let (report, events) = ensure(&p, std::slice::from_ref(&through_proxy)).await;
+    assert!(report.pulled.is_empty(), "{report:?}");
+    let reason = &report.failed[0].reason;
+    eprintln!("reason: {reason}");
+    assert_eq!(
+        reason,
+        "no progress for 3 s (docker.pull_no_progress_seconds) (after 2 attempts)"
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::Retrying { .. })),
+        1
+    );
+    assert!(!p.is_present(&through_proxy).await.unwrap());
+    drop(proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_a_docker_config_json() {
+    require_docker();
+    let registry = Registry::start_with_auth();
+    let images = Images::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = login(&registry, dir.path());
+    let name = unique("auth");
+    let a = images.push_as(&registry, &format!("{name}/a"), 64 * 1024, Some(dir.path()));
+    let wanted = img(&a.tagged);
+
+    // Anonymous: the registry's refusal, not retried.
+    let p = Preseeder::connect(Path::new(SOCKET), opts()).await.unwrap();
+    let (report, events) = ensure(&p, std::slice::from_ref(&wanted)).await;
+    let reason = &report.failed[0].reason;
+    eprintln!("reason: {reason}");
+    assert!(
+        reason.contains("no basic auth credentials") || reason.contains("unauthorized"),
+        "{reason}"
+    );
+    assert_eq!(
+        count(&events, |k| matches!(k, EventKind::Retrying { .. })),
+        0
+    );
+
+    // With the config.json docker login wrote: pulled.
+    let p = Preseeder::connect(
+        Path::new(SOCKET),
+        PullOptions {
+            docker_config: Some(config),
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    let (report, _) = ensure(&p, std::slice::from_ref(&wanted)).await;
+    assert_eq!(report.pulled.len(), 1, "{report:?}");
+    assert!(p.is_present(&wanted).await.unwrap());
+
+    // A config.json that is not there: the path, in the reason.
+    images.remove(&a);
+    let p = Preseeder::connect(
+        Path::new(SOCKET),
+        PullOptions {
+            docker_config: Some(dir.path().join("missing.json")),
+            ..opts()
+        },
+    )
+    .await
+    .unwrap();
+    let (report, _) = ensure(&p, std::slice::from_ref(&wanted)).await;
+    let reason = &report.failed[0].reason;
+    assert!(
+        reason.starts_with("cannot use the Docker credentials file")
+            && reason.contains("missing.json"),
+        "{reason}"
     );
 }

@@ -9,7 +9,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The daemon's socket.
@@ -80,9 +81,25 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// User and password of [`Registry::start_with_auth`].
+pub const USER: &str = "deckhand";
+/// The password of [`USER`].
+pub const PASSWORD: &str = "deckhand-test-password";
+/// bcrypt of [`PASSWORD`] (cost 4), for the registry's htpasswd file.
+const PASSWORD_BCRYPT: &str = "$2b$04$AGwzLOxnMyY6AReIV3hLxu6U5NJf9guJSgnGbNm7syHNXYZBo0heS";
+
 impl Registry {
     /// Starts a registry and waits until it answers `GET /v2/`.
     pub fn start() -> Registry {
+        Registry::start_inner(false)
+    }
+
+    /// Starts a registry that wants basic auth ([`USER`], [`PASSWORD`]).
+    pub fn start_with_auth() -> Registry {
+        Registry::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Registry {
         let bin = ["/usr/bin/docker-registry", "/usr/local/bin/docker-registry"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -98,9 +115,22 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("storage").display()
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                dir.path().join("storage").display(),
+                if auth {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: deckhand-test\n    path: {}\n",
+                        dir.path().join("htpasswd").display()
+                    )
+                } else {
+                    String::new()
+                }
             ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{USER}:{PASSWORD_BCRYPT}\n"),
         )
         .unwrap();
         let r = Registry {
@@ -169,6 +199,107 @@ impl Drop for Registry {
     }
 }
 
+/// A TCP proxy to a registry that forwards requests, but stops answering
+/// (keeping every connection open, sending nothing) once it has passed
+/// `budget` bytes of answers in all: a registry that stalls mid-pull.
+pub struct StallingProxy {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+}
+
+impl StallingProxy {
+    pub fn start(target_port: u16, budget: u64) -> StallingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (stop3, sent) = (stop2.clone(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    loop {
+                        let room = budget.saturating_sub(sent.load(Ordering::Relaxed));
+                        if room == 0 {
+                            // Stall: hold the connection, say nothing.
+                            while !stop3.load(Ordering::Relaxed) {
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                            return;
+                        }
+                        let want = buf.len().min(usize::try_from(room).unwrap_or(buf.len()));
+                        match s_in.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                sent.fetch_add(n as u64, Ordering::Relaxed);
+                                if c_out.write_all(&buf[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy { port, stop }
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Logs in to `registry` with a Docker client config in `dir` (not the
+/// host user's), returning the `config.json` path: `docker login` writes
+/// `auths.<host>.auth` there.
+pub fn login(registry: &Registry, dir: &Path) -> PathBuf {
+    let mut child = Command::new("docker")
+        .env("DOCKER_CONFIG", dir)
+        .args([
+            "login",
+            "--username",
+            USER,
+            "--password-stdin",
+            &registry.host(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(PASSWORD.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("config.json")
+}
+
 /// Images this test built and pushed; every one is removed from the
 /// daemon on drop (by image id: tags and digests alike).
 pub struct Images {
@@ -197,6 +328,18 @@ impl Images {
     /// `random_bytes` of random data, pushes it as `<registry>/<repo>:1`,
     /// and removes the local copy, so that the daemon does not have it.
     pub fn push(&self, registry: &Registry, repo: &str, random_bytes: usize) -> Pushed {
+        self.push_as(registry, repo, random_bytes, None)
+    }
+
+    /// [`Images::push`] with the Docker client config in `docker_config`
+    /// (for a registry that wants a login).
+    pub fn push_as(
+        &self,
+        registry: &Registry,
+        repo: &str,
+        random_bytes: usize,
+        docker_config: Option<&Path>,
+    ) -> Pushed {
         let busybox = Path::new("/bin/busybox");
         assert!(
             busybox.exists(),
@@ -219,7 +362,10 @@ impl Images {
         docker(&["build", "-q", "-t", &tagged, dir.path().to_str().unwrap()]);
         let id = docker(&["image", "inspect", "--format", "{{.Id}}", &tagged]);
         self.ids.lock().unwrap().push(id.clone());
-        docker(&["push", "-q", &tagged]);
+        match docker_config {
+            Some(dir) => docker(&["--config", dir.to_str().unwrap(), "push", "-q", &tagged]),
+            None => docker(&["push", "-q", &tagged]),
+        };
         let digested = docker(&[
             "image",
             "inspect",
