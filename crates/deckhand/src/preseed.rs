@@ -428,12 +428,17 @@ fn event_line(e: &Event) -> Option<String> {
             elapsed,
             bytes,
             layers_downloaded,
-            ..
+            layers_existing,
         } => format!(
-            "pulled    {i} in {:.1} s ({}, {})",
+            "pulled    {i} in {:.1} s ({}, {}{})",
             elapsed.as_secs_f64(),
             mib(*bytes),
-            plural(u64::from(*layers_downloaded), "layer")
+            plural(u64::from(*layers_downloaded), "layer"),
+            if *layers_existing > 0 {
+                format!(", {layers_existing} already present")
+            } else {
+                String::new()
+            }
         ),
         EventKind::Failed { reason } => format!("FAILED    {i}: {reason}"),
     })
@@ -658,6 +663,16 @@ mod tests {
             }))
             .unwrap(),
             "pulled    docker.io/library/redis:7 in 3.1 s (8.2 MiB, 2 layers)"
+        );
+        assert_eq!(
+            event_line(&e(EventKind::Pulled {
+                elapsed: Duration::from_millis(3100),
+                bytes: 1024 * 1024,
+                layers_downloaded: 1,
+                layers_existing: 1
+            }))
+            .unwrap(),
+            "pulled    docker.io/library/redis:7 in 3.1 s (1.0 MiB, 1 layer, 1 already present)"
         );
         assert_eq!(
             event_line(&e(EventKind::Failed {
