@@ -25,12 +25,6 @@ pub const RECHECK: Duration = Duration::from_secs(60);
 /// cluster config's `preseed_concurrency`).
 pub type Wanted = (BTreeSet<ImageRef>, usize);
 
-/// The image file the agent keeps for `deckhand preseed` at boot, before
-/// etcd answers: the last wanted set.
-pub fn cache_path() -> PathBuf {
-    PathBuf::from(crate::local::STATE_DIR).join("images.json")
-}
-
 /// The Docker socket and pull options from the agent's settings.
 pub fn pull_options(_settings: &crate::config::Settings) -> (PathBuf, PullOptions) {
     (
@@ -65,8 +59,10 @@ pub async fn run(
                     preseeder = Some((Preseeder::new(&socket, opts), concurrency));
                 }
                 if images != current {
-                    if let Err(e) = write_cache(&images) {
-                        tracing::debug!("cannot write {}: {e}", cache_path().display());
+                    // For `deckhand preseed` at boot, before etcd answers.
+                    let cache = std::path::Path::new(crate::preseed::CACHE_FILE);
+                    if let Err(e) = crate::preseed::write_cache(cache, &images) {
+                        tracing::debug!("cannot write {}: {e:#}", cache.display());
                     }
                     current = images;
                     state.send_modify(|s| {
@@ -143,10 +139,4 @@ fn apply(s: &mut ImagesState, image: &ImageRef, kind: &EventKind) -> bool {
         EventKind::Checking | EventKind::Progress(_) | EventKind::Retrying { .. } => {}
     }
     *s != before
-}
-
-/// Writes the wanted set to [`cache_path`] (JSON array of references).
-fn write_cache(images: &BTreeSet<ImageRef>) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(images).map_err(std::io::Error::other)?;
-    deckhand_systemd::write_atomic(&cache_path(), &json, 0o644).map(|_| ())
 }

@@ -439,6 +439,13 @@ impl Planes {
             }
         }
         let plan = plan_units(&obs);
+        // Every singleton deckhand runs here is fenced, also one it did not
+        // start in this process (an agent restart while it ran).
+        for name in &singletons_of_mine {
+            if running.contains(name) && self.managed.contains(name) {
+                self.fence.begin(name);
+            }
+        }
         self.act(kv, lease, &plan, &views, &mut errors).await;
 
         // Status: the units of this node's planes, after acting.
