@@ -78,8 +78,10 @@ pub struct PullOptions {
     /// `None` pulls anonymously. Read at each pull; a missing or invalid
     /// file fails the pull with its path.
     pub docker_config: Option<PathBuf>,
-    /// Timeout of one API request (inspect, info, and the start of a
-    /// pull's answer). Default 30 s.
+    /// Timeout of one API request (version, inspect, info). A pull's answer
+    /// is bounded by [`PullOptions::no_progress_timeout`] instead (the
+    /// daemon answers only once the registry gave the manifest). Default
+    /// 30 s.
     pub request_timeout: Duration,
 }
 
@@ -748,6 +750,13 @@ impl Preseeder {
             .tag(image.digest().or(image.tag()).unwrap_or("latest"))
             .build();
         let what = format!("pull of {image}");
+        // The daemon answers ImageCreate only once it has the manifest from
+        // the registry, which may take longer than an API call: the
+        // no-progress timer below bounds the wait instead of the request
+        // timeout.
+        let docker = docker.clone().with_timeout(
+            opts.no_progress_timeout.max(opts.request_timeout) + Duration::from_secs(1),
+        );
         let mut stream = docker.create_image(Some(options), None, credentials);
         let mut tracker = progress::Tracker::default();
         let mut last_new = Instant::now();
