@@ -387,13 +387,33 @@ async fn first_answering(eps: &[String]) -> Result<Client> {
         match Client::connect([ep.as_str()], Some(opts)).await {
             Ok(mut c) => match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
                 Ok(Ok(_)) => return Ok(c),
-                Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
+                Ok(Err(e)) => errors.push(format!("{ep}: {}", root_cause(&e))),
                 Err(_) => errors.push(format!("{ep}: no answer within 2 s")),
             },
-            Err(e) => errors.push(format!("{ep}: {e}")),
+            Err(e) => errors.push(format!("{ep}: {}", root_cause(&e))),
         }
     }
     bail!("no etcd endpoint answered ({})", errors.join("; "))
+}
+
+/// An etcd client error in few words: for a refused connection "tcp
+/// connect error: Connection refused (os error 111)", not the debug form of
+/// the gRPC status around it.
+fn root_cause(e: &etcd_client::Error) -> String {
+    fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut last = e;
+        while let Some(inner) = last.source() {
+            last = inner;
+        }
+        last.to_string()
+    }
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(status) {
+            Some(inner) => format!("{}: {}", status.message(), innermost(inner)),
+            None => status.message().to_string(),
+        },
+        other => innermost(other),
+    }
 }
 
 fn mib(bytes: u64) -> String {
