@@ -224,8 +224,9 @@ pub async fn run(
                 eps.push(crate::local::LOCALHOST_CLIENT_URL.to_string());
                 eps.extend(settings.iter().flat_map(|s| s.endpoints.iter().cloned()));
             }
-            match tokio::time::timeout(ETCD_TIMEOUT, from_etcd(&eps, &Keyspace::new(&prefix))).await
-            {
+            let ks = Keyspace::new(&prefix);
+            let read = async { from_etcd(&eps, &ks, &machine_id()?).await };
+            match tokio::time::timeout(ETCD_TIMEOUT, read).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!(
                     "etcd ({}) did not answer within {} s",
@@ -318,9 +319,8 @@ fn age(path: &Path) -> String {
     format!(" (written {words} ago)")
 }
 
-/// Reads this node's wanted images and the cluster's preseed concurrency
-/// from etcd.
-async fn from_etcd(endpoints: &[String], ks: &Keyspace) -> Result<(BTreeSet<ImageRef>, usize)> {
+/// This node's id, `/etc/machine-id`.
+fn machine_id() -> Result<String> {
     let id = std::fs::read_to_string("/etc/machine-id")
         .context("cannot read /etc/machine-id (this node's id)")?
         .trim()
@@ -328,15 +328,25 @@ async fn from_etcd(endpoints: &[String], ks: &Keyspace) -> Result<(BTreeSet<Imag
     if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
         bail!("/etc/machine-id holds {id:?}, not a 32-character hex machine id");
     }
+    Ok(id)
+}
+
+/// Reads node `id`'s wanted images and the cluster's preseed concurrency
+/// from etcd.
+async fn from_etcd(
+    endpoints: &[String],
+    ks: &Keyspace,
+    id: &str,
+) -> Result<(BTreeSet<ImageRef>, usize)> {
     let mut client = first_answering(endpoints).await?;
     let role = client
-        .get(ks.role(&id), None)
+        .get(ks.role(id), None)
         .await
         .context("reading this node's role key")?;
     let planes: BTreeSet<Plane> = match role.kvs().first() {
         Some(kv) => Role::parse(kv.value())
             .map(|r| r.planes)
-            .with_context(|| format!("this node's role key {} is invalid", ks.role(&id)))?,
+            .with_context(|| format!("this node's role key {} is invalid", ks.role(id)))?,
         None => BTreeSet::new(),
     };
     let cluster = client
@@ -666,6 +676,100 @@ mod tests {
         // The config's defaults are the library's.
         let o = pull_options(&DockerSettings::default(), 3);
         assert_eq!(o, PullOptions::default());
+    }
+
+    /// The image list from a real etcd (Debian's etcd-server, on free
+    /// loopback ports): the node's planes' images and the upcoming ones,
+    /// not the other planes', an invalid plane config skipped.
+    #[tokio::test]
+    async fn reads_the_wanted_images_from_etcd() {
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (client_port, peer_port) = (free(), free());
+        let url = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let _etcd = Kill(
+            std::process::Command::new("etcd")
+                .args(["--name", "t", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args(["--initial-cluster", &format!("t={peer}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("these tests need etcd (Debian's etcd-server; integration/prereqs)"),
+        );
+        let eps = [url.clone()];
+        let mut client = None;
+        for _ in 0..100 {
+            if let Ok(c) = first_answering(&eps).await {
+                client = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut c = client.expect("etcd did not answer within 10 s");
+        let ks = Keyspace::new("/t");
+        let id = "0123456789abcdef0123456789abcdef";
+        for (k, v) in [
+            (
+                ks.role(id),
+                r#"{"etcd":"proxy","planes":["router","data"]}"#,
+            ),
+            (
+                ks.plane(Plane::Router),
+                r#"{"images":["127.0.0.1:5000/r:1","redis:7"]}"#,
+            ),
+            (
+                ks.plane(Plane::Control),
+                r#"{"images":["127.0.0.1:5000/c:1"]}"#,
+            ),
+            (ks.plane(Plane::Data), r#"{"images":["Not A Ref"]}"#),
+            (
+                ks.cluster_config(),
+                r#"{"upcoming":["127.0.0.1:5000/r:2"],"preseed_concurrency":5}"#,
+            ),
+        ] {
+            c.put(k, v, None).await.unwrap();
+        }
+        let (wanted, concurrency) = from_etcd(&eps, &ks, id).await.unwrap();
+        let names: Vec<&str> = wanted.iter().map(ImageRef::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "127.0.0.1:5000/r:1",
+                "127.0.0.1:5000/r:2",
+                "docker.io/library/redis:7"
+            ]
+        );
+        assert_eq!(concurrency, 5);
+        // A node without a role key wants the upcoming images only.
+        let (wanted, _) = from_etcd(&eps, &ks, &"f".repeat(32)).await.unwrap();
+        assert_eq!(wanted.len(), 1);
     }
 
     #[test]
