@@ -67,6 +67,14 @@ impl ImageRef {
             ),
             other => err(&other.to_string()),
         })?;
+        // oci-spec takes a first component with upper case but no '.' or
+        // ':' for a repository path under docker.io (Docker takes it for a
+        // registry host); a repository path must be lower case either way.
+        if r.repository().chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(err(
+                "its repository has upper-case letters (a registry host needs a '.' or a ':port')",
+            ));
+        }
         Ok(ImageRef {
             whole: r.whole(),
             registry: r.registry().to_string(),
@@ -189,6 +197,8 @@ mod tests {
             "redis@md5:0123456789abcdef0123456789abcdef",
             "redis;rm -rf /",
             "$(id)",
+            "ABC/x",
+            "171defY/9abc",
         ] {
             let e = ImageRef::parse(bad).expect_err(bad);
             assert!(e.to_string().starts_with("invalid image reference"), "{e}");
