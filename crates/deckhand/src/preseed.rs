@@ -124,8 +124,6 @@ pub fn pull_options(docker: &DockerSettings, concurrency: usize) -> PullOptions 
 ///
 /// # Errors
 /// An I/O error creating the directory or writing the file, with the path.
-// For the agent's preseed worker (crate::images), which keeps this file.
-#[allow(dead_code)]
 pub fn write_cache(path: &Path, images: &BTreeSet<ImageRef>) -> Result<bool> {
     let mut json = serde_json::to_vec_pretty(images)?;
     json.push(b'\n');
