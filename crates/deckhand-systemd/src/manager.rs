@@ -221,6 +221,35 @@ impl Systemd {
         }
     }
 
+    /// Queues a start job for `unit` (`StartUnit` with mode `replace`) and
+    /// returns without waiting for it: for units whose start may wait on
+    /// others (ordering) longer than a caller can block. Read the outcome
+    /// later with [`Systemd::unit_state`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUnitName`], [`Error::NoSuchUnit`], or [`Error::Dbus`]
+    /// if the job cannot be queued (e.g. the unit is masked).
+    pub async fn queue_start(&self, unit: &str) -> Result<()> {
+        validate_unit_name(unit)?;
+        match self
+            .manager
+            .start_unit(unit.to_owned(), "replace".to_owned())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error_name(&e) == Some(NO_SUCH_UNIT) => Err(Error::NoSuchUnit {
+                unit: unit.to_owned(),
+                job: JobType::Start,
+            }),
+            Err(source) => Err(Error::Dbus {
+                unit: unit.to_owned(),
+                call: "StartUnit",
+                source,
+            }),
+        }
+    }
+
     /// Sends `signal` (e.g. 9 for SIGKILL) to every process of `unit`
     /// (`KillUnit` with `whom` = `all`, what `systemctl kill -s SIGNAL UNIT`
     /// does). Used to fence a unit whose stop job would outlast its lease.

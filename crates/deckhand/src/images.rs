@@ -42,7 +42,7 @@ pub async fn run(
 ) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (done_tx, mut done) = mpsc::unbounded_channel::<BTreeSet<ImageRef>>();
-    let mut preseeder: Option<(Preseeder, usize)> = None;
+    let mut preseeder: Option<Preseeder> = None;
     let mut current: BTreeSet<ImageRef> = BTreeSet::new();
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -54,9 +54,9 @@ pub async fn run(
                     return;
                 }
                 let (images, concurrency) = wanted.borrow_and_update().clone();
-                if preseeder.as_ref().is_none_or(|(_, c)| *c != concurrency) {
-                    let opts = PullOptions { concurrency, ..opts.clone() };
-                    preseeder = Some((Preseeder::new(&socket, opts), concurrency));
+                let p = preseeder.get_or_insert_with(|| Preseeder::new(&socket, opts.clone()));
+                if p.concurrency() != concurrency {
+                    p.set_concurrency(concurrency);
                 }
                 if images != current {
                     // For `deckhand preseed` at boot, before etcd answers.
@@ -90,7 +90,7 @@ pub async fn run(
                 });
             }
         }
-        if start && let Some((p, _)) = &preseeder {
+        if start && let Some(p) = &preseeder {
             let p = p.clone();
             let set = current.clone();
             let images: Vec<ImageRef> = set.iter().cloned().collect();
