@@ -142,7 +142,7 @@ async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> 
     // One endpoint at a time: etcd-client balances requests over all the
     // endpoints it is given, dead ones included, so a single down member
     // would fail some requests. Take the first that answers.
-    let client = first_answering(&eps).await?;
+    let client = first_answering(&eps, Duration::from_secs(2)).await?;
     Ok(Ctx {
         client,
         ks: Keyspace::new(&prefix),
@@ -152,23 +152,48 @@ async fn connect(cfg: &Path, endpoints: Vec<String>, prefix: Option<String>) -> 
     })
 }
 
-/// Connects to the first of `eps` that answers a status request.
-async fn first_answering(eps: &[String]) -> Result<Client> {
+/// Connects to the first of `eps` that answers a status request within
+/// `timeout` (one endpoint at a time: etcd-client would balance requests
+/// over dead endpoints too).
+///
+/// # Errors
+/// No endpoint answered: each endpoint's reason, in few words.
+pub(crate) async fn first_answering(eps: &[String], timeout: Duration) -> Result<Client> {
     let mut errors = Vec::new();
     for ep in eps {
         let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
+            .with_connect_timeout(timeout)
             .with_timeout(TIMEOUT);
         match Client::connect([ep.as_str()], Some(opts)).await {
-            Ok(mut c) => match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+            Ok(mut c) => match tokio::time::timeout(timeout, c.status()).await {
                 Ok(Ok(_)) => return Ok(c),
-                Ok(Err(e)) => errors.push(format!("{ep}: {e}")),
-                Err(_) => errors.push(format!("{ep}: no answer within 2 s")),
+                Ok(Err(e)) => errors.push(format!("{ep}: {}", root_cause(&e))),
+                Err(_) => errors.push(format!("{ep}: no answer within {} s", timeout.as_secs())),
             },
-            Err(e) => errors.push(format!("{ep}: {e}")),
+            Err(e) => errors.push(format!("{ep}: {}", root_cause(&e))),
         }
     }
     bail!("no etcd endpoint answered:\n  {}", errors.join("\n  "))
+}
+
+/// An etcd client error in few words: for a refused connection "tcp
+/// connect error: Connection refused (os error 111)", not the debug form of
+/// the gRPC status around it.
+fn root_cause(e: &etcd_client::Error) -> String {
+    fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut last = e;
+        while let Some(inner) = last.source() {
+            last = inner;
+        }
+        last.to_string()
+    }
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(status) {
+            Some(inner) => format!("{}: {}", status.message(), innermost(inner)),
+            None => status.message().to_string(),
+        },
+        other => innermost(other),
+    }
 }
 
 fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String> {
@@ -404,7 +429,7 @@ async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) ->
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Ok(c) = first_answering(&ctx.endpoints).await {
+                if let Ok(c) = first_answering(&ctx.endpoints, Duration::from_secs(2)).await {
                     ctx.client = c;
                 }
                 continue;
@@ -685,16 +710,23 @@ fn print_table(s: &StatusJson) {
         "IMAGES",
         "NOTE",
     ];
+    print_columns(&header, &rows);
+    print_units(s);
+}
+
+/// Prints `rows` under `header` in aligned columns; the last column is not
+/// padded.
+fn print_columns<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate().take(9) {
+    for r in rows {
+        for (i, c) in r.iter().enumerate().take(N - 1) {
             widths[i] = widths[i].max(c.len());
         }
     }
     let line = |cells: Vec<&str>| {
         let mut out = String::new();
         for (i, c) in cells.iter().enumerate() {
-            if i < 9 {
+            if i + 1 < N {
                 out.push_str(&format!("{c:<w$}  ", w = widths[i]));
             } else {
                 out.push_str(c);
@@ -703,10 +735,9 @@ fn print_table(s: &StatusJson) {
         println!("{}", out.trim_end());
     };
     line(header.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
-    print_units(s);
 }
 
 /// `present/wanted`, with pulls and failures.
@@ -771,25 +802,5 @@ fn print_units(s: &StatusJson) {
         })
         .collect();
     let header = ["PLANE", "UNIT", "MODE", "HOLDER", "RUNNING ON"];
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate().take(4) {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i < 4 {
-                out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-            } else {
-                out.push_str(c);
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    print_columns(&header, &rows);
 }

@@ -42,15 +42,7 @@ fn host_port(a: IpAddr, port: u16) -> String {
 /// An unreadable or malformed `/etc/machine-id`, no hostname, or no route to
 /// the first endpoint to derive the address from.
 pub fn detect(settings: &Settings) -> Result<Identity> {
-    let id = std::fs::read_to_string("/etc/machine-id")
-        .context("cannot read /etc/machine-id (the node id)")?
-        .trim()
-        .to_string();
-    if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!(
-            "/etc/machine-id holds {id:?}, not a 32-character hex machine id; run systemd-machine-id-setup"
-        );
-    }
+    let id = machine_id()?;
     let name = match &settings.name {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -63,6 +55,23 @@ pub fn detect(settings: &Settings) -> Result<Identity> {
         None => route_source_address(&settings.endpoints)?,
     };
     Ok(Identity { id, name, address })
+}
+
+/// This node's id: `/etc/machine-id`, 32 hex characters.
+///
+/// # Errors
+/// The file is unreadable or holds something else.
+pub fn machine_id() -> Result<String> {
+    let id = std::fs::read_to_string("/etc/machine-id")
+        .context("cannot read /etc/machine-id (the node id)")?
+        .trim()
+        .to_string();
+    if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "/etc/machine-id holds {id:?}, not a 32-character hex machine id; run systemd-machine-id-setup"
+        );
+    }
+    Ok(id)
 }
 
 /// The source address the kernel would use to reach the first endpoint: a

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use deckhand_images::{Event, EventKind, Preseeder, PullOptions, Report};
 use deckhand_model::{ClusterConfig, ImageRef, Keyspace, Plane, PlaneConfig, Role};
-use etcd_client::{Client, GetOptions};
+use etcd_client::GetOptions;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -223,7 +223,7 @@ pub async fn run(
                 eps.extend(settings.iter().flat_map(|s| s.endpoints.iter().cloned()));
             }
             let ks = Keyspace::new(&prefix);
-            let read = async { from_etcd(&eps, &ks, &machine_id()?).await };
+            let read = async { from_etcd(&eps, &ks, &crate::identity::machine_id()?).await };
             match tokio::time::timeout(ETCD_TIMEOUT, read).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow::anyhow!(
@@ -317,18 +317,6 @@ fn age(path: &Path) -> String {
     format!(" (written {words} ago)")
 }
 
-/// This node's id, `/etc/machine-id`.
-fn machine_id() -> Result<String> {
-    let id = std::fs::read_to_string("/etc/machine-id")
-        .context("cannot read /etc/machine-id (this node's id)")?
-        .trim()
-        .to_string();
-    if id.len() != 32 || !id.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("/etc/machine-id holds {id:?}, not a 32-character hex machine id");
-    }
-    Ok(id)
-}
-
 /// Reads node `id`'s wanted images and the cluster's preseed concurrency
 /// from etcd.
 async fn from_etcd(
@@ -336,7 +324,7 @@ async fn from_etcd(
     ks: &Keyspace,
     id: &str,
 ) -> Result<(BTreeSet<ImageRef>, usize)> {
-    let mut client = first_answering(endpoints).await?;
+    let mut client = crate::cli::first_answering(endpoints, Duration::from_secs(2)).await?;
     let role = client
         .get(ks.role(id), None)
         .await
@@ -381,47 +369,6 @@ async fn from_etcd(
         deckhand_plan::wanted_images(&planes, &configs, &cluster),
         cluster.preseed_concurrency,
     ))
-}
-
-/// Connects to the first of `eps` that answers a status request (one
-/// endpoint at a time, as the other commands do: etcd-client would balance
-/// over dead endpoints too).
-async fn first_answering(eps: &[String]) -> Result<Client> {
-    let mut errors = Vec::new();
-    for ep in eps {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(2));
-        match Client::connect([ep.as_str()], Some(opts)).await {
-            Ok(mut c) => match tokio::time::timeout(Duration::from_secs(2), c.status()).await {
-                Ok(Ok(_)) => return Ok(c),
-                Ok(Err(e)) => errors.push(format!("{ep}: {}", root_cause(&e))),
-                Err(_) => errors.push(format!("{ep}: no answer within 2 s")),
-            },
-            Err(e) => errors.push(format!("{ep}: {}", root_cause(&e))),
-        }
-    }
-    bail!("no etcd endpoint answered ({})", errors.join("; "))
-}
-
-/// An etcd client error in few words: for a refused connection "tcp
-/// connect error: Connection refused (os error 111)", not the debug form of
-/// the gRPC status around it.
-fn root_cause(e: &etcd_client::Error) -> String {
-    fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-        let mut last = e;
-        while let Some(inner) = last.source() {
-            last = inner;
-        }
-        last.to_string()
-    }
-    match e {
-        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(status) {
-            Some(inner) => format!("{}: {}", status.message(), innermost(inner)),
-            None => status.message().to_string(),
-        },
-        other => innermost(other),
-    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -724,7 +671,7 @@ mod tests {
         let eps = [url.clone()];
         let mut client = None;
         for _ in 0..100 {
-            if let Ok(c) = first_answering(&eps).await {
+            if let Ok(c) = crate::cli::first_answering(&eps, Duration::from_secs(2)).await {
                 client = Some(c);
                 break;
             }
