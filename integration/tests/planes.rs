@@ -451,6 +451,39 @@ fn singleton_is_fenced_across_a_partition() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+
+    // SIGKILL the agent of the node running the singleton: systemd restarts
+    // the agent, whose new lease does not lead, so it stops the unit before
+    // the old lease can expire; another node (or this one, re-elected)
+    // runs it afterwards. Never two copies.
+    let runner = nodes_running(&all, CONTROL_UNIT)
+        .pop()
+        .context("no copy before the agent kill")?;
+    sh_ok(&runner, "systemctl kill -s KILL deckhand.service")?;
+    let t = Instant::now();
+    let mut gap = None;
+    let mut back = None;
+    while t.elapsed() < Duration::from_secs(TTL * 4) && back.is_none() {
+        let on = nodes_running(&all, CONTROL_UNIT);
+        ensure!(
+            on.len() <= 1,
+            "two copies {:.1} s after killing {runner}'s agent: {on:?}",
+            t.elapsed().as_secs_f64()
+        );
+        if on.is_empty() && gap.is_none() {
+            gap = Some(t.elapsed());
+        }
+        if gap.is_some() && on.len() == 1 {
+            back = Some((t.elapsed(), on[0].clone()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (after, by) = back.context("the singleton did not run again after the agent kill")?;
+    println!(
+        "agent of {runner} SIGKILLed: its copy stopped after {:.1} s, {by} runs it after {:.1} s",
+        gap.unwrap_or_default().as_secs_f64(),
+        after.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -157,6 +157,8 @@ pub async fn run(settings: Settings) -> Result<()> {
         }
     }
     let _ = notify::stopping();
+    // Singletons first: revoking the lease lets another node start them.
+    agent.planes.stop_singletons().await;
     tracing::info!("stopping; revoking the node lease");
     if let Some(k) = agent.keeper.take() {
         let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;

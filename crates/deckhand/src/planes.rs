@@ -39,10 +39,18 @@ pub const MANAGED_FILE: &str = "units.json";
 pub const DROPIN_ROOT: &str = "/run/systemd/system";
 /// Name of the drop-in file in `<unit>.d/`.
 pub const DROPIN_NAME: &str = "50-deckhand.conf";
-/// The drop-in's text: a plane unit starts after the boot-time preseed and
-/// after Docker.
-pub const DROPIN_TEXT: &str = "# Written by deckhand: plane units start after the boot-time image preseed.\n\
+/// The drop-in's text for a global unit: it starts after the boot-time
+/// preseed and after Docker.
+pub const DROPIN_GLOBAL: &str = "# Written by deckhand: plane units start after the boot-time image preseed.\n\
 [Unit]\nAfter=deckhand-preseed.service docker.service\n";
+/// The drop-in's text for a singleton unit: the same ordering, and the unit
+/// is bound to the agent (`BindsTo=deckhand.service`): when the agent is
+/// stopped or ends up inactive or failed, nothing fences the unit any more,
+/// so systemd stops it. (An agent that crashes and is restarted stops it
+/// itself on its first pass: its new lease does not lead the election.)
+pub const DROPIN_SINGLETON: &str = "# Written by deckhand: plane units start after the boot-time image preseed;\n\
+# a singleton runs only while the agent that fences it runs.\n\
+[Unit]\nAfter=deckhand-preseed.service docker.service\nBindsTo=deckhand.service\n";
 
 /// What the preseed worker reports about the images this node keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -200,7 +208,8 @@ pub struct Planes {
     /// Rejected plane configs, in words.
     errors: BTreeMap<Plane, String>,
     managed: BTreeSet<String>,
-    dropins: BTreeSet<String>,
+    /// Drop-ins written by this process: unit → text.
+    dropins: BTreeMap<String, &'static str>,
     /// The fence of this node's singleton units.
     pub fence: Fence,
     images_tx: watch::Sender<crate::images::Wanted>,
@@ -247,7 +256,7 @@ impl Planes {
             configs: BTreeMap::new(),
             errors: BTreeMap::new(),
             managed,
-            dropins: BTreeSet::new(),
+            dropins: BTreeMap::new(),
             fence,
             images_tx,
             images,
@@ -569,7 +578,7 @@ impl Planes {
         }
         for unit in &plan.start {
             let singleton = views.contains_key(unit);
-            if let Err(e) = self.ensure_dropin(unit).await {
+            if let Err(e) = self.ensure_dropin(unit, singleton).await {
                 tracing::warn!("cannot write the ordering drop-in of {unit}: {e:#}");
             }
             if singleton {
@@ -596,18 +605,48 @@ impl Planes {
         }
     }
 
+    /// Stops every singleton unit this node runs, before the agent exits
+    /// and revokes its lease (which ends its candidacies: another node may
+    /// start them at once). Each stop is bounded by the job timeout.
+    pub async fn stop_singletons(&mut self) {
+        let units: Vec<String> = self
+            .fence
+            .running
+            .lock()
+            .expect("fence lock")
+            .iter()
+            .cloned()
+            .collect();
+        for unit in units {
+            tracing::info!("stopping singleton unit {unit}: the agent is stopping");
+            match self.systemd.stop(&unit, JOB_TIMEOUT).await {
+                Ok(()) => {
+                    self.fence.end(&unit);
+                    self.managed.remove(&unit);
+                }
+                Err(e) => tracing::error!("stopping {unit} failed: {e}"),
+            }
+        }
+        self.save_managed();
+    }
+
     /// Writes `<unit>.d/50-deckhand.conf` under [`DROPIN_ROOT`] and reloads
     /// systemd when it changed.
-    async fn ensure_dropin(&mut self, unit: &str) -> anyhow::Result<()> {
-        if self.dropins.contains(unit) {
+    async fn ensure_dropin(&mut self, unit: &str, singleton: bool) -> anyhow::Result<()> {
+        let text = if singleton {
+            DROPIN_SINGLETON
+        } else {
+            DROPIN_GLOBAL
+        };
+        if self.dropins.get(unit) == Some(&text) {
             return Ok(());
         }
         let dir = self.dropin_root.join(format!("{unit}.d"));
         std::fs::create_dir_all(&dir)?;
-        if write_atomic(&dir.join(DROPIN_NAME), DROPIN_TEXT.as_bytes(), 0o644)? {
+        if write_atomic(&dir.join(DROPIN_NAME), text.as_bytes(), 0o644)? {
             self.systemd.daemon_reload().await?;
         }
-        self.dropins.insert(unit.to_string());
+        self.dropins.insert(unit.to_string(), text);
         Ok(())
     }
 }
