@@ -140,3 +140,58 @@ fn apply(s: &mut ImagesState, image: &ImageRef, kind: &EventKind) -> bool {
     }
     *s != before
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    #[test]
+    fn events_move_images_between_present_pulling_and_failed() {
+        let (a, b) = (img("r/a:1"), img("r/b:1"));
+        let mut s = ImagesState {
+            wanted: [a.clone(), b.clone()].into(),
+            ..Default::default()
+        };
+        assert!(!s.settled(&s.wanted.clone()));
+        assert!(apply(&mut s, &a, &EventKind::Pulling { attempt: 1 }));
+        assert!(s.pulling.contains(&a));
+        assert!(apply(
+            &mut s,
+            &a,
+            &EventKind::Pulled {
+                elapsed: Duration::from_secs(1),
+                bytes: 10,
+                layers_downloaded: 1,
+                layers_existing: 0
+            }
+        ));
+        assert!(s.present.contains(&a) && s.pulling.is_empty());
+        assert!(apply(
+            &mut s,
+            &b,
+            &EventKind::Failed {
+                reason: "manifest unknown".into()
+            }
+        ));
+        assert!(
+            s.settled(&s.wanted.clone()),
+            "present or failed counts as settled"
+        );
+        let st = s.status();
+        assert_eq!((st.wanted, st.present), (2, 1));
+        assert_eq!(st.failed[0].reason, "manifest unknown");
+        // A later check finds b present: its failure is forgotten.
+        assert!(apply(&mut s, &b, &EventKind::Present));
+        assert!(s.failed.is_empty());
+        assert!(
+            !apply(&mut s, &b, &EventKind::Present),
+            "no change, no wake-up"
+        );
+        // Events about images no longer wanted are ignored.
+        assert!(!apply(&mut s, &img("r/c:1"), &EventKind::Present));
+    }
+}
