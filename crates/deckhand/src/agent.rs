@@ -127,6 +127,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut images = agent.planes.images_watch();
     let started = Instant::now();
     let mut ready = false;
     loop {
@@ -141,6 +142,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             Some(step) if !step.is_idle() && outcome.step_ok => Duration::from_millis(100),
             Some(Step::Wait(_)) => Duration::from_secs(1),
             _ if !outcome.step_ok => Duration::from_secs(2),
+            // Plane units starting or stopping: look again soon.
+            _ if !agent.planes_outcome.settled => Duration::from_secs(1),
             _ => IDLE_TICK,
         };
         tokio::select! {
@@ -150,6 +153,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             ev = agent.events.recv() => {
                 if let Some((src, ev)) = ev { agent.on_event(src, ev); }
             }
+            // An image arrived or failed: its plane's units may start.
+            Ok(()) = images.changed() => {}
         }
         // Drain whatever else arrived, so one iteration sees it all.
         while let Ok((src, ev)) = agent.events.try_recv() {

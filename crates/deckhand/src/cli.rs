@@ -251,6 +251,13 @@ fn plane_config(
         };
         return Ok(PlaneConfig::parse(plane, text.as_bytes())?);
     }
+    if units.is_empty() && images.is_empty() {
+        bail!(
+            "nothing to set for plane {plane}: give --unit NAME=MODE and --image REFERENCE (or --file); \
+             an empty config would stop the plane's units on every node (to do that on purpose: \
+             deckhand plane delete {plane})"
+        );
+    }
     let mut cfg = PlaneConfig::default();
     for u in units {
         let Some((name, mode)) = u.rsplit_once('=') else {
@@ -416,6 +423,7 @@ pub async fn role(
 async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let mut last_step = String::new();
+    let mut last_error: Option<String> = None;
     loop {
         // The local etcd restarts when this very node (or, for a proxy, the
         // voter set) changes: ride over read errors and reconnect.
@@ -458,10 +466,21 @@ async fn wait_converged(ctx: &mut Ctx, id: &str, rev: i64, timeout: Duration) ->
                 println!("{}: {step}", s.name);
                 last_step = step;
             }
+            if s.error != last_error {
+                if let Some(e) = &s.error {
+                    println!("{}: error: {e}", s.name);
+                }
+                last_error.clone_from(&s.error);
+            }
         }
         if start.elapsed() > timeout {
+            let why = match (&last_error, last_step.is_empty()) {
+                (Some(e), _) => format!(" (its error: {e})"),
+                (None, false) => format!(" (its step: {last_step})"),
+                (None, true) => String::new(),
+            };
             bail!(
-                "node {id} did not converge within {} s; see `deckhand status`",
+                "node {id} did not converge within {} s{why}; see `deckhand status`",
                 timeout.as_secs()
             );
         }
@@ -538,7 +557,9 @@ pub async fn status(
         if eps.is_empty() {
             continue;
         }
-        if let Ok(c) = Cluster::connect(&eps, TIMEOUT).await
+        // A short timeout per endpoint: right after a member died its node
+        // still reports it for up to a lease TTL.
+        if let Ok(c) = Cluster::connect(&eps, Duration::from_secs(1)).await
             && let Ok(list) = c.member_list().await
         {
             listed = Some(list);

@@ -30,12 +30,14 @@ pub const EXIT_CONFIG: u8 = 78;
 #[command(
     name = "deckhand",
     version,
-    about = "Per-node agent that turns etcd role keys into etcd members and proxies, safely",
+    about = "Per-node agent that turns etcd role keys into etcd members and proxies, plane units and preseeded images, safely",
     long_about = "deckhand runs on every node of a cluster. Operators write each node's role into etcd \
-(`deckhand role set NODE --etcd member|proxy`); the agent on that node turns the local etcd into a \
-voting member or a grpc-proxy without ever costing the cluster its quorum, and reports back \
-(`deckhand status`).\n\nThe role, status and config keys live under the key prefix (default /deckhand): \
-see docs/keyspace.md."
+(`deckhand role set NODE --etcd member|proxy --planes control,router`); the agent on that node turns \
+the local etcd into a voting member or a grpc-proxy without ever costing the cluster its quorum, runs \
+the systemd units of its planes (`deckhand plane set`: global units on every node of a plane, singleton \
+units on exactly one, chosen by an etcd election and fenced by the node's lease), keeps their Docker \
+images present (`deckhand preseed` does it once), and reports back (`deckhand status`).\n\nThe role, \
+status, plane and config keys live under the key prefix (default /deckhand): see docs/keyspace.md."
 )]
 struct Cli {
     /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.

@@ -207,6 +207,8 @@ pub struct Planes {
     configs: BTreeMap<Plane, PlaneConfig>,
     /// Rejected plane configs, in words.
     errors: BTreeMap<Plane, String>,
+    /// Keys under `config/planes/` that name no plane.
+    unknown: BTreeSet<String>,
     managed: BTreeSet<String>,
     /// Drop-ins written by this process: unit → text.
     dropins: BTreeMap<String, &'static str>,
@@ -255,6 +257,7 @@ impl Planes {
             dropin_root: PathBuf::from(DROPIN_ROOT),
             configs: BTreeMap::new(),
             errors: BTreeMap::new(),
+            unknown: BTreeSet::new(),
             managed,
             dropins: BTreeMap::new(),
             fence,
@@ -263,10 +266,17 @@ impl Planes {
         }
     }
 
+    /// A receiver of the preseed worker's reports, to wake the loop up when
+    /// an image arrives.
+    pub fn images_watch(&self) -> watch::Receiver<ImagesState> {
+        self.images.clone()
+    }
+
     /// The plane configs' watch event (`config/planes/` prefix).
     pub fn on_event(&mut self, ev: KeyEvent) {
         match ev {
             KeyEvent::Snapshot { kvs, .. } => {
+                self.unknown.clear();
                 let mut seen = BTreeSet::new();
                 for (key, value, rev) in kvs {
                     if let Some(p) = self.plane_of(&key) {
@@ -293,6 +303,7 @@ impl Planes {
                 }
             }
             KeyEvent::Delete { key, .. } => {
+                self.unknown.remove(&key);
                 if let Some(p) = self.plane_of(&key) {
                     self.apply(p, None, 0);
                 }
@@ -300,8 +311,19 @@ impl Planes {
         }
     }
 
-    fn plane_of(&self, key: &str) -> Option<Plane> {
-        key.strip_prefix(&self.ks.planes())?.parse().ok()
+    fn plane_of(&mut self, key: &str) -> Option<Plane> {
+        let name = key.strip_prefix(&self.ks.planes())?;
+        match name.parse() {
+            Ok(p) => {
+                self.unknown.remove(key);
+                Some(p)
+            }
+            Err(_) => {
+                tracing::warn!("ignoring {key}: {name:?} is not a plane");
+                self.unknown.insert(key.to_string());
+                None
+            }
+        }
     }
 
     fn apply(&mut self, plane: Plane, value: Option<&[u8]>, rev: i64) {
@@ -448,6 +470,7 @@ impl Planes {
             }
         }
         let plan = plan_units(&obs);
+        let errors_before_act = errors.len();
         // Every singleton deckhand runs here is fenced, also one it did not
         // start in this process (an agent restart while it ran).
         for name in &singletons_of_mine {
@@ -456,6 +479,17 @@ impl Planes {
             }
         }
         self.act(kv, lease, &plan, &views, &mut errors).await;
+        let act_failed = errors.len() > errors_before_act;
+        // Only this node's planes decide whether it is settled: a rejected
+        // config or a mode conflict elsewhere is reported, not waited on.
+        let (_, conflicts) = deckhand_plan::planes::unit_modes(&self.configs);
+        let mine_conflict = self
+            .configs
+            .iter()
+            .filter(|(p, _)| my_planes.contains(p))
+            .flat_map(|(_, c)| c.units.iter())
+            .any(|u| conflicts.contains_key(&u.name));
+        let mine_rejected = self.errors.keys().any(|p| my_planes.contains(p));
 
         // Status: the units of this node's planes, after acting.
         let mut planes = Vec::new();
@@ -502,6 +536,9 @@ impl Planes {
             }
         }
         errors.extend(self.errors.values().cloned());
+        errors.extend(self.unknown.iter().map(|k| {
+            format!("{k} ignored: not a plane (control, data or router)")
+        }));
         let step = if !plan.waiting_for_images.is_empty() {
             Some(format!(
                 "waiting for images before starting {}",
@@ -515,7 +552,7 @@ impl Planes {
         PlanesOutcome {
             planes,
             images: images.status(),
-            settled: plan.settled() && errors.is_empty(),
+            settled: plan.settled() && !act_failed && !mine_conflict && !mine_rejected,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             step,
         }
