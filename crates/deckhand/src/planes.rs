@@ -536,9 +536,11 @@ impl Planes {
             }
         }
         errors.extend(self.errors.values().cloned());
-        errors.extend(self.unknown.iter().map(|k| {
-            format!("{k} ignored: not a plane (control, data or router)")
-        }));
+        errors.extend(
+            self.unknown
+                .iter()
+                .map(|k| format!("{k} ignored: not a plane (control, data or router)")),
+        );
         let step = if !plan.waiting_for_images.is_empty() {
             Some(format!(
                 "waiting for images before starting {}",
