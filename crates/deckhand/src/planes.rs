@@ -52,6 +52,9 @@ pub const DROPIN_SINGLETON: &str = "# Written by deckhand: plane units start aft
 # a singleton runs only while the agent that fences it runs.\n\
 [Unit]\nAfter=deckhand-preseed.service docker.service\nBindsTo=deckhand.service\n";
 
+/// Shortest time between two starts of a plane unit that does not stay up.
+pub const START_BACKOFF: Duration = Duration::from_secs(10);
+
 /// What the preseed worker reports about the images this node keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImagesState {
@@ -210,6 +213,8 @@ pub struct Planes {
     /// Keys under `config/planes/` that name no plane.
     unknown: BTreeSet<String>,
     managed: BTreeSet<String>,
+    /// When this process last started each unit.
+    last_start: BTreeMap<String, Instant>,
     /// Drop-ins written by this process: unit → text.
     dropins: BTreeMap<String, &'static str>,
     /// The fence of this node's singleton units.
@@ -260,6 +265,7 @@ impl Planes {
             unknown: BTreeSet::new(),
             managed,
             dropins: BTreeMap::new(),
+            last_start: BTreeMap::new(),
             fence,
             images_tx,
             images,
@@ -569,12 +575,23 @@ impl Planes {
         errors: &mut Vec<String>,
     ) {
         let mut managed_changed = false;
-        for unit in &plan.stop {
+        // Stops run at once (each bounded by JOB_TIMEOUT) and are waited
+        // for: a candidacy is withdrawn only after its unit stopped.
+        let mut stops = tokio::task::JoinSet::new();
+        for unit in plan.stop.clone() {
             tracing::info!("stopping plane unit {unit}");
-            match self.systemd.stop(unit, JOB_TIMEOUT).await {
+            let systemd = self.systemd.clone();
+            stops.spawn(async move {
+                let r = systemd.stop(&unit, JOB_TIMEOUT).await;
+                (unit, r)
+            });
+        }
+        for (unit, r) in stops.join_all().await {
+            match r {
                 Ok(()) => {
-                    self.fence.end(unit);
-                    self.managed.remove(unit);
+                    self.fence.end(&unit);
+                    self.managed.remove(&unit);
+                    self.last_start.remove(&unit);
                     managed_changed = true;
                 }
                 Err(e) => errors.push(format!("stopping {unit} failed: {e}")),
@@ -627,6 +644,20 @@ impl Planes {
                     continue;
                 }
             }
+            // A unit that does not stay up is started again at most every
+            // START_BACKOFF, not on every pass.
+            if self
+                .last_start
+                .get(unit)
+                .is_some_and(|t| t.elapsed() < START_BACKOFF)
+            {
+                errors.push(format!(
+                    "plane unit {unit} is not running after its start (see journalctl -u {unit}); \
+                     starting it again within {} s",
+                    START_BACKOFF.as_secs()
+                ));
+                continue;
+            }
             tracing::info!(
                 "starting plane unit {unit}{}",
                 if singleton {
@@ -637,8 +668,13 @@ impl Planes {
             );
             self.managed.insert(unit.clone());
             self.save_managed();
+            self.last_start.insert(unit.clone(), Instant::now());
             let _ = self.systemd.reset_failed(unit).await;
-            if let Err(e) = self.systemd.start(unit, JOB_TIMEOUT).await {
+            // Queued, not waited for: at boot the start waits for
+            // deckhand-preseed.service (the drop-in's After=), longer than
+            // the loop may block under its watchdog; the next pass reads
+            // the unit's state.
+            if let Err(e) = self.systemd.queue_start(unit).await {
                 errors.push(format!("starting {unit} failed: {e}"));
             }
         }
