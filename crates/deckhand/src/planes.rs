@@ -144,6 +144,16 @@ impl Fence {
             .insert(unit.to_string());
     }
 
+    /// The singleton units this node runs now.
+    fn running_units(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .expect("fence lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// Marks `unit` as no longer run here (after its stop job).
     pub fn end(&self, unit: &str) {
         self.running.lock().expect("fence lock").remove(unit);
@@ -155,13 +165,7 @@ impl Fence {
             if self.may_lead().is_some() {
                 continue;
             }
-            let units: Vec<String> = self
-                .running
-                .lock()
-                .expect("fence lock")
-                .iter()
-                .cloned()
-                .collect();
+            let units = self.running_units();
             if units.is_empty() {
                 continue;
             }
@@ -408,7 +412,7 @@ impl Planes {
             .collect();
 
         // Every unit a config names, and every unit deckhand started.
-        let (modes, _) = deckhand_plan::planes::unit_modes(&self.configs);
+        let (modes, conflicts) = deckhand_plan::planes::unit_modes(&self.configs);
         let mut states: BTreeMap<String, String> = BTreeMap::new();
         let mut running = BTreeSet::new();
         for name in modes.keys().chain(self.managed.iter()) {
@@ -488,7 +492,6 @@ impl Planes {
         let act_failed = errors.len() > errors_before_act;
         // Only this node's planes decide whether it is settled: a rejected
         // config or a mode conflict elsewhere is reported, not waited on.
-        let (_, conflicts) = deckhand_plan::planes::unit_modes(&self.configs);
         let mine_conflict = self
             .configs
             .iter()
@@ -684,14 +687,7 @@ impl Planes {
     /// and revokes its lease (which ends its candidacies: another node may
     /// start them at once). Each stop is bounded by the job timeout.
     pub async fn stop_singletons(&mut self) {
-        let units: Vec<String> = self
-            .fence
-            .running
-            .lock()
-            .expect("fence lock")
-            .iter()
-            .cloned()
-            .collect();
+        let units = self.fence.running_units();
         for unit in units {
             tracing::info!("stopping singleton unit {unit}: the agent is stopping");
             match self.systemd.stop(&unit, JOB_TIMEOUT).await {
