@@ -502,6 +502,7 @@ impl Planes {
 
         // Status: the units of this node's planes, after acting.
         let mut planes = Vec::new();
+        let mut in_transition = false;
         for (plane, cfg) in &self.configs {
             if !my_planes.contains(plane) {
                 continue;
@@ -516,6 +517,9 @@ impl Planes {
                         .cloned()
                         .unwrap_or_else(|| "unknown".into()),
                 };
+                // A queued start or stop is not done yet.
+                in_transition |=
+                    matches!(state.as_str(), "activating" | "deactivating" | "reloading");
                 let holder = (u.mode == UnitMode::Singleton)
                     .then(|| {
                         views
@@ -555,7 +559,7 @@ impl Planes {
                 "waiting for images before starting {}",
                 plan.waiting_for_images.join(", ")
             ))
-        } else if !plan.settled() {
+        } else if !plan.settled() || in_transition {
             Some("starting and stopping plane units".to_string())
         } else {
             None
@@ -563,7 +567,11 @@ impl Planes {
         PlanesOutcome {
             planes,
             images: images.status(),
-            settled: plan.settled() && !act_failed && !mine_conflict && !mine_rejected,
+            settled: plan.settled()
+                && !in_transition
+                && !act_failed
+                && !mine_conflict
+                && !mine_rejected,
             error: (!errors.is_empty()).then(|| errors.join("; ")),
             step,
         }
