@@ -359,7 +359,18 @@ impl Images {
         )
         .unwrap();
         let tagged = format!("{}/{repo}:1", registry.host());
-        docker(&["build", "-q", "-t", &tagged, dir.path().to_str().unwrap()]);
+        // No build cache: a cached `COPY busybox` step would share its
+        // intermediate image with another test's build, and that test's
+        // `docker rmi` prunes it (an untagged parent) while this build still
+        // needs it ("unknown parent image ID").
+        docker(&[
+            "build",
+            "--no-cache",
+            "-q",
+            "-t",
+            &tagged,
+            dir.path().to_str().unwrap(),
+        ]);
         let id = docker(&["image", "inspect", "--format", "{{.Id}}", &tagged]);
         self.ids.lock().unwrap().push(id.clone());
         match docker_config {
