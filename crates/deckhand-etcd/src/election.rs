@@ -135,6 +135,9 @@ pub async fn campaign(
 
 /// Reads the candidates of `election` without entering it (linearizable).
 ///
+/// One read, like etcd's `Leader` (which answers with the leader only), not
+/// a stream like etcd's `Observe`.
+///
 /// Errors: [`Error::Timeout`], [`Error::Request`].
 pub async fn observe(client: &mut Client, election: &str) -> Result<ElectionView> {
     let opts = GetOptions::new()
@@ -165,6 +168,8 @@ pub async fn resign(client: &mut Client, election: &str, lease: i64) -> Result<(
 
 /// Deletes the candidate key `key` only while it is still on `lease`: used
 /// to withdraw a node's own candidacy left by an earlier run of its agent.
+/// `true` when it was deleted; `false` when the key is gone or on another
+/// lease (nothing deleted).
 ///
 /// Errors: [`Error::Timeout`], [`Error::Request`].
 pub async fn remove_candidate(client: &mut Client, key: &str, lease: i64) -> Result<bool> {

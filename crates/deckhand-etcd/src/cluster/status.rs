@@ -72,6 +72,9 @@ impl Cluster {
     /// one of its client URLs answered `Status` within `timeout` and it knows a
     /// leader. Learners are skipped; a voter without client URLs (never
     /// started) is unhealthy. All voters are asked at once.
+    ///
+    /// Returns `(member id, healthy)` for each voter. Never fails: a voter
+    /// that cannot be asked counts as unhealthy.
     pub async fn voter_health(&self, members: &[Member], timeout: Duration) -> Vec<(u64, bool)> {
         let voters: Vec<&Member> = members.iter().filter(|m| !m.is_learner).collect();
         let mut tasks = JoinSet::new();
