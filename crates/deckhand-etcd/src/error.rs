@@ -141,7 +141,8 @@ pub enum Error {
         id: u64,
     },
 
-    /// No voter reported a leader that is also in the member list.
+    /// None of the voters asked says it is the leader (each voter's own
+    /// `Status`: its leader id is its member id).
     #[error(
         "no etcd member reports a leader ({checked} voter endpoints asked); the cluster may \
          have lost quorum: check `etcdctl endpoint status --cluster`"
