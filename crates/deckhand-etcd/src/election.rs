@@ -133,18 +133,19 @@ pub async fn campaign(
     })
 }
 
-/// Reads the candidates of `election` without entering it (linearizable).
+/// Reads the candidates of `election` without entering it (linearizable);
+/// [`ElectionView::leader`] is the leader.
 ///
 /// One read, like etcd's `Leader` (which answers with the leader only), not
 /// a stream like etcd's `Observe`.
 ///
 /// Errors: [`Error::Timeout`], [`Error::Request`].
-pub async fn observe(client: &mut Client, election: &str) -> Result<ElectionView> {
+pub async fn leader(client: &mut Client, election: &str) -> Result<ElectionView> {
     let opts = GetOptions::new()
         .with_prefix()
         .with_sort(SortTarget::Create, SortOrder::Ascend);
     let resp = timed(
-        "election observe",
+        "election leader",
         REQUEST_TIMEOUT,
         client.get(prefix_of(election), Some(opts)),
     )

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{EtcdCluster, eventually};
-use deckhand_etcd::election::{campaign, observe, remove_candidate, resign};
+use deckhand_etcd::election::{campaign, leader, remove_candidate, resign};
 
 const ELECTION: &str = "/deckhand/elections/demo-control.service";
 
@@ -45,7 +45,7 @@ async fn first_candidate_leads_until_it_resigns_or_its_lease_expires() {
 
     // a resigns: b leads at once.
     resign(&mut client, ELECTION, a).await.expect("resign");
-    let v = observe(&mut client, ELECTION).await.expect("observe");
+    let v = leader(&mut client, ELECTION).await.expect("leader");
     assert!(v.leads(b));
     assert_eq!(v.candidates.len(), 1);
     resign(&mut client, ELECTION, a)
@@ -59,20 +59,20 @@ async fn first_candidate_leads_until_it_resigns_or_its_lease_expires() {
         .expect("campaign");
     let b_key = format!("{ELECTION}/{b:x}");
     assert!(!remove_candidate(&mut client, &b_key, c).await.expect("txn"));
-    assert!(observe(&mut client, ELECTION).await.unwrap().leads(b));
+    assert!(leader(&mut client, ELECTION).await.unwrap().leads(b));
     assert!(remove_candidate(&mut client, &b_key, b).await.expect("txn"));
-    assert!(observe(&mut client, ELECTION).await.unwrap().leads(c));
+    assert!(leader(&mut client, ELECTION).await.unwrap().leads(c));
 
     // c's lease (TTL 5 s) is not kept alive: its candidacy goes with it.
     let mut probe = client.clone();
     eventually(Duration::from_secs(20), "c's candidacy to expire", || {
         let mut client = probe.clone();
         async move {
-            let v = observe(&mut client, ELECTION).await.ok()?;
+            let v = leader(&mut client, ELECTION).await.ok()?;
             v.candidates.is_empty().then_some(())
         }
     })
     .await;
-    let v = observe(&mut probe, ELECTION).await.expect("observe");
+    let v = leader(&mut probe, ELECTION).await.expect("leader");
     assert_eq!(v.leader(), None);
 }

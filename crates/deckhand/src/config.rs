@@ -11,14 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// Default main config file.
-pub const DEFAULT_CONFIG: &str = "/etc/deckhand/config.toml";
-/// Default etcd member data dir.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/deckhand-etcd/member";
+use crate::paths;
+
 /// Default initial cluster token.
 pub const DEFAULT_TOKEN: &str = "deckhand";
-/// Default Docker socket.
-pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// One config file; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -166,13 +162,13 @@ pub struct DockerSettings {
     pub pull_attempts: u32,
 }
 
-// The defaults are deckhand_images::PullOptions's (this file is also
-// compiled alone by the fuzz target, hence no dependency on that crate;
-// `crate::preseed::pull_options` turns these settings into PullOptions).
+// The defaults are deckhand_images::PullOptions's (a test in
+// `crate::images` checks it; `crate::images::pull_options` turns these
+// settings into PullOptions).
 impl Default for DockerSettings {
     fn default() -> Self {
         DockerSettings {
-            socket: DEFAULT_DOCKER_SOCKET.into(),
+            socket: paths::DOCKER_SOCKET.into(),
             config: None,
             min_free_bytes: 1 << 30,
             pull_no_progress_seconds: 60,
@@ -254,6 +250,18 @@ pub fn load(main: &Path) -> Result<Settings> {
     })
 }
 
+/// [`load`], or `None` when `main` does not exist (the CLI and `deckhand
+/// preseed` work without a config: defaults apply).
+///
+/// # Errors
+/// As [`load`], for a file that exists.
+pub fn load_optional(main: &Path) -> Result<Option<Settings>> {
+    match std::fs::metadata(main) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => load(main).map(Some),
+    }
+}
+
 fn read_fragment(path: &Path) -> Result<Fragment> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -305,7 +313,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
             .etcd
             .initial_cluster_token
             .unwrap_or_else(|| DEFAULT_TOKEN.into()),
-        data_dir: f.etcd.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        data_dir: f.etcd.data_dir.unwrap_or_else(|| paths::DATA_DIR.into()),
         docker,
     })
 }
@@ -381,7 +389,7 @@ mod tests {
             s.initial_cluster,
             vec![("a".to_string(), "http://10.0.0.1:2380".to_string())]
         );
-        assert_eq!(s.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(s.data_dir, PathBuf::from(paths::DATA_DIR));
     }
 
     #[test]

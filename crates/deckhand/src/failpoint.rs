@@ -1,7 +1,7 @@
 //! Failpoints for crash tests: with the `failpoints` cargo feature, the agent
 //! aborts (no cleanup, no lease revoke, like SIGKILL) at the named point when
-//! the file [`FAILPOINT_FILE`] holds that name. The file is removed first, so
-//! the point fires once; the name is written to [`HIT_FILE`] so a test can
+//! the file [`crate::paths::FAILPOINT`] holds that name. The file is removed first, so
+//! the point fires once; the name is written to [`crate::paths::FAILPOINT_HIT`] so a test can
 //! tell it fired. systemd then restarts the agent, which must resume from
 //! what it observes.
 //!
@@ -10,12 +10,8 @@
 //! environment rewritten, proxy not yet stopped). Without the feature every
 //! call compiles to nothing; release builds for users never carry it.
 
-/// Where a test writes the name of the point to die at.
-#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-pub const FAILPOINT_FILE: &str = "/run/deckhand/failpoint";
-/// Where the agent writes the name of the point it died at.
-#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
-pub const HIT_FILE: &str = "/run/deckhand/failpoint.hit";
+#[cfg(feature = "failpoints")]
+use crate::paths::{FAILPOINT as FAILPOINT_FILE, FAILPOINT_HIT as HIT_FILE};
 
 /// Dies here if the failpoint file names `name` (feature `failpoints` only).
 #[cfg(feature = "failpoints")]

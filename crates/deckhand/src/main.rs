@@ -1,74 +1,13 @@
-//! `deckhand`: the node agent and the operator's command line.
-//!
-//! - `deckhand agent` runs the reconcile loop (under systemd, `Type=notify`).
-//! - `deckhand role set|get` writes and reads role keys.
-//! - `deckhand status` shows every node at a glance (`--json` for scripts).
+//! `deckhand`: parse the command line, set up logging and the runtime,
+//! dispatch to the library, exit with the command's status
+//! (`deckhand::exit`).
 
-mod agent;
-mod cli;
-mod config;
-mod failpoint;
-mod identity;
-mod images;
-mod local;
-mod logging;
-mod nodes;
-mod planes;
-mod preseed;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
-/// Exit status for a configuration error (EX_CONFIG from sysexits.h);
-/// `deckhand.service` has `RestartPreventExitStatus=78`, so systemd does not
-/// restart an agent that cannot start until its config is fixed.
-pub const EXIT_CONFIG: u8 = 78;
-
-#[derive(Parser)]
-#[command(
-    name = "deckhand",
-    version,
-    about = "Per-node agent that turns etcd role keys into etcd members and proxies, plane units and preseeded images, safely",
-    long_about = "deckhand runs on every node of a cluster. Operators write each node's role into etcd \
-(`deckhand role set NODE --etcd member|proxy --planes control,router`); the agent on that node turns \
-the local etcd into a voting member or a grpc-proxy without ever costing the cluster its quorum, runs \
-the systemd units of its planes (`deckhand plane set`: global units on every node of a plane, singleton \
-units on exactly one, chosen by an etcd election and fenced by the node's lease), keeps their Docker \
-images present (`deckhand preseed` does it once), and reports back (`deckhand status`).\n\nThe role, \
-status, plane and config keys live under the key prefix (default /deckhand): see docs/keyspace.md."
-)]
-struct Cli {
-    /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
-    #[arg(long, global = true, default_value = config::DEFAULT_CONFIG, env = "DECKHAND_CONFIG")]
-    config: PathBuf,
-    /// etcd client URLs for the CLI (comma-separated). Default: http://127.0.0.1:2379,
-    /// then the config's endpoints; the first that answers is used.
-    #[arg(long, global = true, value_delimiter = ',', env = "DECKHAND_ENDPOINTS")]
-    endpoints: Vec<String>,
-    /// Key prefix for the CLI. Default: the config's, else /deckhand.
-    #[arg(long, global = true, env = "DECKHAND_PREFIX")]
-    prefix: Option<String>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the node agent (normally started by deckhand.service).
-    Agent,
-    /// Read or write a node's role key.
-    #[command(subcommand)]
-    Role(cli::RoleCommand),
-    /// Read or write a plane's config: its units and images.
-    #[command(subcommand)]
-    Plane(cli::PlaneCommand),
-    /// Show every node: desired and applied role, etcd mode, leader, health, convergence.
-    Status(cli::StatusArgs),
-    // about and long help: on PreseedArgs.
-    Preseed(preseed::PreseedArgs),
-}
+use clap::Parser;
+use deckhand::cli::{Cli, Command, plane, role, status};
+use deckhand::exit::{self, Failure};
+use deckhand::{agent, config, connect, logging, preseed};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -81,39 +20,35 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("deckhand: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::FAILED);
         }
     };
-    match cli.command {
-        Command::Agent => {
-            let settings = match config::load(&cli.config) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("deckhand: {e:#}");
+    let Cli {
+        config: config_path,
+        endpoints,
+        prefix,
+        command,
+    } = cli;
+    let target = || connect::target(&config_path, endpoints.clone(), prefix.clone());
+    let result: Result<(), Failure> = runtime.block_on(async {
+        match command {
+            Command::Agent => {
+                let settings = config::load(&config_path).map_err(|e| {
                     tracing::error!("configuration error: {e:#}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            match runtime.block_on(agent::run(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("deckhand agent: {e:#}");
+                    Failure::config(e)
+                })?;
+                agent::run(settings).await.map_err(|e| {
                     tracing::error!("agent failed: {e:#}");
-                    ExitCode::FAILURE
-                }
+                    Failure::failed(e)
+                })
+            }
+            Command::Role(cmd) => Ok(role::role(target()?, cmd).await?),
+            Command::Plane(cmd) => Ok(plane::plane(target()?, cmd).await?),
+            Command::Status(args) => Ok(status::status(target()?, args).await?),
+            Command::Preseed(args) => {
+                preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await
             }
         }
-        Command::Role(cmd) => {
-            cli::finish(runtime.block_on(cli::role(&cli.config, cli.endpoints, cli.prefix, cmd)))
-        }
-        Command::Plane(cmd) => {
-            cli::finish(runtime.block_on(cli::plane(&cli.config, cli.endpoints, cli.prefix, cmd)))
-        }
-        Command::Status(args) => {
-            cli::finish(runtime.block_on(cli::status(&cli.config, cli.endpoints, cli.prefix, args)))
-        }
-        Command::Preseed(args) => {
-            runtime.block_on(preseed::run(&cli.config, cli.endpoints, cli.prefix, args))
-        }
-    }
+    });
+    exit::finish("deckhand", result)
 }

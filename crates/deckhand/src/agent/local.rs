@@ -1,6 +1,6 @@
-//! The node's local etcd side: the member and proxy units, their environment
-//! files, the member data dir and the bootstrap marker. One place for every
-//! local path and unit name.
+//! The node's local etcd side: the member and proxy units, their
+//! environment files, the member data dir and the bootstrap marker (their
+//! paths: [`crate::paths`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,18 +11,16 @@ use deckhand_plan::{LocalView, MemberEnvView};
 use deckhand_systemd::{Systemd, parse_env_file, render_env_file, write_atomic};
 
 use crate::config::Settings;
+use crate::connect::LOCALHOST_CLIENT_URL;
 use crate::identity::Identity;
+use crate::{failpoint, paths};
 
 /// The member unit (`units/deckhand-etcd-member.service`).
 pub const MEMBER_UNIT: &str = "deckhand-etcd-member.service";
 /// The proxy unit (`units/deckhand-etcd-proxy.service`).
 pub const PROXY_UNIT: &str = "deckhand-etcd-proxy.service";
-/// The agent's state dir (the unit's `StateDirectory=deckhand`).
-pub const STATE_DIR: &str = "/var/lib/deckhand";
 /// How long a unit start, stop or restart job may take.
 pub const JOB_TIMEOUT: Duration = Duration::from_secs(20);
-/// The local client URL every node serves.
-pub const LOCALHOST_CLIENT_URL: &str = "http://127.0.0.1:2379";
 
 /// Paths and identity for local actions.
 #[derive(Debug, Clone)]
@@ -33,19 +31,19 @@ pub struct Local {
     pub identity: Identity,
     /// The agent settings.
     pub settings: Settings,
-    /// `STATE_DIR`, overridable for tests.
+    /// [`paths::STATE_DIR`], overridable for tests.
     pub state_dir: PathBuf,
 }
 
 impl Local {
     fn member_env_path(&self) -> PathBuf {
-        self.state_dir.join("etcd-member.env")
+        self.state_dir.join(paths::MEMBER_ENV)
     }
     fn proxy_env_path(&self) -> PathBuf {
-        self.state_dir.join("etcd-proxy.env")
+        self.state_dir.join(paths::PROXY_ENV)
     }
     fn marker_path(&self) -> PathBuf {
-        self.state_dir.join("bootstrapped")
+        self.state_dir.join(paths::BOOTSTRAPPED)
     }
 
     /// Observes units and files.
@@ -190,7 +188,7 @@ impl Local {
             .and_then(|v| u64::from_str_radix(v, 16).ok());
         let env = self.member_env(&initial, &state, true, id)?;
         write_atomic(&path, env.as_bytes(), 0o644)?;
-        crate::failpoint::hit("mid-serve-localhost");
+        failpoint::hit("mid-serve-localhost");
         self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
         self.systemd.restart(MEMBER_UNIT, JOB_TIMEOUT).await?;
         Ok(())

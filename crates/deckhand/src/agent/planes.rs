@@ -1,44 +1,27 @@
 //! The agent's plane units: reads the plane configs (watched), asks the
 //! planner ([`deckhand_plan::plan_units`]) which units run here, campaigns
-//! in singleton elections, starts and stops units, and fences singletons
-//! when the node's lease cannot be renewed.
-//!
-//! Fencing: a singleton runs only while this node's lease is certainly
-//! alive. etcd expires a lease `ttl` after the last renewal it answered, and
-//! only then can another node's candidacy lead. The [`Fence`] task stops
-//! every singleton this node runs once `ttl / 2` has passed since the
-//! sending of the last answered renewal, without waiting for the main loop
-//! or etcd; if the stop job is still running one second before the lease
-//! can expire, it kills the unit's processes. So a singleton unit must stop
-//! within `lease_ttl_seconds / 2` (minus a second): keep its
-//! `TimeoutStopSec=` (and a container's stop timeout) below that.
+//! in singleton elections, starts and stops units (ordering drop-ins
+//! first), and reports each unit's state. Singletons are fenced by
+//! [`super::fence::Fence`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deckhand_etcd::KeyEvent;
 use deckhand_etcd::election::{self, ElectionView};
-use deckhand_etcd::{KeyEvent, Renewal};
 use deckhand_model::{
-    ImageFailure, ImageRef, ImagesStatus, Keyspace, Plane, PlaneConfig, PlaneStatus, UnitMode,
-    UnitStatus,
+    ImagesStatus, Keyspace, Plane, PlaneConfig, PlaneStatus, UnitMode, UnitStatus,
 };
 use deckhand_plan::{Standing, UnitObservation, UnitPlan, plan_units};
 use deckhand_systemd::{Systemd, write_atomic};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::local::JOB_TIMEOUT;
-
-/// File (in the agent's state dir) listing the units deckhand started and
-/// has not stopped since: JSON array of unit names.
-pub const MANAGED_FILE: &str = "units.json";
-/// Where the agent writes each plane unit's ordering drop-in: runtime
-/// config, gone at reboot, rewritten before the unit is started.
-pub const DROPIN_ROOT: &str = "/run/systemd/system";
-/// Name of the drop-in file in `<unit>.d/`.
-pub const DROPIN_NAME: &str = "50-deckhand.conf";
+use super::fence::Fence;
+use super::images::{ImagesState, Wanted};
+use super::local::JOB_TIMEOUT;
+use crate::paths::{DROPIN_NAME, DROPIN_ROOT, MANAGED_UNITS};
 /// The drop-in's text for a global unit: it starts after the boot-time
 /// preseed and after Docker.
 pub const DROPIN_GLOBAL: &str = "# Written by deckhand: plane units start after the boot-time image preseed.\n\
@@ -54,154 +37,6 @@ pub const DROPIN_SINGLETON: &str = "# Written by deckhand: plane units start aft
 
 /// Shortest time between two starts of a plane unit that does not stay up.
 pub const START_BACKOFF: Duration = Duration::from_secs(10);
-
-/// What the preseed worker reports about the images this node keeps.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImagesState {
-    /// The images wanted, as last received.
-    pub wanted: BTreeSet<ImageRef>,
-    /// Wanted images present in the local Docker.
-    pub present: BTreeSet<ImageRef>,
-    /// Images being pulled now.
-    pub pulling: BTreeSet<ImageRef>,
-    /// Images whose last pull failed after every attempt, with the reason.
-    pub failed: BTreeMap<ImageRef, String>,
-    /// The worker has checked the current wanted set at least once.
-    pub checked: bool,
-}
-
-impl ImagesState {
-    /// Whether every image of `images` is present or has failed.
-    pub fn settled(&self, images: &BTreeSet<ImageRef>) -> bool {
-        images
-            .iter()
-            .all(|i| self.present.contains(i) || self.failed.contains_key(i))
-    }
-
-    /// The status document's view.
-    pub fn status(&self) -> ImagesStatus {
-        ImagesStatus {
-            wanted: self.wanted.len(),
-            present: self
-                .wanted
-                .iter()
-                .filter(|i| self.present.contains(*i))
-                .count(),
-            pulling: self.pulling.iter().map(|i| i.to_string()).collect(),
-            failed: self
-                .failed
-                .iter()
-                .map(|(i, r)| ImageFailure {
-                    image: i.to_string(),
-                    reason: r.clone(),
-                })
-                .collect(),
-        }
-    }
-}
-
-/// The fence: stops this node's singleton units when its lease may expire.
-#[derive(Clone)]
-pub struct Fence {
-    /// Singleton units this node runs (or is starting) as leader.
-    running: Arc<Mutex<BTreeSet<String>>>,
-    /// The lease keeper's renewals; replaced when the keeper is.
-    renewals: Arc<Mutex<watch::Receiver<Option<Renewal>>>>,
-}
-
-impl Fence {
-    /// A fence reading `renewals`, with its task started on `systemd`.
-    pub fn spawn(systemd: Systemd, renewals: watch::Receiver<Option<Renewal>>) -> Fence {
-        let fence = Fence {
-            running: Arc::default(),
-            renewals: Arc::new(Mutex::new(renewals)),
-        };
-        tokio::spawn(fence.clone().run(systemd));
-        fence
-    }
-
-    /// Follows a new lease keeper's renewals.
-    pub fn follow(&self, renewals: watch::Receiver<Option<Renewal>>) {
-        *self.renewals.lock().expect("fence lock") = renewals;
-    }
-
-    fn renewal(&self) -> Option<Renewal> {
-        *self.renewals.lock().expect("fence lock").borrow()
-    }
-
-    /// Whether a singleton may run now: the last answered renewal was sent
-    /// less than `ttl / 2` ago. Returns the lease it holds for.
-    pub fn may_lead(&self) -> Option<i64> {
-        let r = self.renewal()?;
-        (Instant::now() < r.sent + r.ttl / 2).then_some(r.lease)
-    }
-
-    /// Marks `unit` as run by this node as leader (before its start job).
-    pub fn begin(&self, unit: &str) {
-        self.running
-            .lock()
-            .expect("fence lock")
-            .insert(unit.to_string());
-    }
-
-    /// The singleton units this node runs now.
-    fn running_units(&self) -> Vec<String> {
-        self.running
-            .lock()
-            .expect("fence lock")
-            .iter()
-            .cloned()
-            .collect()
-    }
-
-    /// Marks `unit` as no longer run here (after its stop job).
-    pub fn end(&self, unit: &str) {
-        self.running.lock().expect("fence lock").remove(unit);
-    }
-
-    async fn run(self, systemd: Systemd) {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if self.may_lead().is_some() {
-                continue;
-            }
-            let units = self.running_units();
-            if units.is_empty() {
-                continue;
-            }
-            let r = self.renewal();
-            let deadline = r.map(|r| r.alive_until()).unwrap_or_else(Instant::now);
-            tracing::warn!(
-                "fencing: the node lease was not renewed for half its TTL; stopping singleton units {} before it can expire",
-                units.join(", ")
-            );
-            let mut stops = tokio::task::JoinSet::new();
-            for u in units.clone() {
-                let systemd = systemd.clone();
-                stops.spawn(async move {
-                    let budget = deadline
-                        .saturating_duration_since(Instant::now())
-                        .saturating_sub(Duration::from_secs(1))
-                        .max(Duration::from_millis(200));
-                    match systemd.stop(&u, budget).await {
-                        Ok(()) => tracing::warn!("fencing: stopped {u}"),
-                        Err(e) => {
-                            tracing::error!("fencing: stopping {u} did not finish in time ({e}); killing its processes");
-                            if let Err(e) = systemd.kill(&u, 9).await {
-                                tracing::error!("fencing: cannot kill {u}: {e}");
-                            }
-                        }
-                    }
-                });
-            }
-            stops.join_all().await;
-            let mut running = self.running.lock().expect("fence lock");
-            for u in &units {
-                running.remove(u);
-            }
-        }
-    }
-}
 
 /// The agent's plane state.
 pub struct Planes {
@@ -223,7 +58,7 @@ pub struct Planes {
     dropins: BTreeMap<String, &'static str>,
     /// The fence of this node's singleton units.
     pub fence: Fence,
-    images_tx: watch::Sender<crate::images::Wanted>,
+    images_tx: watch::Sender<Wanted>,
     images: watch::Receiver<ImagesState>,
 }
 
@@ -251,10 +86,10 @@ impl Planes {
         node_name: String,
         state_dir: &Path,
         fence: Fence,
-        images_tx: watch::Sender<crate::images::Wanted>,
+        images_tx: watch::Sender<Wanted>,
         images: watch::Receiver<ImagesState>,
     ) -> Planes {
-        let managed = std::fs::read(state_dir.join(MANAGED_FILE))
+        let managed = std::fs::read(state_dir.join(MANAGED_UNITS))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
@@ -374,7 +209,7 @@ impl Planes {
     fn save_managed(&self) {
         match serde_json::to_vec(&self.managed) {
             Ok(json) => {
-                if let Err(e) = write_atomic(&self.state_dir.join(MANAGED_FILE), &json, 0o644) {
+                if let Err(e) = write_atomic(&self.state_dir.join(MANAGED_UNITS), &json, 0o644) {
                     tracing::warn!("cannot record the managed units: {e}");
                 }
             }
@@ -464,7 +299,7 @@ impl Planes {
             let res = if dry.campaign.contains(name) && lease != 0 {
                 election::campaign(kv, &election, lease, &self.node_name).await
             } else {
-                election::observe(kv, &election).await
+                election::leader(kv, &election).await
             };
             match res {
                 Ok(view) => {
@@ -498,16 +333,13 @@ impl Planes {
             .filter(|(p, _)| my_planes.contains(p))
             .flat_map(|(_, c)| c.units.iter())
             .any(|u| conflicts.contains_key(&u.name));
-        let mine_rejected = self.errors.keys().any(|p| my_planes.contains(p));
 
-        // Status: the units of this node's planes, after acting.
-        let mut planes = Vec::new();
-        let mut in_transition = false;
+        // Status: the state of each unit of this node's planes, after acting.
+        let mut after = BTreeMap::new();
         for (plane, cfg) in &self.configs {
             if !my_planes.contains(plane) {
                 continue;
             }
-            let mut units = Vec::new();
             for u in &cfg.units {
                 let state = match self.systemd.unit_state(&u.name).await {
                     Ok(s) if s.is_not_found() => "not-found".to_string(),
@@ -517,64 +349,31 @@ impl Planes {
                         .cloned()
                         .unwrap_or_else(|| "unknown".into()),
                 };
-                // A queued start or stop is not done yet.
-                in_transition |=
-                    matches!(state.as_str(), "activating" | "deactivating" | "reloading");
-                let holder = (u.mode == UnitMode::Singleton)
-                    .then(|| {
-                        views
-                            .get(&u.name)
-                            .and_then(|v| v.leader())
-                            .map(|c| c.value.clone())
-                    })
-                    .flatten();
-                units.push(UnitStatus {
-                    name: u.name.clone(),
-                    mode: u.mode,
-                    state,
-                    holder,
-                });
-            }
-            planes.push(PlaneStatus {
-                plane: *plane,
-                units,
-            });
-        }
-        for p in my_planes {
-            if !self.configs.contains_key(p) && !self.errors.contains_key(p) {
-                planes.push(PlaneStatus {
-                    plane: *p,
-                    units: Vec::new(),
-                });
+                after.insert(u.name.clone(), state);
             }
         }
+        let holders = views
+            .iter()
+            .filter_map(|(unit, v)| Some((unit.clone(), v.leader()?.value.clone())))
+            .collect();
         errors.extend(self.errors.values().cloned());
         errors.extend(
             self.unknown
                 .iter()
                 .map(|k| format!("{k} ignored: not a plane (control, data or router)")),
         );
-        let step = if !plan.waiting_for_images.is_empty() {
-            Some(format!(
-                "waiting for images before starting {}",
-                plan.waiting_for_images.join(", ")
-            ))
-        } else if !plan.settled() || in_transition {
-            Some("starting and stopping plane units".to_string())
-        } else {
-            None
-        };
-        PlanesOutcome {
-            planes,
+        summarize(&Summary {
+            configs: &self.configs,
+            rejected: &self.errors,
+            my_planes,
+            states: &after,
+            holders: &holders,
+            plan: &plan,
+            act_failed,
+            mine_conflict,
+            errors,
             images: images.status(),
-            settled: plan.settled()
-                && !in_transition
-                && !act_failed
-                && !mine_conflict
-                && !mine_rejected,
-            error: (!errors.is_empty()).then(|| errors.join("; ")),
-            step,
-        }
+        })
     }
 
     async fn act(
@@ -727,5 +526,220 @@ impl Planes {
         }
         self.dropins.insert(unit.to_string(), text);
         Ok(())
+    }
+}
+
+/// What [`summarize`] is made of: one plane pass, after acting.
+pub struct Summary<'a> {
+    /// The last valid config of each plane.
+    pub configs: &'a BTreeMap<Plane, PlaneConfig>,
+    /// Planes whose current config was rejected.
+    pub rejected: &'a BTreeMap<Plane, String>,
+    /// This node's planes.
+    pub my_planes: &'a BTreeSet<Plane>,
+    /// The active state of each unit of this node's planes, after acting
+    /// (`active`, `activating`, `inactive`, `failed`, `not-found`, ...).
+    pub states: &'a BTreeMap<String, String>,
+    /// Each singleton's election leader (unit → node name).
+    pub holders: &'a BTreeMap<String, String>,
+    /// The unit plan of this pass.
+    pub plan: &'a UnitPlan,
+    /// A stop or start of this pass failed.
+    pub act_failed: bool,
+    /// A unit of this node's planes has conflicting modes in two planes.
+    pub mine_conflict: bool,
+    /// Every error of this pass, in words.
+    pub errors: Vec<String>,
+    /// The preseed worker's report.
+    pub images: ImagesStatus,
+}
+
+/// The summary of the plane units for the status: per plane of this node
+/// its units with their state (and a singleton's holder), whether the node
+/// is settled (nothing to start or stop, no unit still activating or
+/// deactivating, no failed job, and no conflict or rejected config of its
+/// own planes: those elsewhere are reported, not waited on), and what it
+/// waits for. A plane of the node without a config shows with no units.
+pub fn summarize(s: &Summary<'_>) -> PlanesOutcome {
+    let mut planes = Vec::new();
+    let mut in_transition = false;
+    for (plane, cfg) in s.configs {
+        if !s.my_planes.contains(plane) {
+            continue;
+        }
+        let mut units = Vec::new();
+        for u in &cfg.units {
+            let state = s
+                .states
+                .get(&u.name)
+                .cloned()
+                .unwrap_or_else(|| "unknown".into());
+            // A queued start or stop is not done yet.
+            in_transition |= matches!(state.as_str(), "activating" | "deactivating" | "reloading");
+            let holder = (u.mode == UnitMode::Singleton)
+                .then(|| s.holders.get(&u.name).cloned())
+                .flatten();
+            units.push(UnitStatus {
+                name: u.name.clone(),
+                mode: u.mode,
+                state,
+                holder,
+            });
+        }
+        planes.push(PlaneStatus {
+            plane: *plane,
+            units,
+        });
+    }
+    for p in s.my_planes {
+        if !s.configs.contains_key(p) && !s.rejected.contains_key(p) {
+            planes.push(PlaneStatus {
+                plane: *p,
+                units: Vec::new(),
+            });
+        }
+    }
+    let mine_rejected = s.rejected.keys().any(|p| s.my_planes.contains(p));
+    let step = if !s.plan.waiting_for_images.is_empty() {
+        Some(format!(
+            "waiting for images before starting {}",
+            s.plan.waiting_for_images.join(", ")
+        ))
+    } else if !s.plan.settled() || in_transition {
+        Some("starting and stopping plane units".to_string())
+    } else {
+        None
+    };
+    PlanesOutcome {
+        planes,
+        images: s.images.clone(),
+        settled: s.plan.settled()
+            && !in_transition
+            && !s.act_failed
+            && !s.mine_conflict
+            && !mine_rejected,
+        error: (!s.errors.is_empty()).then(|| s.errors.join("; ")),
+        step,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deckhand_model::PlaneUnit;
+
+    use super::*;
+
+    fn config(units: &[(&str, UnitMode)]) -> PlaneConfig {
+        PlaneConfig {
+            units: units
+                .iter()
+                .map(|(n, m)| PlaneUnit {
+                    name: n.to_string(),
+                    mode: *m,
+                })
+                .collect(),
+            images: vec![],
+        }
+    }
+
+    struct Case {
+        configs: BTreeMap<Plane, PlaneConfig>,
+        rejected: BTreeMap<Plane, String>,
+        mine: BTreeSet<Plane>,
+        states: BTreeMap<String, String>,
+        holders: BTreeMap<String, String>,
+        plan: UnitPlan,
+    }
+
+    impl Case {
+        fn new() -> Case {
+            Case {
+                configs: BTreeMap::from([
+                    (
+                        Plane::Router,
+                        config(&[("router.service", UnitMode::Global)]),
+                    ),
+                    (
+                        Plane::Control,
+                        config(&[("sched.service", UnitMode::Singleton)]),
+                    ),
+                ]),
+                rejected: BTreeMap::new(),
+                mine: BTreeSet::from([Plane::Router, Plane::Control, Plane::Data]),
+                states: BTreeMap::from([
+                    ("router.service".into(), "active".into()),
+                    ("sched.service".into(), "inactive".into()),
+                ]),
+                holders: BTreeMap::from([("sched.service".into(), "node2".into())]),
+                plan: UnitPlan::default(),
+            }
+        }
+
+        fn run(&self) -> PlanesOutcome {
+            summarize(&Summary {
+                configs: &self.configs,
+                rejected: &self.rejected,
+                my_planes: &self.mine,
+                states: &self.states,
+                holders: &self.holders,
+                plan: &self.plan,
+                act_failed: false,
+                mine_conflict: false,
+                errors: vec![],
+                images: ImagesStatus::default(),
+            })
+        }
+    }
+
+    #[test]
+    fn units_with_their_state_and_holder_and_empty_planes_of_the_node() {
+        let out = Case::new().run();
+        assert!(out.settled && out.step.is_none() && out.error.is_none());
+        let names: Vec<Plane> = out.planes.iter().map(|p| p.plane).collect();
+        assert_eq!(names, [Plane::Control, Plane::Router, Plane::Data]);
+        let sched = &out.planes[0].units[0];
+        assert_eq!(
+            (sched.state.as_str(), sched.holder.as_deref()),
+            ("inactive", Some("node2"))
+        );
+        let router = &out.planes[1].units[0];
+        assert_eq!(
+            (router.state.as_str(), router.holder.as_deref()),
+            ("active", None)
+        );
+        assert!(out.planes[2].units.is_empty(), "data: no config yet");
+    }
+
+    #[test]
+    fn not_settled_while_a_unit_moves_or_waits_or_its_config_is_rejected() {
+        let mut c = Case::new();
+        c.states
+            .insert("router.service".into(), "activating".into());
+        let out = c.run();
+        assert!(!out.settled);
+        assert_eq!(
+            out.step.as_deref(),
+            Some("starting and stopping plane units")
+        );
+
+        let mut c = Case::new();
+        c.plan.waiting_for_images = vec!["router.service".into()];
+        let out = c.run();
+        assert!(!out.settled);
+        assert_eq!(
+            out.step.as_deref(),
+            Some("waiting for images before starting router.service")
+        );
+
+        let mut c = Case::new();
+        c.rejected.insert(Plane::Data, "bad".into());
+        assert!(!c.run().settled, "a rejected config of its own plane");
+        // Another plane's rejected config does not unsettle it.
+        c.mine.remove(&Plane::Data);
+        assert!(c.run().settled);
+        // Units of other planes are not shown.
+        c.mine = BTreeSet::from([Plane::Router]);
+        let out = c.run();
+        assert_eq!(out.planes.len(), 1);
     }
 }

@@ -1,0 +1,145 @@
+//! The execution of one step the planner chose: each is idempotent and
+//! chosen again from what is observed, so an agent killed between any two
+//! steps resumes on restart. Failpoints (`before-<kind>`, `after-<kind>`)
+//! surround every acting step in crash-test builds.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use deckhand_etcd::{Cluster, LockOutcome};
+use deckhand_plan::{Observation, Step};
+
+use super::context::{Context, REQUEST_TIMEOUT};
+use super::status::EventLog;
+use crate::failpoint;
+
+/// How long a promotion is retried within one step before re-observing.
+const PROMOTE_SLICE: Duration = Duration::from_secs(8);
+
+/// Takes `step` (observed as `o`; `lease` is the node's lease, 0 if none),
+/// with its failpoints. Notable removals go to `events`.
+///
+/// # Errors
+/// The step failed; the next iteration observes again and chooses anew.
+pub async fn take(
+    ctx: &Context,
+    step: &Step,
+    o: &Observation,
+    lease: i64,
+    events: &mut EventLog,
+) -> Result<()> {
+    let acting = !step.is_idle();
+    if acting {
+        failpoint::hit(&format!("before-{}", step.kind()));
+    }
+    let result = act(ctx, step, o, lease, events).await;
+    if result.is_ok() && acting {
+        failpoint::hit(&format!("after-{}", step.kind()));
+    }
+    result
+}
+
+async fn act(
+    ctx: &Context,
+    step: &Step,
+    o: &Observation,
+    lease: i64,
+    events: &mut EventLog,
+) -> Result<()> {
+    let id = &ctx.identity.id;
+    match step {
+        Step::Converged | Step::Wait(_) | Step::Blocked(_) => Ok(()),
+        Step::BootstrapMember => ctx.local.bootstrap_member().await,
+        Step::StartMember => ctx.local.start_member().await,
+        Step::StartProxy { endpoints } => ctx.local.start_proxy(endpoints, false).await,
+        Step::UpdateProxy { endpoints } => ctx.local.start_proxy(endpoints, true).await,
+        Step::AcquireLock => {
+            anyhow::ensure!(lease != 0, "no lease yet to attach the membership lock to");
+            let mut client = ctx.store.client();
+            let lock = ctx.store.keyspace().membership_lock();
+            match deckhand_etcd::try_lock(&mut client, &lock, id, lease).await? {
+                LockOutcome::Acquired => Ok(()),
+                LockOutcome::HeldBy(owner) => {
+                    tracing::info!("membership lock is held by node {owner}");
+                    Ok(())
+                }
+            }
+        }
+        Step::ReleaseLock => {
+            let mut client = ctx.store.client();
+            let lock = ctx.store.keyspace().membership_lock();
+            Ok(deckhand_etcd::unlock(&mut client, &lock, id).await?)
+        }
+        Step::AddLearner => {
+            let added = ctx.cluster.add_learner(&ctx.identity.peer_url()).await?;
+            tracing::info!(
+                "learner {:x} registered{}",
+                added.member.id,
+                if added.reused {
+                    " (reused the existing entry)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Step::StartLearner {
+            id,
+            initial_cluster,
+            move_aside,
+        } => {
+            ctx.local
+                .start_learner(*id, initial_cluster, *move_aside)
+                .await
+        }
+        Step::Promote { id } => match ctx.cluster.promote_until_in_sync(*id, PROMOTE_SLICE).await {
+            Ok(()) => {
+                tracing::info!("learner {id:x} promoted to voter");
+                Ok(())
+            }
+            Err(deckhand_etcd::Error::LearnerNotInSync { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+        Step::ServeLocalhostFromMember { .. } => ctx.local.serve_localhost_from_member().await,
+        Step::TransferLeadership { to, .. } => Ok(ctx.cluster.move_leader(*to).await?),
+        Step::RemoveSelf { id } => {
+            let others: Vec<String> = o
+                .cluster
+                .as_ref()
+                .map(|c| c.voter_client_urls())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|u| *u != ctx.identity.client_url())
+                .collect();
+            anyhow::ensure!(!others.is_empty(), "no other voter to send the removal to");
+            let via = Cluster::connect(&others, REQUEST_TIMEOUT).await?;
+            via.member_list().await?; // settles on a member that answers
+            via.remove(*id).await?;
+            tracing::warn!("removed this node's member {id:x} from the cluster");
+            Ok(())
+        }
+        Step::RemoveMember { id, why } => {
+            ctx.cluster.remove(*id).await?;
+            tracing::warn!("removed member {id:x}: {why}");
+            events.push(format!("removed member {id:x}: {why}"));
+            Ok(())
+        }
+        Step::StopMember => {
+            // The member list is not linearizable: confirm once more that
+            // this node's member is gone before stopping it.
+            let members = ctx.cluster.member_list().await?;
+            if members
+                .iter()
+                .any(|m| m.has_peer_url(&ctx.identity.peer_url()))
+            {
+                tracing::info!("member is listed again; not stopping it");
+                return Ok(());
+            }
+            ctx.local.stop_member().await
+        }
+        Step::MoveDataDirAside => {
+            ctx.local.move_data_dir_aside()?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! The agent: a level-triggered loop, observe → plan → act → report
+//! (`docs/architecture.md`). Each iteration observes the desired role and
+//! cluster config (watched), the member list (from a real member), the local
+//! units and files; asks the planner for the next step; takes that one
+//! step; runs the plane pass; and rewrites the node's status when it changed.
+//!
+//! The parts, one module each: [`desired`] (the role and cluster config
+//! from watch events), [`watches`], [`observe`], [`act`] (one step),
+//! [`local`] (the member and proxy units), [`learners`] (learner records),
+//! [`replacer`], [`status`] (the status document), [`planes`] (plane units),
+//! [`fence`] (singletons stopped before the lease can expire) and
+//! [`images`] (the preseed worker).
+
+pub mod act;
+pub mod context;
+pub mod desired;
+pub mod fence;
+pub mod images;
+pub mod learners;
+pub mod local;
+pub mod observe;
+pub mod planes;
+pub mod replacer;
+pub mod status;
+pub mod watches;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use deckhand_etcd::{Cluster, KeyEvent, LeaseKeeper};
+use deckhand_model::{EtcdMode, Role};
+use deckhand_plan::{LockView, Observation, Step};
+use deckhand_systemd::{Systemd, notify};
+
+use self::context::{Context, REQUEST_TIMEOUT};
+use self::desired::Desired;
+use self::fence::Fence;
+use self::learners::LearnerRecords;
+use self::local::Local;
+use self::observe::Observer;
+use self::planes::{Planes, PlanesOutcome};
+use self::replacer::Replacer;
+use self::status::{EventLog, StatusWriter};
+use self::watches::{Source, Watches};
+use crate::config::Settings;
+use crate::store::Store;
+use crate::{connect, identity, paths};
+
+/// Longest idle wait between two iterations (also bounds watchdog pings).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+/// READY is sent after this long even if no voter answered yet, so that a
+/// cluster whose members boot far apart still gets its agents started.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs the agent until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Start-up failures (no D-Bus, bad identity); the loop itself never returns
+/// an error, it reports errors in the status.
+pub async fn run(settings: Settings) -> Result<()> {
+    let identity = identity::detect(&settings).context("detecting this node's identity")?;
+    tracing::info!(
+        "deckhand agent {} starting: node {} ({}) at {}",
+        env!("CARGO_PKG_VERSION"),
+        identity.name,
+        identity.id,
+        identity.address
+    );
+    let systemd = Systemd::connect()
+        .await
+        .context("connecting to systemd over D-Bus (is this a systemd host?)")?;
+    let local = Local {
+        systemd: systemd.clone(),
+        identity: identity.clone(),
+        settings: settings.clone(),
+        state_dir: paths::STATE_DIR.into(),
+    };
+    let cluster = Cluster::connect(&settings.endpoints, REQUEST_TIMEOUT)
+        .await
+        .context("setting up the etcd cluster client")?;
+    // Keys, watches and the lease go through localhost:2379, which the
+    // local member or proxy serves on every node; a restart of either
+    // breaks a stream for a moment, and the watches resume from their
+    // revision. Membership requests go to real members (`cluster`).
+    let kv = connect::localhost(REQUEST_TIMEOUT)
+        .await
+        .context("setting up the local etcd client")?;
+    let store = Store::new(
+        kv,
+        deckhand_model::Keyspace::new(&settings.key_prefix),
+        REQUEST_TIMEOUT,
+    );
+    let (wanted_tx, wanted_rx) = tokio::sync::watch::channel((BTreeSet::new(), 0));
+    let (images_tx, images_rx) = tokio::sync::watch::channel(Default::default());
+    tokio::spawn(images::run(
+        settings.docker.clone(),
+        paths::IMAGE_CACHE.into(),
+        wanted_rx,
+        images_tx,
+    ));
+    let (_, no_renewals) = tokio::sync::watch::channel(None);
+    let fence = Fence::spawn(systemd.clone(), no_renewals);
+    let planes = Planes::new(
+        systemd,
+        store.keyspace().clone(),
+        identity.name.clone(),
+        Path::new(paths::STATE_DIR),
+        fence,
+        wanted_tx,
+        images_rx,
+    );
+    let ctx = Context {
+        identity,
+        settings,
+        local,
+        cluster,
+        store,
+    };
+    let mut agent = Agent::new(ctx, planes);
+    agent.start_background();
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut images = agent.planes.images_watch();
+    let started = Instant::now();
+    let mut ready = false;
+    loop {
+        let outcome = agent.iterate().await;
+        let _ = notify::watchdog();
+        if !ready && (outcome.observed_cluster || started.elapsed() > READY_DEADLINE) {
+            let _ = notify::ready();
+            ready = true;
+        }
+        let _ = notify::status(&status::status_line(
+            &agent.desired,
+            agent.last_mode,
+            agent.last_step.as_ref(),
+        ));
+        let pause = match &outcome.step {
+            Some(step) if !step.is_idle() && outcome.step_ok => Duration::from_millis(100),
+            Some(Step::Wait(_)) => Duration::from_secs(1),
+            _ if !outcome.step_ok => Duration::from_secs(2),
+            // Plane units starting or stopping: look again soon.
+            _ if !agent.planes_outcome.settled => Duration::from_secs(1),
+            _ => IDLE_TICK,
+        };
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(pause) => {}
+            ev = agent.watches.events.recv() => {
+                if let Some((src, ev)) = ev { agent.on_event(src, ev); }
+            }
+            // An image arrived or failed: its plane's units may start.
+            Ok(()) = images.changed() => {}
+        }
+        // Drain whatever else arrived, so one iteration sees it all.
+        while let Ok((src, ev)) = agent.watches.events.try_recv() {
+            agent.on_event(src, ev);
+        }
+    }
+    let _ = notify::stopping();
+    // Singletons first: revoking the lease lets another node start them.
+    agent.planes.stop_singletons().await;
+    tracing::info!("stopping; revoking the node lease");
+    if let Some(k) = agent.keeper.take() {
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
+    }
+    Ok(())
+}
+
+/// What one iteration did, for the loop's pacing.
+struct Outcome {
+    step: Option<Step>,
+    step_ok: bool,
+    observed_cluster: bool,
+}
+
+struct Agent {
+    ctx: Context,
+    watches: Watches,
+    keeper: Option<LeaseKeeper>,
+    keeper_ttl: u64,
+    desired: Desired,
+    observer: Observer,
+    learners: LearnerRecords,
+    replacer: Replacer,
+    events: EventLog,
+    status: StatusWriter,
+    /// The `nodes/<id>/name` key has been written by this process.
+    name_written: bool,
+    step_error: Option<String>,
+    last_step: Option<Step>,
+    last_mode: EtcdMode,
+    /// Plane units, elections, fence and images.
+    planes: Planes,
+    /// What the last plane pass found.
+    planes_outcome: PlanesOutcome,
+}
+
+impl Agent {
+    fn new(ctx: Context, planes: Planes) -> Agent {
+        Agent {
+            ctx,
+            watches: Watches::default(),
+            keeper: None,
+            keeper_ttl: 0,
+            desired: Desired::default(),
+            observer: Observer::default(),
+            learners: LearnerRecords::default(),
+            replacer: Replacer::default(),
+            events: EventLog::default(),
+            status: StatusWriter::default(),
+            name_written: false,
+            step_error: None,
+            last_step: None,
+            last_mode: EtcdMode::None,
+            planes,
+            planes_outcome: PlanesOutcome::default(),
+        }
+    }
+
+    /// The node's lease, 0 while it has none.
+    fn lease(&self) -> i64 {
+        self.keeper
+            .as_ref()
+            .map(|k| *k.lease().borrow())
+            .unwrap_or(0)
+    }
+
+    /// (Re)starts the watches and the lease keeper (with the cluster
+    /// config's TTL) on the local client.
+    fn start_background(&mut self) {
+        let client = self.ctx.store.client();
+        self.watches
+            .start(&client, self.ctx.store.keyspace(), &self.ctx.identity.id);
+        let keeper = LeaseKeeper::spawn(client, self.desired.config.lease_ttl_seconds as i64);
+        self.planes.fence.follow(keeper.renewals());
+        self.keeper = Some(keeper);
+        self.keeper_ttl = self.desired.config.lease_ttl_seconds;
+        self.status.reset();
+    }
+
+    fn on_event(&mut self, src: Source, ev: KeyEvent) {
+        let ks = self.ctx.store.keyspace();
+        match src {
+            Source::Planes => self.planes.on_event(ev),
+            Source::Elections => {}
+            Source::Role => self
+                .desired
+                .on_role_event(&ks.role(&self.ctx.identity.id), ev),
+            Source::Config => self.desired.on_config_event(&ks.cluster_config(), ev),
+        }
+    }
+
+    /// Points the membership client at the current voters.
+    async fn refresh_endpoints(&mut self, o: &Observation) {
+        let Some(c) = &o.cluster else { return };
+        let voters = c.voter_client_urls();
+        if voters.is_empty() {
+            return;
+        }
+        let mut current = self.ctx.cluster.endpoints();
+        current.sort();
+        if current != voters {
+            tracing::info!("voter set changed; reconnecting to {}", voters.join(","));
+            if let Err(e) = self.ctx.cluster.set_endpoints(&voters).await {
+                tracing::warn!("could not switch endpoints: {e}");
+            }
+        }
+    }
+
+    async fn iterate(&mut self) -> Outcome {
+        let o = match self
+            .observer
+            .observe(&self.ctx, &self.desired, &mut self.learners)
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                self.step_error = Some(format!("{e:#}"));
+                tracing::error!("observation failed: {e:#}");
+                return Outcome {
+                    step: None,
+                    step_ok: false,
+                    observed_cluster: false,
+                };
+            }
+        };
+        self.refresh_endpoints(&o).await;
+        if self.keeper_ttl != self.desired.config.lease_ttl_seconds {
+            tracing::info!(
+                "lease TTL changed to {} s; granting a new lease",
+                self.desired.config.lease_ttl_seconds
+            );
+            if let Some(k) = self.keeper.take() {
+                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
+            }
+            self.start_background();
+        }
+        let step = deckhand_plan::plan(&o);
+        if !step.is_idle() {
+            tracing::info!("taking step: {step}");
+        } else if Some(&step) != self.last_step.as_ref() {
+            tracing::info!("{step}");
+        }
+        let result = act::take(&self.ctx, &step, &o, self.lease(), &mut self.events).await;
+        let step_ok = match result {
+            Ok(()) => {
+                if !step.is_idle() || step == Step::Converged {
+                    self.step_error = None;
+                }
+                true
+            }
+            Err(e) => {
+                let msg = format!("{step} failed on node {}: {e:#}", self.ctx.identity.name);
+                tracing::error!("{msg}");
+                self.step_error = Some(msg);
+                false
+            }
+        };
+        self.last_mode = deckhand_plan::etcd_mode(&o);
+        let mut kv = self.ctx.store.client();
+        self.planes_outcome = self
+            .planes
+            .reconcile(
+                &mut kv,
+                self.lease(),
+                &self.desired.planes(),
+                &self.desired.config,
+            )
+            .await;
+        let observed_cluster = o.cluster.is_some();
+        if observed_cluster {
+            self.ensure_role_key(&o).await;
+            let doc = status::document(&status::Inputs {
+                identity: &self.ctx.identity,
+                failure_domain: self.ctx.settings.failure_domain.as_deref(),
+                desired: &self.desired,
+                observation: &o,
+                step: &step,
+                step_error: self.step_error.as_deref(),
+                planes: &self.planes_outcome,
+                replacer: self.replacer.note.as_deref(),
+                events: self.events.all(),
+            });
+            let lease = self.lease();
+            self.status.write(&self.ctx.store, doc, lease).await;
+        }
+        if observed_cluster && o.lock != LockView::Mine {
+            let lease = self.lease();
+            let config = &self.desired.config;
+            self.replacer
+                .run(
+                    &self.ctx,
+                    config.voters,
+                    config.dead_grace_seconds,
+                    lease,
+                    &mut self.events,
+                )
+                .await;
+        }
+        self.last_step = Some(step.clone());
+        Outcome {
+            step: Some(step),
+            step_ok,
+            observed_cluster,
+        }
+    }
+
+    /// Writes the node's name key once per process, and its current etcd
+    /// role into an absent role key, so that operators see every node's
+    /// role in one place. Never overwrites a role key.
+    async fn ensure_role_key(&mut self, o: &Observation) {
+        let id = &self.ctx.identity.id;
+        if !self.name_written {
+            self.name_written = self
+                .ctx
+                .store
+                .put_name(id, &self.ctx.identity.name)
+                .await
+                .is_ok();
+        }
+        let d = &self.desired;
+        if !d.role_seen || d.role.is_some() || d.role_error.is_some() {
+            return;
+        }
+        if !matches!(
+            deckhand_plan::etcd_mode(o),
+            EtcdMode::Member | EtcdMode::Proxy
+        ) {
+            return;
+        }
+        let role = Role::new(deckhand_plan::target_role(o));
+        if let Ok(Some(_)) = self.ctx.store.put_role_if(id, &role, 0).await {
+            tracing::info!("wrote the initial role key: {role}");
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! The observation: everything the planner decides on, read fresh each
+//! iteration — the local units and files (D-Bus, disk), the member list
+//! from a real member, the leader, the voters' health (when this node needs
+//! it), the membership lock and the learner records.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use deckhand_etcd::{Cluster, Member};
+use deckhand_plan::{ClusterView, LockView, MemberView, Observation};
+
+use super::context::Context;
+use super::desired::Desired;
+use super::learners::LearnerRecords;
+
+/// Timeout of one health check of a voter.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one status request while looking for the leader.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The planner's view of `members`, with the health of those in `health`
+/// (member id, healthy) and unknown health for the others.
+pub fn member_views(members: &[Member], health: &[(u64, bool)]) -> Vec<MemberView> {
+    members
+        .iter()
+        .map(|m| MemberView {
+            id: m.id,
+            name: m.name.clone(),
+            peer_urls: m.peer_urls.clone(),
+            client_urls: m.client_urls.clone(),
+            is_learner: m.is_learner,
+            healthy: health.iter().find(|(id, _)| *id == m.id).map(|(_, h)| *h),
+        })
+        .collect()
+}
+
+/// Damps failed health checks: counts consecutive failures per member id
+/// in `streak` and, when `damp`, reports a voter's first failure as unknown
+/// health rather than unhealthy. A proxy drops a voter from its endpoints
+/// only after two failed checks in a row, so a member's restart does not
+/// bounce every proxy twice. Members no longer listed are forgotten.
+pub fn damp_health(views: &mut [MemberView], streak: &mut HashMap<u64, u32>, damp: bool) {
+    streak.retain(|id, _| views.iter().any(|m| m.id == *id));
+    for v in views {
+        let count = streak.entry(v.id).or_default();
+        if v.healthy == Some(false) {
+            *count += 1;
+            if damp && *count < 2 {
+                v.healthy = None;
+            }
+        } else {
+            *count = 0;
+        }
+    }
+}
+
+/// The observer's memory between iterations.
+#[derive(Default)]
+pub struct Observer {
+    /// Consecutive failed health checks per voter (member id → count).
+    unhealthy_streak: HashMap<u64, u32>,
+}
+
+impl Observer {
+    /// One observation.
+    ///
+    /// # Errors
+    /// The local unit states could not be read over D-Bus. An etcd that does
+    /// not answer is not an error: the observation then has no cluster.
+    pub async fn observe(
+        &mut self,
+        ctx: &Context,
+        desired: &Desired,
+        learners: &mut LearnerRecords,
+    ) -> Result<Observation> {
+        let local = ctx
+            .local
+            .observe()
+            .await
+            .context("reading local unit states over D-Bus")?;
+        // No outer timeout: each attempt is bounded, and the list moves on to
+        // the next member when one does not answer.
+        let members = match ctx.cluster.member_list().await {
+            Ok(m) if !m.is_empty() => Some(m),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!("member list failed: {e}");
+                None
+            }
+        };
+        let me_peer = ctx.identity.peer_url();
+        let cluster = match &members {
+            Some(members) => {
+                let me = members.iter().find(|m| m.has_peer_url(&me_peer));
+                let lost_data = !local.member_unit_active
+                    && local.member_env.is_none()
+                    && !local.data_dir_exists;
+                let namesake = members
+                    .iter()
+                    .any(|m| m.name == ctx.identity.name && !m.has_peer_url(&me_peer));
+                // Proxies check the voters too: they point only at healthy ones.
+                let need_health = namesake
+                    || me.is_none()
+                    || me.is_some_and(|m| m.is_learner || desired.wants_proxy() || lost_data);
+                Some(self.cluster_view(ctx, members, need_health).await)
+            }
+            None => None,
+        };
+        let lock = if cluster.is_some() {
+            lock_view(ctx).await
+        } else {
+            LockView::Free
+        };
+        let now = unix_now();
+        let learner_since = match &members {
+            Some(m) => learners.since(&ctx.store, m, now).await,
+            None => Default::default(),
+        };
+        let s = &ctx.settings;
+        Ok(Observation {
+            node_name: ctx.identity.name.clone(),
+            peer_url: me_peer,
+            desired: desired.role().cloned(),
+            in_initial_cluster: s
+                .initial_cluster
+                .iter()
+                .any(|(n, u)| *n == ctx.identity.name || *u == ctx.identity.peer_url()),
+            config_endpoints: s.endpoints.clone(),
+            min_voters: desired.config.min_voters,
+            local,
+            cluster,
+            lock,
+            now,
+            learner_timeout: desired.config.learner_timeout_seconds,
+            learner_since,
+        })
+    }
+
+    async fn cluster_view(
+        &mut self,
+        ctx: &Context,
+        members: &[Member],
+        need_health: bool,
+    ) -> ClusterView {
+        let mut leader = None;
+        let mut candidates: Vec<String> = vec![ctx.identity.client_url()];
+        candidates.extend(
+            members
+                .iter()
+                .filter(|m| !m.is_learner)
+                .flat_map(|m| m.client_urls.clone()),
+        );
+        for ep in candidates {
+            if let Ok(st) = Cluster::endpoint_status(&ep, LEADER_TIMEOUT).await
+                && st.leader != 0
+                && !st.is_learner
+            {
+                leader = Some(st.leader);
+                break;
+            }
+        }
+        let health = if need_health {
+            ctx.cluster.voter_health(members, HEALTH_TIMEOUT).await
+        } else {
+            Vec::new()
+        };
+        let damp = !members
+            .iter()
+            .any(|m| m.has_peer_url(&ctx.identity.peer_url()));
+        let mut views = member_views(members, &health);
+        damp_health(&mut views, &mut self.unhealthy_streak, damp);
+        ClusterView {
+            members: views,
+            leader,
+        }
+    }
+}
+
+/// The membership lock as the planner sees it; an unreadable lock counts as
+/// held by someone else (nothing that needs it is done).
+async fn lock_view(ctx: &Context) -> LockView {
+    match ctx.store.membership_lock_holder().await {
+        Ok(None) => LockView::Free,
+        Ok(Some(holder)) if holder == ctx.identity.id => LockView::Mine,
+        Ok(Some(holder)) => LockView::Other(holder),
+        Err(_) => {
+            LockView::Other("? (the lock could not be read: localhost:2379 did not answer)".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: u64, healthy: Option<bool>) -> MemberView {
+        MemberView {
+            id,
+            name: format!("n{id}"),
+            peer_urls: vec![format!("http://10.0.0.{id}:2380")],
+            client_urls: vec![format!("http://10.0.0.{id}:2379")],
+            is_learner: false,
+            healthy,
+        }
+    }
+
+    #[test]
+    fn member_views_carry_the_health_of_those_checked() {
+        let m = |id: u64| Member {
+            id,
+            name: format!("n{id}"),
+            peer_urls: vec![],
+            client_urls: vec![],
+            is_learner: id == 3,
+        };
+        let v = member_views(&[m(1), m(2), m(3)], &[(1, true), (2, false)]);
+        assert_eq!(
+            v.iter().map(|v| v.healthy).collect::<Vec<_>>(),
+            [Some(true), Some(false), None]
+        );
+        assert!(v[2].is_learner);
+    }
+
+    #[test]
+    fn a_first_failure_counts_as_unknown_only_when_damped() {
+        let mut streak = HashMap::new();
+        let mut v = vec![view(1, Some(false)), view(2, Some(true))];
+        damp_health(&mut v, &mut streak, true);
+        assert_eq!(v[0].healthy, None, "one failure: unknown");
+        let mut v = vec![view(1, Some(false)), view(2, Some(true))];
+        damp_health(&mut v, &mut streak, true);
+        assert_eq!(v[0].healthy, Some(false), "two in a row: unhealthy");
+        // A success resets the streak.
+        let mut v = vec![view(1, Some(true))];
+        damp_health(&mut v, &mut streak, true);
+        let mut v = vec![view(1, Some(false))];
+        damp_health(&mut v, &mut streak, true);
+        assert_eq!(v[0].healthy, None);
+        // Members gone from the list are forgotten.
+        assert!(!streak.contains_key(&2));
+        // A member node (damp = false) sees the failure at once.
+        let mut v = vec![view(7, Some(false))];
+        damp_health(&mut v, &mut HashMap::new(), false);
+        assert_eq!(v[0].healthy, Some(false));
+    }
+}

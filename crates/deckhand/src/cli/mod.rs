@@ -1,0 +1,102 @@
+//! The command line: the `deckhand` parser and the operator commands
+//! `role`, `plane` and `status` (`deckhand agent` is [`crate::agent`],
+//! `deckhand preseed` is [`crate::preseed`]).
+
+pub mod plane;
+pub mod role;
+pub mod status;
+pub mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::connect::{self, CLI_REQUEST_TIMEOUT, Target};
+use crate::paths;
+use crate::store::Store;
+
+/// How long each endpoint may take to answer when a command connects.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `deckhand`: its global options and subcommands.
+#[derive(Parser)]
+#[command(
+    name = "deckhand",
+    version,
+    about = "Per-node agent that turns etcd role keys into etcd members and proxies, plane units and preseeded images, safely",
+    long_about = "deckhand runs on every node of a cluster. Operators write each node's role into etcd \
+(`deckhand role set NODE --etcd member|proxy --planes control,router`); the agent on that node turns \
+the local etcd into a voting member or a grpc-proxy without ever costing the cluster its quorum, runs \
+the systemd units of its planes (`deckhand plane set`: global units on every node of a plane, singleton \
+units on exactly one, chosen by an etcd election and fenced by the node's lease), keeps their Docker \
+images present (`deckhand preseed` does it once), and reports back (`deckhand status`).\n\nThe role, \
+status, plane and config keys live under the key prefix (default /deckhand): see docs/keyspace.md.\n\n\
+Exit status: 0 success; 1 the command failed (etcd did not answer, a node did not converge in time); \
+2 bad arguments; 78 the agent config cannot be used (fix it, or give both --endpoints and --prefix)."
+)]
+pub struct Cli {
+    /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
+    #[arg(long, global = true, default_value = paths::CONFIG_FILE, env = "DECKHAND_CONFIG")]
+    pub config: PathBuf,
+    /// etcd client URLs for the CLI (comma-separated). Default: http://127.0.0.1:2379,
+    /// then the config's endpoints; the first that answers is used.
+    #[arg(long, global = true, value_delimiter = ',', env = "DECKHAND_ENDPOINTS")]
+    pub endpoints: Vec<String>,
+    /// Key prefix for the CLI. Default: the config's, else /deckhand.
+    #[arg(long, global = true, env = "DECKHAND_PREFIX")]
+    pub prefix: Option<String>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `deckhand`'s subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the node agent (normally started by deckhand.service).
+    Agent,
+    /// Read or write a node's role key.
+    #[command(subcommand)]
+    Role(role::RoleCommand),
+    /// Read or write a plane's config: its units and images.
+    #[command(subcommand)]
+    Plane(plane::PlaneCommand),
+    /// Show every node: desired and applied role, etcd mode, leader, health, convergence, version.
+    Status(status::StatusArgs),
+    // about and long help: on PreseedArgs.
+    Preseed(crate::preseed::PreseedArgs),
+}
+
+/// A CLI command's connection: the store over the first endpoint that
+/// answered, and where the command was pointed.
+pub struct Session {
+    /// Keys, through the endpoint that answered.
+    pub store: Store,
+    /// The endpoints and prefix.
+    pub target: Target,
+}
+
+impl Session {
+    /// Connects to the first endpoint of `target` that answers.
+    ///
+    /// # Errors
+    /// No endpoint answered: each one's reason in few words.
+    pub async fn connect(target: Target) -> Result<Session> {
+        let client = connect::first_answering(&target.endpoints, CONNECT_TIMEOUT).await?;
+        Ok(Session {
+            store: Store::new(client, target.keyspace.clone(), CLI_REQUEST_TIMEOUT),
+            target,
+        })
+    }
+
+    /// Tries the endpoints again (the one in use stopped answering, e.g.
+    /// while the local member or proxy restarts); keeps the old client
+    /// when none answers.
+    pub async fn reconnect(&mut self) {
+        if let Ok(c) = connect::first_answering(&self.target.endpoints, CONNECT_TIMEOUT).await {
+            self.store.set_client(c);
+        }
+    }
+}

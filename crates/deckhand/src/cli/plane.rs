@@ -1,0 +1,198 @@
+//! `deckhand plane set|get|delete`: a plane's config (its units and
+//! images), validated before anything is written.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use deckhand_model::{ImageRef, Plane, PlaneConfig, PlaneUnit, UnitMode};
+
+use super::Session;
+use crate::connect::Target;
+
+/// `deckhand plane ...`
+#[derive(Subcommand)]
+pub enum PlaneCommand {
+    /// Set a plane's config: its units (global or singleton) and images.
+    ///
+    /// The value is validated before anything is written: unit names by
+    /// systemd's rules (no paths, no shell characters, not deckhand's own
+    /// units), image references by Docker's grammar. Every node of the plane
+    /// then preseeds the images and runs the units: a global unit on every
+    /// node of the plane, a singleton on exactly one (the leader of an etcd
+    /// election among the plane's nodes).
+    ///
+    /// Examples:
+    ///   deckhand plane set router --unit router.service=global --image registry.example/router:1.4
+    ///   deckhand plane set control --unit scheduler.service=singleton --image registry.example/sched:2
+    ///   deckhand plane set data --file data.json     (JSON: {"units":[{"name":..,"mode":..}],"images":[..]}; - for stdin)
+    #[command(verbatim_doc_comment)]
+    Set {
+        /// control, data or router.
+        plane: String,
+        /// A unit and its mode, NAME=global or NAME=singleton; repeat for
+        /// more units.
+        #[arg(long = "unit", value_name = "NAME=MODE")]
+        units: Vec<String>,
+        /// A Docker image reference the plane's units need (tag or digest);
+        /// repeat for more images.
+        #[arg(long = "image", value_name = "REFERENCE")]
+        images: Vec<String>,
+        /// Read the whole config as JSON from this file (- for stdin)
+        /// instead of --unit/--image.
+        #[arg(long, conflicts_with_all = ["units", "images"])]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Print a plane's config (every plane's when none is named).
+    Get {
+        /// control, data or router.
+        plane: Option<String>,
+    },
+    /// Delete a plane's config: every node stops the plane's units.
+    Delete {
+        /// control, data or router.
+        plane: String,
+    },
+}
+
+/// Builds a plane config from `--unit`/`--image` or a JSON file, validated.
+fn plane_config(
+    plane: Plane,
+    units: &[String],
+    images: &[String],
+    file: Option<&Path>,
+) -> Result<PlaneConfig> {
+    if let Some(path) = file {
+        let text = if path == Path::new("-") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the plane config from stdin")?;
+            s
+        } else {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the plane config from {}", path.display()))?
+        };
+        return Ok(PlaneConfig::parse(plane, text.as_bytes())?);
+    }
+    if units.is_empty() && images.is_empty() {
+        bail!(
+            "nothing to set for plane {plane}: give --unit NAME=MODE and --image REFERENCE (or --file); \
+             an empty config would stop the plane's units on every node (to do that on purpose: \
+             deckhand plane delete {plane})"
+        );
+    }
+    let mut cfg = PlaneConfig::default();
+    for u in units {
+        let Some((name, mode)) = u.rsplit_once('=') else {
+            bail!("--unit {u:?} is not NAME=MODE (e.g. router.service=global)");
+        };
+        let mode = match mode {
+            "global" => UnitMode::Global,
+            "singleton" => UnitMode::Singleton,
+            other => bail!("--unit {u:?}: unknown mode {other:?} (global or singleton)"),
+        };
+        cfg.units.push(PlaneUnit {
+            name: name.to_string(),
+            mode,
+        });
+    }
+    for i in images {
+        cfg.images.push(ImageRef::parse(i)?);
+    }
+    // The same checks as a value read from etcd.
+    let json = serde_json::to_vec(&cfg)?;
+    Ok(PlaneConfig::parse(plane, &json)?)
+}
+
+/// `deckhand plane set|get|delete`.
+pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<()> {
+    // Validate before connecting: bad input changes nothing.
+    let set = match &cmd {
+        PlaneCommand::Set {
+            plane,
+            units,
+            images,
+            file,
+        } => {
+            let p: Plane = plane.parse()?;
+            Some((p, plane_config(p, units, images, file.as_deref())?))
+        }
+        _ => None,
+    };
+    let session = Session::connect(target).await?;
+    let store = &session.store;
+    match cmd {
+        PlaneCommand::Set { .. } => {
+            let (plane, config) = set.expect("validated above");
+            let rev = store.put_plane_config(plane, &config).await?;
+            let json = serde_json::to_string(&config)?;
+            println!("plane {plane} set at revision {rev}: {json}");
+        }
+        PlaneCommand::Get { plane } => {
+            let planes: Vec<Plane> = match plane {
+                Some(p) => vec![p.parse()?],
+                None => Plane::ALL.to_vec(),
+            };
+            let one = planes.len() == 1;
+            for p in planes {
+                match store.plane_config_raw(p).await? {
+                    Some(raw) => {
+                        let v = raw.value.as_slice();
+                        if one {
+                            println!("{}", String::from_utf8_lossy(v));
+                        } else {
+                            println!("{p}: {}", String::from_utf8_lossy(v));
+                        }
+                        if let Err(e) = PlaneConfig::parse(p, v) {
+                            eprintln!(
+                                "deckhand: warning: this value is rejected by every node (revision {}): {e}",
+                                raw.revision
+                            );
+                        }
+                    }
+                    None if one => bail!("plane {p} has no config ({})", store.keyspace().plane(p)),
+                    None => println!("{p}: (no config)"),
+                }
+            }
+        }
+        PlaneCommand::Delete { plane } => {
+            let p: Plane = plane.parse()?;
+            if !store.delete_plane_config(p).await? {
+                println!("plane {p} had no config");
+            } else {
+                println!("plane {p} config deleted: its nodes stop its units");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plane_config_from_flags_is_validated_like_a_stored_one() {
+        let c = plane_config(
+            Plane::Router,
+            &["router.service=global".into()],
+            &["registry.example/router:1.4".into()],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.units[0].mode, UnitMode::Global);
+        let err = |u: &[&str], i: &[&str]| {
+            let u: Vec<String> = u.iter().map(|s| s.to_string()).collect();
+            let i: Vec<String> = i.iter().map(|s| s.to_string()).collect();
+            format!(
+                "{:#}",
+                plane_config(Plane::Router, &u, &i, None).unwrap_err()
+            )
+        };
+        assert!(err(&[], &[]).contains("deckhand plane delete router"));
+        assert!(err(&["router.service"], &[]).contains("is not NAME=MODE"));
+        assert!(err(&["router.service=sometimes"], &[]).contains("unknown mode"));
+        assert!(err(&["deckhand.service=global"], &[]).contains("deckhand"));
+        assert!(!err(&["r.service=global"], &["Not A Ref"]).is_empty());
+    }
+}

@@ -1,0 +1,212 @@
+//! Connections to etcd, shared by the agent, the CLI and `deckhand preseed`:
+//! which endpoints to try and in which order, the first member that
+//! answers, the agent's client of `localhost:2379`, and an etcd client
+//! error in few words.
+//!
+//! One endpoint per client: etcd-client balances requests over all the
+//! endpoints it is given, dead ones included, so a client built from a list
+//! with one down member would fail some of its requests. So a list is
+//! tried in order and the first endpoint that answers a status request is
+//! kept.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use deckhand_model::Keyspace;
+use etcd_client::{Client, ConnectOptions};
+
+use crate::config::{self, Settings};
+use crate::exit::Failure;
+
+/// The client URL every node serves: its member or its grpc-proxy.
+pub const LOCALHOST_CLIENT_URL: &str = "http://127.0.0.1:2379";
+
+/// Timeout of one request on a CLI connection.
+pub const CLI_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a CLI command talks to: the endpoints to try, in order, and the
+/// key prefix.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Tried in order by [`first_answering`]: `--endpoints` if given, else
+    /// `localhost:2379` then the agent config's `etcd.endpoints`.
+    pub endpoints: Vec<String>,
+    /// `--endpoints` as given (empty when not given).
+    pub cli_endpoints: Vec<String>,
+    /// The agent config's `etcd.endpoints` (real members), if a config was read.
+    pub config_endpoints: Vec<String>,
+    /// `--prefix`, else the config's `key_prefix`, else `/deckhand`.
+    pub keyspace: Keyspace,
+    /// The agent config, when there is one.
+    pub settings: Option<Settings>,
+}
+
+/// Works out a CLI command's [`Target`] from the agent config at
+/// `config_path` (a missing file is fine) and the command-line overrides.
+///
+/// # Errors
+/// [`crate::exit::CONFIG`] when the config file exists but cannot be read or
+/// is invalid, unless both `--endpoints` and `--prefix` were given (then
+/// nothing is taken from it, and a warning says so): a command must not
+/// write to a default prefix while the operator's config says another.
+pub fn target(
+    config_path: &Path,
+    cli_endpoints: Vec<String>,
+    cli_prefix: Option<String>,
+) -> Result<Target, Failure> {
+    let settings = match config::load_optional(config_path) {
+        Ok(s) => s,
+        Err(e) if !cli_endpoints.is_empty() && cli_prefix.is_some() => {
+            eprintln!(
+                "deckhand: warning: ignoring the agent config ({e:#}); using --endpoints and --prefix"
+            );
+            None
+        }
+        Err(e) => {
+            return Err(Failure::config(e.context(
+                "cannot use the agent config: fix it (see --help), or give both --endpoints and --prefix",
+            )));
+        }
+    };
+    let config_endpoints = settings
+        .as_ref()
+        .map(|s| s.endpoints.clone())
+        .unwrap_or_default();
+    let mut endpoints = cli_endpoints.clone();
+    if endpoints.is_empty() {
+        endpoints.push(LOCALHOST_CLIENT_URL.to_string());
+        endpoints.extend(config_endpoints.iter().cloned());
+    }
+    let prefix = cli_prefix
+        .or_else(|| settings.as_ref().map(|s| s.key_prefix.clone()))
+        .unwrap_or_else(|| Keyspace::DEFAULT_PREFIX.to_string());
+    Ok(Target {
+        endpoints,
+        cli_endpoints,
+        config_endpoints,
+        keyspace: Keyspace::new(&prefix),
+        settings,
+    })
+}
+
+/// Connects to the first of `endpoints` that answers a status request
+/// within `timeout` (one endpoint at a time, see the module doc). Requests
+/// on the returned client time out after [`CLI_REQUEST_TIMEOUT`].
+///
+/// # Errors
+/// No endpoint answered: each endpoint's reason in few words ([`root_cause`]).
+pub async fn first_answering(endpoints: &[String], timeout: Duration) -> Result<Client> {
+    let mut errors = Vec::new();
+    for ep in endpoints {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(CLI_REQUEST_TIMEOUT);
+        match Client::connect([ep.as_str()], Some(opts)).await {
+            Ok(mut c) => match tokio::time::timeout(timeout, c.status()).await {
+                Ok(Ok(_)) => return Ok(c),
+                Ok(Err(e)) => errors.push(format!("{ep}: {}", root_cause(&e))),
+                Err(_) => errors.push(format!("{ep}: no answer within {} s", timeout.as_secs())),
+            },
+            Err(e) => errors.push(format!("{ep}: {}", root_cause(&e))),
+        }
+    }
+    bail!("no etcd endpoint answered:\n  {}", errors.join("\n  "))
+}
+
+/// The agent's client of `localhost:2379` (its member or proxy), for keys,
+/// watches and the lease: connect and request timeouts of `timeout`, HTTP/2
+/// keep-alive pings every 5 s so that a dead connection is noticed. The
+/// connection is lazy: this does not fail when nothing listens yet.
+///
+/// # Errors
+/// The client could not be set up (a malformed URL).
+pub async fn localhost(timeout: Duration) -> Result<Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(timeout)
+        .with_timeout(timeout)
+        .with_keep_alive(Duration::from_secs(5), timeout);
+    Ok(Client::connect([LOCALHOST_CLIENT_URL], Some(opts)).await?)
+}
+
+/// An etcd client error in few words: for a refused connection "tcp
+/// connect error: Connection refused (os error 111)", not the debug form of
+/// the gRPC status around it.
+pub fn root_cause(e: &etcd_client::Error) -> String {
+    fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut last = e;
+        while let Some(inner) = last.source() {
+            last = inner;
+        }
+        last.to_string()
+    }
+    match e {
+        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(status) {
+            Some(inner) => format!("{}: {}", status.message(), innermost(inner)),
+            None => status.message().to_string(),
+        },
+        other => innermost(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn endpoints_and_prefix_come_from_the_config_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(
+            dir.path(),
+            "config.toml",
+            "key_prefix = \"/k\"\n[etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\n",
+        );
+        let t = target(&cfg, vec![], None).unwrap();
+        assert_eq!(t.endpoints, [LOCALHOST_CLIENT_URL, "http://10.0.0.1:2379"]);
+        assert_eq!(t.keyspace.prefix(), "/k");
+        let t = target(
+            &cfg,
+            vec!["http://127.0.0.2:2379".into()],
+            Some("/p".into()),
+        )
+        .unwrap();
+        assert_eq!(t.endpoints, ["http://127.0.0.2:2379"]);
+        assert_eq!(t.config_endpoints, ["http://10.0.0.1:2379"]);
+        assert_eq!(t.keyspace.prefix(), "/p");
+        // No config file at all: the defaults.
+        let t = target(&dir.path().join("none.toml"), vec![], None).unwrap();
+        assert_eq!(t.endpoints, [LOCALHOST_CLIENT_URL]);
+        assert_eq!(t.keyspace.prefix(), Keyspace::DEFAULT_PREFIX);
+    }
+
+    #[test]
+    fn a_broken_config_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write(dir.path(), "config.toml", "[etcd\nendpoints = 1\n");
+        let f = target(&cfg, vec![], None).unwrap_err();
+        assert_eq!(f.code, crate::exit::CONFIG);
+        let msg = format!("{:#}", f.error);
+        assert!(
+            msg.contains("cannot use the agent config") && msg.contains("config.toml"),
+            "{msg}"
+        );
+        // --endpoints alone is not enough: the prefix would be a guess.
+        let f = target(&cfg, vec!["http://127.0.0.1:2379".into()], None).unwrap_err();
+        assert_eq!(f.code, crate::exit::CONFIG);
+        // Both given: nothing is taken from the file.
+        let t = target(
+            &cfg,
+            vec!["http://127.0.0.1:2379".into()],
+            Some("/x".into()),
+        )
+        .unwrap();
+        assert!(t.settings.is_none());
+        assert_eq!(t.keyspace.prefix(), "/x");
+    }
+}

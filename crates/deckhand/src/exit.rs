@@ -1,0 +1,73 @@
+//! Exit statuses of every `deckhand` command, in one place.
+//!
+//! They follow sysexits.h where one fits, so scripts and systemd can tell a
+//! configuration error (fix a file, do not retry) from a failure that may
+//! pass on its own.
+
+use std::process::ExitCode;
+
+/// Success.
+pub const OK: u8 = 0;
+/// The command failed: etcd did not answer, a write was refused, a node did
+/// not converge in time, an image could not be pulled.
+pub const FAILED: u8 = 1;
+/// A bad argument (an invalid image reference on the command line).
+pub const USAGE: u8 = 2;
+/// A configuration error (EX_CONFIG): the agent config cannot be read or is
+/// invalid, or names a file that does not exist. `deckhand.service` has
+/// `RestartPreventExitStatus=78`: systemd does not restart an agent that
+/// cannot start until its config is fixed.
+pub const CONFIG: u8 = 78;
+
+/// A command's error together with the exit status it ends with.
+#[derive(Debug)]
+pub struct Failure {
+    /// One of the constants of this module.
+    pub code: u8,
+    /// What went wrong, printed as `deckhand: {error:#}`.
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// A failure with status [`FAILED`].
+    pub fn failed(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: FAILED,
+            error: error.into(),
+        }
+    }
+
+    /// A failure with status [`CONFIG`].
+    pub fn config(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: CONFIG,
+            error: error.into(),
+        }
+    }
+
+    /// A failure with status [`USAGE`].
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: USAGE,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure::failed(error)
+    }
+}
+
+/// Prints a command's error on stderr (`deckhand <what>: <error>`) and maps
+/// the result to its exit status.
+pub fn finish(what: &str, r: Result<(), Failure>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::from(OK),
+        Err(f) => {
+            eprintln!("{what}: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Test support: a real single-member etcd (Debian's `etcd-server`) on free
+//! loopback ports, killed when dropped.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use etcd_client::Client;
+
+/// A running etcd.
+pub struct Etcd {
+    /// Its client URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Etcd {
+    /// Starts one and waits until it answers (at most 10 s).
+    pub async fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let child = Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("these tests need etcd (Debian's etcd-server; integration/prereqs)");
+        let etcd = Etcd {
+            url,
+            child,
+            _dir: dir,
+        };
+        etcd.client().await;
+        etcd
+    }
+
+    /// A client that has had an answer.
+    pub async fn client(&self) -> Client {
+        let eps = [self.url.clone()];
+        for _ in 0..100 {
+            if let Ok(c) = crate::connect::first_answering(&eps, Duration::from_secs(2)).await {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("etcd at {} did not answer within 10 s", self.url);
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
