@@ -6,7 +6,7 @@ use deckhand_model::{EtcdMode, EtcdRole, EtcdStatus, NodeStatus, Role};
 use deckhand_plan::{Observation, Step};
 
 use super::desired::Desired;
-use super::planes::PlanesOutcome;
+use super::planes::summary::PlanesOutcome;
 use crate::identity::Identity;
 use crate::store::Store;
 

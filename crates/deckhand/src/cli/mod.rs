@@ -4,21 +4,15 @@
 
 pub mod plane;
 pub mod role;
+pub mod session;
 pub mod status;
 pub mod table;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::connect::{self, CLI_REQUEST_TIMEOUT, Target};
 use crate::paths;
-use crate::store::Store;
-
-/// How long each endpoint may take to answer when a command connects.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `deckhand`: its global options and subcommands.
 #[derive(Parser)]
@@ -67,36 +61,4 @@ pub enum Command {
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
     Preseed(crate::preseed::PreseedArgs),
-}
-
-/// A CLI command's connection: the store over the first endpoint that
-/// answered, and where the command was pointed.
-pub struct Session {
-    /// Keys, through the endpoint that answered.
-    pub store: Store,
-    /// The endpoints and prefix.
-    pub target: Target,
-}
-
-impl Session {
-    /// Connects to the first endpoint of `target` that answers.
-    ///
-    /// # Errors
-    /// No endpoint answered: each one's reason in few words.
-    pub async fn connect(target: Target) -> Result<Session> {
-        let client = connect::first_answering(&target.endpoints, CONNECT_TIMEOUT).await?;
-        Ok(Session {
-            store: Store::new(client, target.keyspace.clone(), CLI_REQUEST_TIMEOUT),
-            target,
-        })
-    }
-
-    /// Tries the endpoints again (the one in use stopped answering, e.g.
-    /// while the local member or proxy restarts); keeps the old client
-    /// when none answers.
-    pub async fn reconnect(&mut self) {
-        if let Ok(c) = connect::first_answering(&self.target.endpoints, CONNECT_TIMEOUT).await {
-            self.store.set_client(c);
-        }
-    }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use deckhand_model::{ImageRef, Plane, PlaneConfig, PlaneUnit, UnitMode};
 
-use super::Session;
+use super::session::Session;
 use crate::connect::Target;
 
 /// `deckhand plane ...`

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Subcommand;
 use deckhand_model::{EtcdRole, Plane, Role};
 
-use super::Session;
+use super::session::Session;
 use crate::store::NodeKeys;
 
 /// `deckhand role ...`

@@ -12,7 +12,7 @@ use deckhand_etcd::{Cluster, Member};
 use deckhand_model::{EtcdMode, EtcdStatus, ImagesStatus, Plane, PlaneStatus, Role, UnitMode};
 use serde::Serialize;
 
-use super::Session;
+use super::session::Session;
 use super::table::columns;
 use crate::connect::Target;
 use crate::store::NodeKeys;

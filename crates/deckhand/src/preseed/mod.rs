@@ -20,10 +20,9 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 use deckhand_images::Preseeder;
 use deckhand_model::{ClusterConfig, ImageRef, Keyspace};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use self::output::{age, print_events, summary_json, summary_line};
+use self::output::{Source, age, print_events, summary_json, summary_line};
 use crate::exit::Failure;
 use crate::images::{pull_options, read_cache};
 use crate::store::Store;
@@ -93,15 +92,6 @@ pub struct PreseedArgs {
     /// The agent's image cache.
     #[arg(long, default_value = paths::IMAGE_CACHE, value_name = "PATH")]
     cache: PathBuf,
-}
-
-/// Where the image list came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Arguments,
-    Etcd,
-    Cache,
 }
 
 /// `deckhand preseed`.

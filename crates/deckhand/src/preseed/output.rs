@@ -10,7 +10,14 @@ use deckhand_model::ImageRef;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::Source;
+/// Where the image list came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Arguments,
+    Etcd,
+    Cache,
+}
 
 /// `, written 12 min ago` from the file's modification time.
 pub fn age(path: &Path) -> String {
