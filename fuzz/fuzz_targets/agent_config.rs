@@ -1,17 +1,10 @@
 //! The agent's TOML config (`/etc/deckhand/config.toml` and its drop-ins):
 //! `parse_fragment` then `validate` must return `Ok` or `Err` for every file
 //! content, never panic.
-//!
-//! The parser lives in the binary crate `deckhand`, which has no library target
-//! to import, so its module is compiled into this target directly. It may use
-//! only std, anyhow, serde and toml (fuzz/Cargo.toml); its tests are
-//! `#[cfg(test)]` and not built here.
+//! The parser is `deckhand::config`, imported from the `deckhand` library.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../crates/deckhand/src/config.rs"]
-mod config;
-
+use deckhand::config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
