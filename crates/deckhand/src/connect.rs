@@ -64,9 +64,10 @@ pub fn target(
             None
         }
         Err(e) => {
-            return Err(Failure::config(e.context(
-                "cannot use the agent config: fix it (see --help), or give both --endpoints and --prefix",
-            )));
+            return Err(Failure::config(e.context(format!(
+                "cannot use the agent config {} (fix it, or give both --endpoints and --prefix to work without it)",
+                config_path.display()
+            ))));
         }
     };
     let config_endpoints = settings

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
         prefix,
         command,
     } = cli;
+    // Errors print as `deckhand preseed: ...` / `deckhand agent: ...`.
+    let label = match command {
+        Command::Agent => "deckhand agent",
+        Command::Preseed(_) => "deckhand preseed",
+        _ => "deckhand",
+    };
     let target = || connect::target(&config_path, endpoints.clone(), prefix.clone());
     let result: Result<(), Failure> = runtime.block_on(async {
         match command {
@@ -50,5 +56,5 @@ fn main() -> ExitCode {
             }
         }
     });
-    exit::finish("deckhand", result)
+    exit::finish(label, result)
 }
