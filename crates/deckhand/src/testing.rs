@@ -1,10 +1,39 @@
 //! Test support: a real single-member etcd (Debian's `etcd-server`) on free
-//! loopback ports, killed when dropped.
+//! loopback ports, killed when dropped, and a status document to start from.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use deckhand_model::{EtcdMode, EtcdStatus, NodeStatus};
 use etcd_client::Client;
+
+/// A converged node's status document: `name` at 10.0.0.1, etcd `mode`,
+/// nothing desired, no error; tests change the fields they look at.
+pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
+    NodeStatus {
+        id: name.into(),
+        name: name.into(),
+        address: "10.0.0.1".into(),
+        version: "0".into(),
+        desired: None,
+        desired_revision: 0,
+        applied: None,
+        converged: true,
+        etcd: EtcdStatus {
+            mode,
+            member_id: None,
+            leader: false,
+        },
+        step: None,
+        blocked: None,
+        error: None,
+        failure_domain: None,
+        replacer: None,
+        events: vec![],
+        planes: vec![],
+        images: Default::default(),
+    }
+}
 
 /// A running etcd.
 pub struct Etcd {

@@ -224,34 +224,15 @@ impl Replacer {
 mod tests {
     use std::time::Duration;
 
-    use deckhand_model::{EtcdStatus, NodeStatus};
+    use deckhand_model::NodeStatus;
 
     use super::*;
+    use crate::testing::node_status;
 
     fn status(name: &str, mode: EtcdMode, domain: Option<&str>) -> NodeStatus {
-        NodeStatus {
-            id: name.into(),
-            name: name.into(),
-            address: "10.0.0.1".into(),
-            version: "0".into(),
-            desired: None,
-            desired_revision: 0,
-            applied: None,
-            converged: true,
-            etcd: EtcdStatus {
-                mode,
-                member_id: None,
-                leader: false,
-            },
-            step: None,
-            blocked: None,
-            error: None,
-            failure_domain: domain.map(str::to_string),
-            replacer: None,
-            events: vec![],
-            planes: vec![],
-            images: Default::default(),
-        }
+        let mut s = node_status(name, mode);
+        s.failure_domain = domain.map(str::to_string);
+        s
     }
 
     #[test]

@@ -205,37 +205,16 @@ pub fn resolve(nodes: &BTreeMap<String, NodeKeys>, node: &str) -> Result<String>
 
 #[cfg(test)]
 mod tests {
-    use deckhand_model::{EtcdMode, EtcdStatus, NodeStatus};
+    use deckhand_model::EtcdMode;
 
     use super::*;
+    use crate::testing::node_status;
 
     fn alive(name: &str) -> NodeKeys {
         NodeKeys {
             name: Some(name.into()),
             role: None,
-            status: Some(NodeStatus {
-                id: String::new(),
-                name: name.into(),
-                address: "10.0.0.1".into(),
-                version: "0".into(),
-                desired: None,
-                desired_revision: 0,
-                applied: None,
-                converged: true,
-                etcd: EtcdStatus {
-                    mode: EtcdMode::Proxy,
-                    member_id: None,
-                    leader: false,
-                },
-                step: None,
-                blocked: None,
-                error: None,
-                failure_domain: None,
-                replacer: None,
-                events: vec![],
-                planes: vec![],
-                images: Default::default(),
-            }),
+            status: Some(node_status(name, EtcdMode::Proxy)),
         }
     }
 

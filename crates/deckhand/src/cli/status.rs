@@ -348,9 +348,10 @@ fn units_table(s: &StatusJson) -> String {
 
 #[cfg(test)]
 mod tests {
-    use deckhand_model::{EtcdRole, NodeStatus};
+    use deckhand_model::EtcdRole;
 
     use super::*;
+    use crate::testing::node_status;
 
     fn member(id: u64, name: &str, learner: bool) -> Member {
         Member {
@@ -363,32 +364,17 @@ mod tests {
     }
 
     fn alive(name: &str, version: &str, leader_flag: bool) -> NodeKeys {
+        let mut s = node_status(name, EtcdMode::Member);
+        s.version = version.into();
+        s.desired = Some(Role::new(EtcdRole::Member));
+        s.desired_revision = 3;
+        s.applied = Some(Role::new(EtcdRole::Member));
+        s.etcd.member_id = Some("1".into());
+        s.etcd.leader = leader_flag;
         NodeKeys {
             name: Some(name.into()),
             role: None,
-            status: Some(NodeStatus {
-                id: String::new(),
-                name: name.into(),
-                address: "10.0.0.1".into(),
-                version: version.into(),
-                desired: Some(Role::new(EtcdRole::Member)),
-                desired_revision: 3,
-                applied: Some(Role::new(EtcdRole::Member)),
-                converged: true,
-                etcd: EtcdStatus {
-                    mode: EtcdMode::Member,
-                    member_id: Some("1".into()),
-                    leader: leader_flag,
-                },
-                step: None,
-                blocked: None,
-                error: None,
-                failure_domain: None,
-                replacer: None,
-                events: vec![],
-                planes: vec![],
-                images: Default::default(),
-            }),
+            status: Some(s),
         }
     }
 
