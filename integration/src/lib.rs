@@ -177,8 +177,12 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The harness nodes: (name, container state, connected to the network).
-fn harness_state() -> Result<(Vec<(String, String, bool)>, bool)> {
+/// A harness node in `integration/cluster status`: name, container state,
+/// connected to the harness network.
+type NodeState = (String, String, bool);
+
+/// The harness nodes, and whether the registry runs and answers.
+fn harness_state() -> Result<(Vec<NodeState>, bool)> {
     let out = cluster(&["status"])?;
     let mut nodes = Vec::new();
     let mut registry = false;
