@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 /// The repository root.
@@ -98,40 +98,410 @@ pub fn wait_for<T>(
 /// How long a role change may take to converge in the tests.
 pub const CONVERGE: Duration = Duration::from_secs(180);
 
-/// A fresh cluster of `n` nodes for one test: `down` then `up` at creation,
-/// `down` when dropped (unless `DECKHAND_E2E_KEEP` is set).
-pub struct ClusterGuard;
+/// The size of the shared cluster: every end-to-end test runs on 5 nodes.
+pub const SHARED_NODES: usize = 5;
+
+/// A harness cluster ready for one test, in the boot layout: node1..node3
+/// etcd members (the 3 voters), the others proxies, no plane, no plane
+/// config, no cluster config, no failpoint armed, every node running and
+/// connected, the registry running with the test images, and every agent
+/// alive and converged.
+///
+/// [`ClusterGuard::shared`] reuses the running cluster when it has the size
+/// and the inputs (node image, cloud-config) of this checkout, resetting and
+/// then verifying what tests change; [`ClusterGuard::fresh`] always boots.
+/// Dropping the guard leaves the cluster up for the next test:
+/// `integration/test` takes it down at the end (unless `DECKHAND_E2E_KEEP`
+/// is set); after a bare `cargo nextest run`, `integration/cluster down`.
+pub struct ClusterGuard {
+    /// Unix time (seconds) once the cluster was ready: journals and data
+    /// dirs of earlier tests are older than this.
+    pub since: u64,
+}
 
 impl ClusterGuard {
-    /// Boots a fresh cluster and waits until every node is alive and
-    /// converged with 3 voters.
-    pub fn up(n: usize) -> Result<ClusterGuard> {
+    /// The shared cluster of [`SHARED_NODES`] nodes: reused and reset if one
+    /// is up (a reset that cannot be verified boots a fresh one instead),
+    /// booted otherwise.
+    pub fn shared() -> Result<ClusterGuard> {
+        let n = SHARED_NODES;
+        let t = Instant::now();
+        match reusable(n) {
+            Ok(()) => match reset(n) {
+                Ok(()) => {
+                    println!(
+                        "[fixture] reused the running {n}-node cluster: reset and verified in {:.1} s",
+                        t.elapsed().as_secs_f64()
+                    );
+                    return Ok(Self::ready());
+                }
+                Err(e) => println!(
+                    "[fixture] reset of the running cluster failed after {:.1} s, booting a fresh one: {e:#}",
+                    t.elapsed().as_secs_f64()
+                ),
+            },
+            Err(e) => println!("[fixture] booting a fresh cluster: {e:#}"),
+        }
+        Self::fresh(n)
+    }
+
+    /// A freshly booted cluster of `n` nodes (`down`, then `up n`), once
+    /// every node is alive and converged with 3 voters.
+    pub fn fresh(n: usize) -> Result<ClusterGuard> {
+        let t = Instant::now();
         let _ = cluster(&["down"]);
         cluster(&["up", &n.to_string()])?;
-        let guard = ClusterGuard;
-        wait_for(
-            &format!("{n} nodes alive and converged with 3 voters"),
-            CONVERGE,
-            || {
-                let st = status("node1")?;
-                let nodes = st["nodes"].as_array().map(Vec::len).unwrap_or(0);
-                let all = st["nodes"].as_array().is_some_and(|a| {
-                    a.iter()
-                        .all(|x| x["alive"] == true && x["converged"] == true)
-                });
-                Ok((nodes == n && all && st["voters"] == 3).then_some(()))
-            },
-        )?;
-        Ok(guard)
+        let booted = t.elapsed();
+        wait_boot_layout(n, &[])?;
+        println!(
+            "[fixture] fresh {n}-node cluster: up in {:.1} s, converged {:.1} s later",
+            booted.as_secs_f64(),
+            (t.elapsed() - booted).as_secs_f64()
+        );
+        Ok(Self::ready())
+    }
+
+    fn ready() -> ClusterGuard {
+        // Log lines of the second the cluster became ready belong to the
+        // reset: tests read journals from the next second on.
+        std::thread::sleep(Duration::from_millis(1100));
+        ClusterGuard { since: unix_now() }
     }
 }
 
-impl Drop for ClusterGuard {
-    fn drop(&mut self) {
-        if std::env::var_os("DECKHAND_E2E_KEEP").is_none() {
-            let _ = cluster(&["down"]);
+/// Seconds since the Unix epoch (the nodes share this host's clock).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A harness node in `integration/cluster status`: name, container state,
+/// connected to the harness network.
+type NodeState = (String, String, bool);
+
+/// The harness nodes, and whether the registry runs and answers.
+fn harness_state() -> Result<(Vec<NodeState>, bool)> {
+    let out = cluster(&["status"])?;
+    let mut nodes = Vec::new();
+    let mut registry = false;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() >= 4 && f[0].starts_with("node") {
+            nodes.push((f[0].to_string(), f[2].to_string(), f[3] == "connected"));
+        }
+        if line.starts_with("registry ") {
+            registry = line.contains(": running,") && line.ends_with("API answering");
         }
     }
+    Ok((nodes, registry))
+}
+
+fn docker_out(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running docker {}", args.join(" ")))?;
+    ensure!(
+        out.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether the running harness can serve as this checkout's `n`-node
+/// cluster: exactly node1..nodeN exist, booted from the current node image
+/// with the current cloud-config. (The binary and units are compared, and
+/// reinstalled if they differ, by [`reset`].)
+fn reusable(n: usize) -> Result<()> {
+    let (nodes, _) = harness_state()?;
+    let names: Vec<&str> = nodes.iter().map(|(x, _, _)| x.as_str()).collect();
+    let want: Vec<String> = (1..=n).map(|k| format!("node{k}")).collect();
+    ensure!(
+        names == want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "the harness nodes are {names:?}, not node1..node{n}"
+    );
+    let out = Command::new(repo().join("integration/node-image/build"))
+        .arg("--tag")
+        .output()
+        .context("integration/node-image/build --tag")?;
+    let tag = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let image = docker_out(&["image", "inspect", "-f", "{{.Id}}", &tag])
+        .with_context(|| format!("node image {tag}"))?;
+    let cloud_config = std::fs::read(repo().join("packaging/cloud-config.yaml"))?;
+    for k in &want {
+        let used = docker_out(&["inspect", "-f", "{{.Image}}", k])?;
+        ensure!(
+            used == image,
+            "{k} runs image {used}, not the current {tag} ({image})"
+        );
+        let seed = repo().join(format!("integration/.cache/nodes/{k}/seed/user-data"));
+        ensure!(
+            std::fs::read(&seed).ok().as_deref() == Some(&cloud_config[..]),
+            "{k} was installed from another cloud-config than packaging/cloud-config.yaml"
+        );
+    }
+    Ok(())
+}
+
+/// What a node's reset runs: stop the tests' probes, disarm failpoints,
+/// drop the tests' drop-ins and config files, reinstall the staged binary
+/// and units if they differ, restart the agent (a new agent: no events or
+/// elections of an earlier test carry over).
+const NODE_RESET: &str = r#"
+set -e
+touch /tmp/probe.stop /tmp/faults-probe.stop
+rm -f /run/deckhand/failpoint /run/deckhand/failpoint.hit
+rm -f /run/systemd/system/deckhand.service.d/norestart.conf /etc/deckhand/config.d/50-test.toml
+cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
+for u in /opt/deckhand/dist/units/*.service; do
+  cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/
+done
+systemctl daemon-reload
+systemctl reset-failed deckhand.service 2>/dev/null || true
+systemctl show -P InvocationID deckhand.service
+systemctl restart --no-block deckhand.service
+"#;
+
+/// What a node's verification checks after the reset (prints what is wrong).
+const NODE_VERIFY: &str = r#"
+bad=""
+[ -e /run/deckhand/failpoint ] && bad="$bad failpoint-armed"
+[ -e /run/deckhand/failpoint.hit ] && bad="$bad failpoint-hit-file"
+[ -e /etc/deckhand/config.d/50-test.toml ] && bad="$bad config.d/50-test.toml"
+[ "$(systemctl show -P Restart deckhand.service)" = on-failure ] || bad="$bad agent-Restart=$(systemctl show -P Restart deckhand.service)"
+systemctl show -P DropInPaths deckhand.service | grep -q /run/ && bad="$bad runtime-drop-in"
+cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || bad="$bad stale-binary"
+a=$(systemctl list-units --state=active,activating --no-legend --plain 'demo-*' | wc -l)
+[ "$a" = 0 ] || bad="$bad demo-units-active:$a"
+c=$(docker ps -q | wc -l)
+[ "$c" = 0 ] || bad="$bad containers-running:$c"
+pgrep -f '[p]robe\.log|[f]aults-probe\.stop' >/dev/null && bad="$bad probe-running"
+echo "$bad"
+"#;
+
+/// Removes the stopped containers and the harness registry's images from
+/// a node's Docker; prints the images of the registry left.
+const NODE_IMAGES_RESET: &str = r#"
+docker container prune -f >/dev/null
+docker images --format '{{.Repository}}:{{.Tag}}' | grep '^172\.29\.77\.2:5000/' | xargs -r docker image rm -f >/dev/null
+docker images --format '{{.Repository}}:{{.Tag}}' | grep '^172\.29\.77\.2:5000/' || true
+"#;
+
+/// Puts the running `n`-node cluster back into the boot layout and verifies
+/// it (see [`ClusterGuard`]).
+fn reset(n: usize) -> Result<()> {
+    let names: Vec<String> = (1..=n).map(|k| format!("node{k}")).collect();
+    // The node binary and units of this checkout, as `up` would stage them.
+    cluster(&["build"])?;
+    // Nodes, network, registry.
+    let (nodes, _) = harness_state()?;
+    for (name, state, connected) in &nodes {
+        if state != "running" {
+            cluster(&["start", name])?;
+        }
+        if !connected {
+            cluster(&["heal", name])?;
+        }
+    }
+    cluster(&["registry", "start"])?;
+    cluster(&["images"])?;
+    // Every node: probes, failpoints, drop-ins, binary, a new agent.
+    let mut invocations = Vec::new();
+    for name in &names {
+        let out = sh_ok(name, NODE_RESET)?;
+        invocations.push(out.trim().to_string());
+    }
+    // etcd: the keys tests write, the configs, the keys of nodes that no
+    // longer exist (a recreated host has a new machine-id).
+    let ids: Vec<String> = names
+        .iter()
+        .map(|k| sh_ok(k, "cat /etc/machine-id").map(|s| s.trim().to_string()))
+        .collect::<Result<_>>()?;
+    wait_for("etcd to take writes", CONVERGE, || {
+        Ok(sh(
+            "node1",
+            "etcdctl --command-timeout=5s del --prefix /e2e/ >/dev/null && etcdctl --command-timeout=5s del --prefix /faults/ >/dev/null",
+        )?
+        .0
+        .then_some(()))
+    })?;
+    sh_ok(
+        "node1",
+        "etcdctl del /deckhand/config/cluster >/dev/null && etcdctl del --prefix /deckhand/config/planes/ >/dev/null",
+    )?;
+    let keys = sh_ok("node1", "etcdctl get --prefix /deckhand/nodes/ --keys-only")?;
+    let mut stale: Vec<&str> = keys
+        .lines()
+        .filter_map(|k| k.strip_prefix("/deckhand/nodes/"))
+        .filter_map(|k| k.split('/').next())
+        .filter(|id| !id.is_empty() && !ids.iter().any(|x| x == id))
+        .collect();
+    stale.dedup();
+    for id in &stale {
+        sh_ok(
+            "node1",
+            &format!("etcdctl del --prefix /deckhand/nodes/{id}/ >/dev/null"),
+        )?;
+        println!("[fixture] removed the keys of node id {id}, which no node has now");
+    }
+    // The boot layout's role keys.
+    let mut revs = Vec::new();
+    for (k, id) in ids.iter().enumerate() {
+        let etcd = if k < 3 { "member" } else { "proxy" };
+        let out = sh_ok(
+            "node1",
+            &format!("deckhand role set {id} --etcd {etcd} --planes ''"),
+        )?;
+        let rev: i64 = out
+            .split("revision ")
+            .nth(1)
+            .and_then(|s| s.trim().parse().ok())
+            .with_context(|| format!("no revision in {out:?}"))?;
+        revs.push((id.clone(), rev));
+    }
+    wait_boot_layout(n, &revs)?;
+    // Verify what the reset claims.
+    for (k, name) in names.iter().enumerate() {
+        let now = sh_ok(name, "systemctl show -P InvocationID deckhand.service")?;
+        ensure!(
+            now.trim() != invocations[k] && !now.trim().is_empty(),
+            "{name}: the agent was not restarted"
+        );
+        let bad = wait_for(
+            &format!("{name} clean (no failpoint, drop-in, plane unit, container, probe)"),
+            Duration::from_secs(30),
+            || {
+                let bad = sh_ok(name, NODE_VERIFY)?;
+                Ok(bad.trim().is_empty().then_some(()))
+            },
+        );
+        if bad.is_err() {
+            bail!(
+                "{name} not clean after the reset: {}",
+                sh_ok(name, NODE_VERIFY)?.trim()
+            );
+        }
+        // No test image in the node's Docker, as after a boot: a plane's
+        // first start must pull (and tests check that it did).
+        let left = sh_ok(name, NODE_IMAGES_RESET)?;
+        ensure!(
+            left.trim().is_empty(),
+            "{name}: test images left after the reset: {left}"
+        );
+    }
+    let (nodes, registry) = harness_state()?;
+    ensure!(
+        nodes.iter().all(|(_, s, c)| s == "running" && *c),
+        "nodes not all running and connected: {nodes:?}"
+    );
+    ensure!(registry, "the registry is not running and answering");
+    let left = sh_ok(
+        "node1",
+        "etcdctl get --prefix /deckhand/config/ --keys-only; etcdctl get --prefix /e2e/ --keys-only; etcdctl get --prefix /faults/ --keys-only",
+    )?;
+    ensure!(left.trim().is_empty(), "keys left after the reset: {left}");
+    let keys = sh_ok("node1", "etcdctl get --prefix /deckhand/nodes/ --keys-only")?;
+    for k in keys.lines().filter(|l| !l.is_empty()) {
+        ensure!(
+            ids.iter()
+                .any(|id| k.starts_with(&format!("/deckhand/nodes/{id}/"))),
+            "key of a node that does not exist: {k}"
+        );
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let role = sh_ok(
+            "node1",
+            &format!("etcdctl get --print-value-only /deckhand/nodes/{id}/role"),
+        )?;
+        let v: Value = serde_json::from_str(role.trim())
+            .with_context(|| format!("node{}'s role key: {role}", k + 1))?;
+        let etcd = if k < 3 { "member" } else { "proxy" };
+        ensure!(
+            v["etcd"] == etcd && v["planes"].as_array().is_none_or(Vec::is_empty),
+            "node{}'s role key is {v}",
+            k + 1
+        );
+    }
+    let images = Command::new("curl")
+        .args(["-fsS", "-m", "5", "http://127.0.0.1:5000/v2/_catalog"])
+        .output()?;
+    let catalog = String::from_utf8_lossy(&images.stdout);
+    for i in ["router", "control", "bench-0", "bench-9"] {
+        ensure!(
+            catalog.contains(&format!("deckhand/{i}\"")),
+            "registry lacks deckhand/{i}: {catalog}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until the cluster is in the boot layout: `n` nodes in status, each
+/// alive, converged (to a role key of at least the revision `revs` gives
+/// for its id), with no error and not blocked; 3 voters, the members
+/// node1..node3, all started, no learner.
+fn wait_boot_layout(n: usize, revs: &[(String, i64)]) -> Result<()> {
+    let want: Vec<String> = (1..=3.min(n)).map(|k| format!("node{k}")).collect();
+    wait_for(
+        &format!("{n} nodes alive and converged, members node1..node3 (3 voters)"),
+        CONVERGE,
+        || {
+            let st = status("node1")?;
+            let nodes = st["nodes"].as_array().cloned().unwrap_or_default();
+            let not_ready: Vec<String> = nodes
+                .iter()
+                .filter(|x| {
+                    let min_rev = revs
+                        .iter()
+                        .find(|(id, _)| x["id"] == id.as_str())
+                        .map_or(0, |(_, r)| *r);
+                    !(x["alive"] == true
+                        && x["converged"] == true
+                        && x["desired_revision"].as_i64().unwrap_or(0) >= min_rev
+                        && x["error"].is_null()
+                        && x["blocked"].is_null())
+                })
+                .map(|x| {
+                    format!(
+                        "{} (alive {}, converged {}, revision {}, error {}, blocked {})",
+                        x["name"],
+                        x["alive"],
+                        x["converged"],
+                        x["desired_revision"],
+                        x["error"],
+                        x["blocked"]
+                    )
+                })
+                .collect();
+            ensure!(
+                nodes.len() == n && not_ready.is_empty() && st["voters"] == 3,
+                "{} nodes in status, {} voters; not ready: {not_ready:?}",
+                nodes.len(),
+                st["voters"]
+            );
+            let m = members("node1")?;
+            let all = m["members"].as_array().cloned().unwrap_or_default();
+            let mut names: Vec<String> = all
+                .iter()
+                .filter(|x| {
+                    x["isLearner"] != true
+                        && x["clientURLs"].as_array().is_some_and(|u| !u.is_empty())
+                })
+                .filter_map(|x| x["name"].as_str().map(String::from))
+                .collect();
+            names.sort();
+            ensure!(
+                all.len() == 3 && names == want,
+                "members: {} entries, started voters {names:?}",
+                all.len()
+            );
+            Ok(Some(()))
+        },
+    )
 }
 
 /// Waits until node `name` reports alive, converged, from a role key of at
@@ -159,9 +529,14 @@ pub fn role_set(via: &str, node: &str, etcd: &str) -> Result<(bool, String, i64)
     Ok((ok, format!("{out}{err}"), rev))
 }
 
-/// The agent's journal on `node` (messages only).
-pub fn journal(node: &str) -> Result<String> {
-    sh_ok(node, "journalctl -u deckhand --no-pager -o cat")
+/// The agent's journal on `node` (messages only) from the Unix time
+/// `since` on (a test passes its guard's `since`: lines of earlier tests on
+/// a reused cluster are older).
+pub fn journal_since(node: &str, since: u64) -> Result<String> {
+    sh_ok(
+        node,
+        &format!("journalctl -u deckhand --no-pager -o cat --since @{since}"),
+    )
 }
 
 /// `etcdctl member list` as JSON from `node`'s localhost:2379... through a

@@ -8,7 +8,9 @@
 //! lost nothing, (6) a killed proxy's status expires.
 //!
 //! Needs Docker and root (it boots containers); `.ci/run` provides both.
-//! Set DECKHAND_E2E_KEEP=1 to leave the cluster up afterwards.
+//! Runs on the shared cluster (ClusterGuard::shared: reused and reset when
+//! one is up); integration/test takes it down at the end unless
+//! DECKHAND_E2E_KEEP=1.
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +40,7 @@ done
 
 #[test]
 fn five_node_cluster_roles() -> Result<()> {
-    let _guard = ClusterGuard::up(5)?;
+    let guard = ClusterGuard::shared()?;
 
     // ClusterGuard::up waited for five agents converged with three voters.
     let st = status("node1")?;
@@ -80,7 +82,7 @@ fn five_node_cluster_roles() -> Result<()> {
     );
     assert_eq!(st["voters"], 4, "{st:#}");
     assert_eq!(node(&st, "node4").unwrap()["etcd"]["mode"], "member");
-    let j = journal("node4")?;
+    let j = journal_since("node4", guard.since)?;
     let learner = j
         .find("starting learner")
         .context("node4 never started as a learner")?;
@@ -117,7 +119,7 @@ fn five_node_cluster_roles() -> Result<()> {
         "leadership moved away"
     );
     assert_eq!(node(&st, &leader).unwrap()["etcd"]["mode"], "proxy");
-    let j = journal(&leader)?;
+    let j = journal_since(&leader, guard.since)?;
     let moved = j
         .find("moving leadership")
         .context("leadership was not moved first")?;
@@ -125,13 +127,19 @@ fn five_node_cluster_roles() -> Result<()> {
         .find("removed this node's member")
         .context("member was not removed")?;
     assert!(moved < removed, "leadership moved before the removal");
+    // Moved aside by this test: `member.removed-<unix time>` of now, not a
+    // dir an earlier test on a reused cluster left.
     let aside = sh_ok(
         &leader,
         "ls -d /var/lib/deckhand-etcd/member.removed-*/member",
     )?;
-    assert!(
-        aside.contains("member.removed-"),
-        "data dir moved aside: {aside}"
+    ensure!(
+        aside.lines().any(|l| l
+            .split("member.removed-")
+            .nth(1)
+            .and_then(|t| t.trim_end_matches("/member").parse::<u64>().ok())
+            .is_some_and(|t| t >= guard.since)),
+        "data dir moved aside during this test: {aside}"
     );
 
     // 3. One more member to proxy: refused, nothing changed.

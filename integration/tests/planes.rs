@@ -6,7 +6,9 @@
 //! The plane units are the harness's demo units (integration/node-image
 //! overlay): `docker run --pull never` of images in the harness registry
 //! (172.29.77.2:5000), so a unit whose image was not preseeded fails
-//! instead of pulling. Each test boots its own cluster.
+//! instead of pulling. Every test runs on the shared 5-node cluster
+//! (ClusterGuard::shared), which starts with no plane and no image pulled
+//! by a plane.
 
 use std::time::{Duration, Instant};
 
@@ -81,25 +83,10 @@ fn unit_status(st: &Value, name: &str, unit: &str) -> Option<Value> {
         .find(|u| u["name"] == unit)
 }
 
-/// Lines of the agent's journal on `node` since the Unix time `since`.
-fn journal_since(node: &str, since: u64) -> Result<String> {
-    sh_ok(
-        node,
-        &format!("journalctl -u deckhand --no-pager -o cat --since @{since}"),
-    )
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Tests 1, 2, 4 and 5 of the issue on one 5-node cluster, in order.
 #[test]
 fn planes_run_where_they_belong() -> Result<()> {
-    let _guard = ClusterGuard::up(5)?;
+    let guard = ClusterGuard::shared()?;
     set_ttl()?;
     let all = ["node1", "node2", "node3", "node4", "node5"];
     let control = ["node1", "node2", "node3"];
@@ -131,7 +118,7 @@ fn planes_run_where_they_belong() -> Result<()> {
         // Preseeded before it started: the agent's journal says pulled,
         // then starting; the unit never had to fall back to a pull (it
         // runs with --pull never and never restarted).
-        let log = journal_since(n, 0)?;
+        let log = journal_since(n, guard.since)?;
         let pulled = log
             .find(&format!("preseed: pulled {}", image("router")))
             .with_context(|| format!("{n}: no preseed of the router image in:\n{log}"))?;
@@ -362,7 +349,7 @@ fn planes_run_where_they_belong() -> Result<()> {
 /// runs on the majority side, and never two at once (sampled throughout).
 #[test]
 fn singleton_is_fenced_across_a_partition() -> Result<()> {
-    let _guard = ClusterGuard::up(4)?;
+    let guard = ClusterGuard::shared()?;
     set_ttl()?;
     let all = ["node1", "node2", "node3", "node4"];
     sh_ok(
@@ -429,7 +416,7 @@ fn singleton_is_fenced_across_a_partition() -> Result<()> {
         "isolated copy ran {:.1} s, longer than the lease TTL",
         stopped.as_secs_f64()
     );
-    let log = journal_since(&holder, 0)?;
+    let log = journal_since(&holder, guard.since)?;
     ensure!(
         log.contains("fencing"),
         "{holder}'s journal does not mention fencing:\n{log}"
@@ -492,12 +479,33 @@ fn singleton_is_fenced_across_a_partition() -> Result<()> {
 /// clear error and a non-zero exit.
 #[test]
 fn preseed_command_pulls_once_and_fails_clearly() -> Result<()> {
-    let _guard = ClusterGuard::up(3)?;
+    let _guard = ClusterGuard::shared()?;
     let images: Vec<String> = (0..3).map(|i| image(&format!("bench-{i}"))).collect();
     let list = images.join(" ");
+    // The first run must download: none of these images on node2 yet (a
+    // reused cluster's node2 may have them from an earlier run).
+    for i in &images {
+        sh_ok(
+            "node2",
+            &format!(
+                "docker image rm -f {i} >/dev/null 2>&1; ! docker image inspect {i} >/dev/null 2>&1"
+            ),
+        )
+        .with_context(|| format!("{i} still present on node2"))?;
+    }
 
-    let (ok, out, err) = sh("node2", &format!("deckhand preseed --no-etcd {list}"))?;
+    let (ok, out, err) = sh(
+        "node2",
+        &format!("deckhand preseed --no-etcd --json {list}"),
+    )?;
     ensure!(ok, "first preseed failed:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).with_context(|| format!("JSON: {out}"))?;
+    ensure!(
+        report["pulled"].as_array().map(Vec::len) == Some(images.len())
+            && report["layers_downloaded"].as_u64().unwrap_or(0) > 0,
+        "the first run did not pull all {} images: {report:#}",
+        images.len()
+    );
     for i in &images {
         sh_ok("node2", &format!("docker image inspect {i} >/dev/null"))
             .with_context(|| format!("{i} not present after preseed"))?;

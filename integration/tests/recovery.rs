@@ -1,7 +1,8 @@
 //! End-to-end recovery tests (issue 4): the agent killed at every failpoint
 //! of both transitions, a learner whose node died, automatic member
 //! replacement, a host reprovisioned with its old name, and a partitioned
-//! leader. Each test boots its own 5-node cluster (integration/cluster).
+//! leader. Every test runs on the shared 5-node cluster (ClusterGuard::shared:
+//! reused and reset to the boot layout when one is up).
 
 use std::time::{Duration, Instant};
 
@@ -109,7 +110,7 @@ fn wait_hit(node: &str, point: &str) -> Result<()> {
 /// learner left over.
 #[test]
 fn agent_killed_at_every_failpoint_converges() -> Result<()> {
-    let _c = ClusterGuard::up(5)?;
+    let _c = ClusterGuard::shared()?;
     // Alternate: each join carries a join failpoint, each leave a leave one.
     let (joins, leaves) = (JOIN_POINTS.to_vec(), LEAVE_POINTS.to_vec());
     let rounds = joins.len().max(leaves.len());
@@ -186,7 +187,7 @@ fn hit_or_converged(node: &str, point: &str, rev: i64) -> Result<bool> {
 /// within the learner timeout and a new join succeeds.
 #[test]
 fn learner_of_a_dead_node_is_reaped() -> Result<()> {
-    let _c = ClusterGuard::up(5)?;
+    let _c = ClusterGuard::shared()?;
     config(r#"{"learner_timeout_seconds":10}"#)?;
     // Keep the agent dead after the failpoint, then kill the whole node.
     sh_ok(
@@ -249,7 +250,7 @@ fn healthy_voters(via: &str) -> Result<Option<Vec<String>>> {
 /// grace period; twice in a row.
 #[test]
 fn dead_members_are_replaced_to_keep_three_voters() -> Result<()> {
-    let _c = ClusterGuard::up(5)?;
+    let _c = ClusterGuard::shared()?;
     config(r#"{"lease_ttl_seconds":5,"dead_grace_seconds":5,"voters":3}"#)?;
     for victim in ["node3", "node2"] {
         let t = Instant::now();
@@ -282,7 +283,7 @@ fn dead_members_are_replaced_to_keep_three_voters() -> Result<()> {
 /// as a member when its (new) role key says so; its old entry is removed.
 #[test]
 fn reprovisioned_host_rejoins_as_member() -> Result<()> {
-    let _c = ClusterGuard::up(5)?;
+    let _c = ClusterGuard::shared()?;
     let (ok, out, rev) = role_set("node1", "node4", "member")?;
     ensure!(ok, "{out}");
     wait_converged("node1", "node4", rev)?;
@@ -347,7 +348,7 @@ fn fresh_node4(old: &Value, rev: i64) -> Result<Option<String>> {
 /// no destructive step while cut off, and everything converges after the heal.
 #[test]
 fn partitioned_leader_does_nothing_destructive() -> Result<()> {
-    let _c = ClusterGuard::up(5)?;
+    let _c = ClusterGuard::shared()?;
     config(r#"{"lease_ttl_seconds":5}"#)?;
     std::thread::sleep(Duration::from_secs(3));
     let st = status("node1")?;
