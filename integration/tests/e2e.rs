@@ -42,8 +42,25 @@ done
 fn five_node_cluster_roles() -> Result<()> {
     let guard = ClusterGuard::shared()?;
 
-    // ClusterGuard::up waited for five agents converged with three voters.
+    // ClusterGuard::shared waited for five agents converged with three voters.
     let st = status("node1")?;
+    // Every node reports the version of the agent it runs, in the JSON and
+    // in the table.
+    let version = sh_ok("node1", "deckhand --version")?;
+    let version = version
+        .trim()
+        .strip_prefix("deckhand ")
+        .context("deckhand --version")?;
+    for n in NODES {
+        assert_eq!(node(&st, n).unwrap()["version"], version, "{st:#}");
+    }
+    let table = sh_ok("node1", "deckhand status")?;
+    let header = table.lines().nth(1).unwrap_or_default();
+    assert!(header.contains("VERSION"), "{table}");
+    assert!(
+        table.lines().skip(2).take(5).all(|l| l.contains(version)),
+        "{table}"
+    );
     for n in ["node4", "node5"] {
         assert_eq!(
             node(&st, n).unwrap()["etcd"]["mode"],
@@ -192,6 +209,41 @@ fn five_node_cluster_roles() -> Result<()> {
     assert_eq!(n5["etcd"]["mode"], "proxy", "{n5:#}");
     assert_eq!(n5["alive"], true);
     sh_ok("node5", "systemctl is-active deckhand")?;
+    // The warning reached the journal at its priority (the agent's `<4>`
+    // prefix, read and stripped by journald): `journalctl -p warning` shows
+    // it, and none of the info lines the agent wrote meanwhile.
+    let warnings = sh_ok(
+        "node5",
+        &format!(
+            "journalctl -u deckhand -p warning --no-pager -o cat --since @{}",
+            guard.since
+        ),
+    )?;
+    assert!(
+        warnings.contains("ignoring malformed role key"),
+        "journalctl -p warning shows the rejected role key: {warnings}"
+    );
+    assert!(
+        !warnings.contains("<4>"),
+        "journald strips the prefix: {warnings}"
+    );
+    let infos = sh_ok(
+        "node5",
+        &format!(
+            "journalctl -u deckhand -p info..info --no-pager -o cat --since @{}",
+            guard.since
+        ),
+    )?;
+    assert!(
+        infos.contains("taking step"),
+        "node5's proxy updates are info lines: {infos}"
+    );
+    for line in infos.lines() {
+        assert!(
+            !warnings.lines().any(|w| w == line),
+            "an info line shows as a warning: {line}"
+        );
+    }
 
     // 5. Clients on every node kept working; nothing acknowledged was lost.
     for n in NODES {

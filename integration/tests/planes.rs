@@ -1,7 +1,8 @@
 //! End-to-end plane tests (issue 3): global units where their plane is,
 //! singleton units on exactly one node with failover on a node kill and
 //! fencing across a partition, a plane removed from a node, a bad plane
-//! config, and `deckhand preseed` against the harness registry.
+//! config, `deckhand preseed` against the harness registry, and the agent's
+//! preseed worker following the `[docker]` settings of a config drop-in.
 //!
 //! The plane units are the harness's demo units (integration/node-image
 //! overlay): `docker run --pull never` of images in the harness registry
@@ -554,4 +555,63 @@ fn preseed_command_pulls_once_and_fails_clearly() -> Result<()> {
     })();
     cluster(&["registry", "start"])?;
     result
+}
+
+/// The agent's preseed worker pulls with the `[docker]` settings of the
+/// agent config: a drop-in that asks for more free disk than any host has
+/// makes node4's pull of the router image fail with that reason (node5,
+/// without it, pulls); without the drop-in node4 pulls it too.
+#[test]
+fn preseed_worker_follows_a_docker_dropin() -> Result<()> {
+    let _guard = ClusterGuard::shared()?;
+    // The fixture removes this drop-in when it resets the cluster.
+    sh_ok(
+        "node4",
+        "mkdir -p /etc/deckhand/config.d && \
+         printf '[docker]\\nmin_free_bytes = 4611686018427387904\\npull_attempts = 1\\n' \
+           > /etc/deckhand/config.d/50-test.toml && systemctl restart deckhand",
+    )?;
+    sh_ok(
+        "node1",
+        &format!(
+            "deckhand plane set router --unit {ROUTER_UNIT}=global --image {}",
+            image("router")
+        ),
+    )?;
+    role_planes("node4", "proxy", "router")?;
+    role_planes("node5", "proxy", "router")?;
+    let st = wait_for("node4's pull to fail on free disk", CONVERGE, || {
+        let st = status("node1")?;
+        let failed = node(&st, "node4")
+            .and_then(|n| n["images"]["failed"].as_array())
+            .and_then(|f| f.first())
+            .and_then(|f| f["reason"].as_str())
+            .is_some_and(|r| {
+                r.contains("not enough free disk space") && r.contains("docker.min_free_bytes")
+            });
+        let pulled5 = node(&st, "node5").is_some_and(|n| n["images"]["present"] == 1);
+        Ok((failed && pulled5).then_some(st))
+    })?;
+    let n4 = node(&st, "node4").unwrap();
+    assert_eq!(n4["images"]["present"], 0, "{n4:#}");
+    let (present, _, _) = sh(
+        "node4",
+        &format!("docker image inspect {}", image("router")),
+    )?;
+    assert!(!present, "node4 did not pull the image");
+    sh_ok(
+        "node4",
+        "rm /etc/deckhand/config.d/50-test.toml && systemctl restart deckhand",
+    )?;
+    wait_for(
+        "node4 to pull the image without the drop-in",
+        CONVERGE,
+        || {
+            let st = status("node1")?;
+            Ok(node(&st, "node4")
+                .is_some_and(|n| n["images"]["present"] == 1 && n["converged"] == true)
+                .then_some(()))
+        },
+    )?;
+    Ok(())
 }
