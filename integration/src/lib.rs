@@ -248,11 +248,12 @@ fn reusable(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// What a node's reset runs: stop the tests' probes, disarm failpoints,
-/// drop the tests' drop-ins and config files, reinstall the staged binary
-/// and units if they differ, restart the agent (a new agent: no events or
-/// elections of an earlier test carry over).
-const NODE_RESET: &str = r#"
+/// What a node's reset runs first: stop the tests' probes, disarm
+/// failpoints, drop the tests' drop-ins and config files, reinstall the
+/// staged binary and units if they differ, start the agent if it is not
+/// running (the agents themselves then stop the plane units of the planes
+/// the reset takes away).
+const NODE_CLEAN: &str = r#"
 set -e
 touch /tmp/probe.stop /tmp/faults-probe.stop
 rm -f /run/deckhand/failpoint /run/deckhand/failpoint.hit
@@ -263,6 +264,13 @@ for u in /opt/deckhand/dist/units/*.service; do
 done
 systemctl daemon-reload
 systemctl reset-failed deckhand.service 2>/dev/null || true
+systemctl is-active -q deckhand.service || systemctl start --no-block deckhand.service
+"#;
+
+/// Then, once the node runs no plane unit: a new agent (no events,
+/// elections or memory of an earlier test carry over, and it runs the
+/// binary installed now); prints the old agent's invocation id.
+const NODE_RESTART: &str = r#"
 systemctl show -P InvocationID deckhand.service
 systemctl restart --no-block deckhand.service
 "#;
@@ -278,8 +286,8 @@ systemctl show -P DropInPaths deckhand.service | grep -q /run/ && bad="$bad runt
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || bad="$bad stale-binary"
 a=$(systemctl list-units --state=active,activating --no-legend --plain 'demo-*' | wc -l)
 [ "$a" = 0 ] || bad="$bad demo-units-active:$a"
-c=$(docker ps -q | wc -l)
-[ "$c" = 0 ] || bad="$bad containers-running:$c"
+c=$(docker ps --format '{{.Names}}' | paste -sd, -)
+[ -z "$c" ] || bad="$bad containers-running:$c"
 pgrep -f '[p]robe\.log|[f]aults-probe\.stop' >/dev/null && bad="$bad probe-running"
 echo "$bad"
 "#;
@@ -310,11 +318,9 @@ fn reset(n: usize) -> Result<()> {
     }
     cluster(&["registry", "start"])?;
     cluster(&["images"])?;
-    // Every node: probes, failpoints, drop-ins, binary, a new agent.
-    let mut invocations = Vec::new();
+    // Every node: probes, failpoints, drop-ins, binary, an agent running.
     for name in &names {
-        let out = sh_ok(name, NODE_RESET)?;
-        invocations.push(out.trim().to_string());
+        sh_ok(name, NODE_CLEAN)?;
     }
     // etcd: the keys tests write, the configs, the keys of nodes that no
     // longer exist (a recreated host has a new machine-id).
@@ -365,27 +371,32 @@ fn reset(n: usize) -> Result<()> {
         revs.push((id.clone(), rev));
     }
     wait_boot_layout(n, &revs)?;
-    // Verify what the reset claims.
-    for (k, name) in names.iter().enumerate() {
-        let now = sh_ok(name, "systemctl show -P InvocationID deckhand.service")?;
-        ensure!(
-            now.trim() != invocations[k] && !now.trim().is_empty(),
-            "{name}: the agent was not restarted"
-        );
-        let bad = wait_for(
-            &format!("{name} clean (no failpoint, drop-in, plane unit, container, probe)"),
-            Duration::from_secs(30),
-            || {
-                let bad = sh_ok(name, NODE_VERIFY)?;
-                Ok(bad.trim().is_empty().then_some(()))
-            },
-        );
-        if bad.is_err() {
-            bail!(
-                "{name} not clean after the reset: {}",
-                sh_ok(name, NODE_VERIFY)?.trim()
+    // The agents stopped their plane units (checked again after the
+    // restart); then every agent is replaced by a new process.
+    for name in &names {
+        node_clean(name)?;
+    }
+    let mut invocations = Vec::new();
+    for name in &names {
+        invocations.push(sh_ok(name, NODE_RESTART)?.trim().to_string());
+    }
+    wait_for("every agent restarted", Duration::from_secs(60), || {
+        for (k, name) in names.iter().enumerate() {
+            let now = sh_ok(
+                name,
+                "systemctl is-active deckhand.service >/dev/null && systemctl show -P InvocationID deckhand.service",
+            )?;
+            ensure!(
+                now.trim() != invocations[k] && !now.trim().is_empty(),
+                "{name}: the agent was not restarted"
             );
         }
+        Ok(Some(()))
+    })?;
+    wait_boot_layout(n, &revs)?;
+    // Verify what the reset claims.
+    for name in &names {
+        node_clean(name)?;
         // No test image in the node's Docker, as after a boot: a plane's
         // first start must pull (and tests check that it did).
         let left = sh_ok(name, NODE_IMAGES_RESET)?;
@@ -435,6 +446,30 @@ fn reset(n: usize) -> Result<()> {
         ensure!(
             catalog.contains(&format!("deckhand/{i}\"")),
             "registry lacks deckhand/{i}: {catalog}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits up to 30 s until `name` is clean: no failpoint, test drop-in or
+/// config file, the installed binary, no plane unit, container or probe
+/// running.
+fn node_clean(name: &str) -> Result<()> {
+    let clean = wait_for(
+        &format!("{name} clean (no failpoint, drop-in, plane unit, container, probe)"),
+        Duration::from_secs(30),
+        || Ok(sh_ok(name, NODE_VERIFY)?.trim().is_empty().then_some(())),
+    );
+    if clean.is_err() {
+        let bad = sh_ok(name, NODE_VERIFY)?;
+        let log = sh_ok(
+            name,
+            "journalctl -u deckhand -u 'demo-*' --no-pager -o short-precise -n 30",
+        )
+        .unwrap_or_default();
+        bail!(
+            "{name} not clean after the reset: {}; its last journal lines:\n{log}",
+            bad.trim()
         );
     }
     Ok(())
