@@ -29,7 +29,7 @@ use crate::store::Store;
 use crate::{config, connect, identity, paths};
 
 /// How long `deckhand preseed` waits for etcd (connect and every read
-/// together) before it falls back to [`CACHE_FILE`].
+/// together) before it falls back to [`crate::paths::IMAGE_CACHE`].
 pub const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `deckhand preseed` arguments.
