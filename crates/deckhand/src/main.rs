@@ -48,8 +48,8 @@ fn main() -> ExitCode {
                     Failure::failed(e)
                 })
             }
-            Command::Role(cmd) => Ok(role::role(target()?, cmd).await?),
-            Command::Plane(cmd) => Ok(plane::plane(target()?, cmd).await?),
+            Command::Role(cmd) => role::role(target()?, cmd).await,
+            Command::Plane(cmd) => plane::plane(target()?, cmd).await,
             Command::Status(args) => Ok(status::status(target()?, args).await?),
             Command::Preseed(args) => {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await

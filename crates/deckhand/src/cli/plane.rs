@@ -9,6 +9,7 @@ use deckhand_model::{ImageRef, Plane, PlaneConfig, PlaneUnit, UnitMode};
 
 use super::session::Session;
 use crate::connect::Target;
+use crate::exit::Failure;
 
 /// `deckhand plane ...`
 #[derive(Subcommand)]
@@ -105,7 +106,13 @@ fn plane_config(
 }
 
 /// `deckhand plane set|get|delete`.
-pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<()> {
+///
+/// # Errors
+/// [`crate::exit::USAGE`] for an unknown plane or an invalid config
+/// (checked before connecting: nothing is written); [`crate::exit::FAILED`]
+/// when no endpoint answers, a request fails, or `get` of one plane finds
+/// no config.
+pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<(), Failure> {
     // Validate before connecting: bad input changes nothing.
     let set = match &cmd {
         PlaneCommand::Set {
@@ -114,11 +121,21 @@ pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<()> {
             images,
             file,
         } => {
-            let p: Plane = plane.parse()?;
-            Some((p, plane_config(p, units, images, file.as_deref())?))
+            let p: Plane = plane.parse().map_err(Failure::usage)?;
+            let config = plane_config(p, units, images, file.as_deref()).map_err(Failure::usage)?;
+            Some((p, config))
         }
-        _ => None,
+        PlaneCommand::Get { plane: Some(p) } | PlaneCommand::Delete { plane: p } => {
+            p.parse::<Plane>().map_err(Failure::usage)?;
+            None
+        }
+        PlaneCommand::Get { plane: None } => None,
     };
+    run(target, cmd, set).await.map_err(Failure::failed)
+}
+
+/// `plane` once its arguments are valid (`set`: the config to write).
+async fn run(target: Target, cmd: PlaneCommand, set: Option<(Plane, PlaneConfig)>) -> Result<()> {
     let session = Session::connect(target).await?;
     let store = &session.store;
     match cmd {

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use deckhand_model::{EtcdRole, Plane, Role};
 
 use super::session::Session;
+use crate::exit::Failure;
 use crate::store::NodeKeys;
 
 /// `deckhand role ...`
@@ -42,8 +43,41 @@ pub enum RoleCommand {
     },
 }
 
+/// The role `--etcd ETCD --planes PLANES` asks for.
+///
+/// # Errors
+/// An unknown etcd role or plane, or a plane listed twice.
+pub fn role_of(etcd: &str, planes: &[String]) -> Result<Role> {
+    let mut role = Role::new(etcd.parse::<EtcdRole>()?);
+    let mut seen = BTreeSet::new();
+    for p in planes.iter().filter(|p| !p.is_empty()) {
+        let plane: Plane = p.parse()?;
+        if !seen.insert(plane) {
+            bail!("plane {p:?} is listed twice");
+        }
+        role.planes.insert(plane);
+    }
+    Ok(role)
+}
+
 /// `deckhand role set|get`.
-pub async fn role(target: crate::connect::Target, cmd: RoleCommand) -> Result<()> {
+///
+/// # Errors
+/// [`crate::exit::USAGE`] for a bad `--etcd` or `--planes` (checked before
+/// connecting: nothing is written); [`crate::exit::FAILED`] when no endpoint
+/// answers, the node is unknown, or `--wait` times out.
+pub async fn role(target: crate::connect::Target, cmd: RoleCommand) -> Result<(), Failure> {
+    let wanted = match &cmd {
+        RoleCommand::Set { etcd, planes, .. } => {
+            Some(role_of(etcd, planes).map_err(Failure::usage)?)
+        }
+        RoleCommand::Get { .. } => None,
+    };
+    run(target, cmd, wanted).await.map_err(Failure::failed)
+}
+
+/// `role` once its arguments are valid (`wanted`: the role to set).
+async fn run(target: crate::connect::Target, cmd: RoleCommand, wanted: Option<Role>) -> Result<()> {
     let mut session = Session::connect(target).await?;
     let session = &mut session;
     let nodes = session.store.nodes().await?;
@@ -65,21 +99,12 @@ pub async fn role(target: crate::connect::Target, cmd: RoleCommand) -> Result<()
         }
         RoleCommand::Set {
             node,
-            etcd,
-            planes,
             wait,
             timeout,
+            ..
         } => {
             let id = resolve(&nodes, &node)?;
-            let mut role = Role::new(etcd.parse::<EtcdRole>()?);
-            let mut seen = BTreeSet::new();
-            for p in planes.iter().filter(|p| !p.is_empty()) {
-                let plane: Plane = p.parse()?;
-                if !seen.insert(plane) {
-                    bail!("plane {p:?} is listed twice");
-                }
-                role.planes.insert(plane);
-            }
+            let role = wanted.expect("checked above");
             let rev = session.store.put_role(&id, &role).await?;
             println!("{node} ({id}): role set to {role} at revision {rev}");
             if wait {
@@ -216,6 +241,27 @@ mod tests {
             role: None,
             status: Some(node_status(name, EtcdMode::Proxy)),
         }
+    }
+
+    #[test]
+    fn role_flags_are_checked() {
+        let r = role_of("member", &["router".into(), "control".into()]).unwrap();
+        assert_eq!(r.to_string(), "member+control,router");
+        assert!(
+            role_of("proxy", &[String::new()])
+                .unwrap()
+                .planes
+                .is_empty()
+        );
+        assert!(role_of("voter", &[]).is_err());
+        assert!(
+            role_of("proxy", &["routr".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("unknown plane")
+        );
+        let twice = role_of("proxy", &["router".into(), "router".into()]).unwrap_err();
+        assert!(twice.to_string().contains("listed twice"));
     }
 
     #[test]
