@@ -35,6 +35,19 @@ fn set_ttl() -> Result<()> {
     Ok(())
 }
 
+/// The router plane: the global unit demo-router.service and its image
+/// (`deckhand plane set` on node1).
+fn set_router_plane() -> Result<()> {
+    sh_ok(
+        "node1",
+        &format!(
+            "deckhand plane set router --unit {ROUTER_UNIT}=global --image {}",
+            image("router")
+        ),
+    )?;
+    Ok(())
+}
+
 /// `deckhand role set NODE --etcd ETCD --planes PLANES` on node1; returns
 /// the revision.
 fn role_planes(node: &str, etcd: &str, planes: &str) -> Result<i64> {
@@ -93,13 +106,7 @@ fn planes_run_where_they_belong() -> Result<()> {
     let control = ["node1", "node2", "node3"];
 
     // 1. router: a global unit on node4 and node5 only, image preseeded first.
-    sh_ok(
-        "node1",
-        &format!(
-            "deckhand plane set router --unit {ROUTER_UNIT}=global --image {}",
-            image("router")
-        ),
-    )?;
+    set_router_plane()?;
     let r4 = role_planes("node4", "proxy", "router")?;
     let r5 = role_planes("node5", "proxy", "router")?;
     wait_converged("node1", "node4", r4)?;
@@ -324,13 +331,7 @@ fn planes_run_where_they_belong() -> Result<()> {
         "the previous router config stopped running"
     );
     // A valid config again clears the error.
-    sh_ok(
-        "node1",
-        &format!(
-            "deckhand plane set router --unit {ROUTER_UNIT}=global --image {}",
-            image("router")
-        ),
-    )?;
+    set_router_plane()?;
     wait_for("the plane error to clear", CONVERGE, || {
         let st = status("node1")?;
         let clear = all.iter().all(|n| {
@@ -571,13 +572,7 @@ fn preseed_worker_follows_a_docker_dropin() -> Result<()> {
          printf '[docker]\\nmin_free_bytes = 4611686018427387904\\npull_attempts = 1\\n' \
            > /etc/deckhand/config.d/50-test.toml && systemctl restart deckhand",
     )?;
-    sh_ok(
-        "node1",
-        &format!(
-            "deckhand plane set router --unit {ROUTER_UNIT}=global --image {}",
-            image("router")
-        ),
-    )?;
+    set_router_plane()?;
     role_planes("node4", "proxy", "router")?;
     role_planes("node5", "proxy", "router")?;
     let st = wait_for("node4's pull to fail on free disk", CONVERGE, || {

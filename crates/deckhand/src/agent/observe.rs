@@ -14,8 +14,8 @@ use super::context::Context;
 use super::desired::Desired;
 use super::learners::LearnerRecords;
 
-/// Timeout of one health check of a voter.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of one health check of a voter (also the replacer's).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one status request while looking for the leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -7,19 +7,16 @@
 //! so an operator's `deckhand role set` made meanwhile wins.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use deckhand_etcd::{LockOutcome, Member};
 use deckhand_model::{EtcdMode, EtcdRole, Plane, Role};
 use deckhand_plan::{NodeView, Replacement};
 
 use super::context::Context;
-use super::observe::member_views;
+use super::observe::{HEALTH_TIMEOUT, member_views};
 use super::status::EventLog;
 use crate::store::{NodeKeys, Store};
-
-/// Timeout of one health check of a voter.
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The planner's view of the nodes. `dead_since` remembers when each node
 /// was first seen without a status (its lease expired); it is updated here:

@@ -149,7 +149,7 @@ impl StatusWriter {
     /// Writes `status` on `lease` unless exactly that was written last.
     /// Failures are logged and retried on the next call.
     pub async fn write(&mut self, store: &Store, status: NodeStatus, lease: i64) {
-        if lease == 0 || self.written.as_ref() == Some(&(status.clone(), lease)) {
+        if lease == 0 || matches!(&self.written, Some((s, l)) if *s == status && *l == lease) {
             return;
         }
         match store.put_status(&status, lease).await {
