@@ -23,6 +23,11 @@ pub struct ClusterConfig {
     /// How long, in seconds, a learner may take to start and catch up before
     /// its join counts as failed and the learner is removed. Default 300.
     pub learner_timeout_seconds: u64,
+    /// How long, in seconds, a voter may stay added but not started (in the
+    /// member list with no name) before it is removed, when the started
+    /// voters keep quorum without it. Measured on the judging agent's own
+    /// monotonic clock. Default 300, allowed 10..=86400.
+    pub voter_start_timeout_seconds: u64,
     /// The number of voters the cluster should keep (odd, 1..=9). When set,
     /// one elected agent replaces the members of dead nodes by promoting
     /// healthy proxies. Unset by default: operators decide.
@@ -47,6 +52,7 @@ impl Default for ClusterConfig {
             lease_ttl_seconds: 20,
             min_voters: 3,
             learner_timeout_seconds: 300,
+            voter_start_timeout_seconds: 300,
             voters: None,
             dead_grace_seconds: 300,
             preseed_concurrency: 3,
@@ -105,6 +111,13 @@ impl ClusterConfig {
             return Err(ClusterConfigError::OutOfRange {
                 field: "learner_timeout_seconds",
                 value: cfg.learner_timeout_seconds,
+                range: "10..=86400",
+            });
+        }
+        if !(10..=86_400).contains(&cfg.voter_start_timeout_seconds) {
+            return Err(ClusterConfigError::OutOfRange {
+                field: "voter_start_timeout_seconds",
+                value: cfg.voter_start_timeout_seconds,
                 range: "10..=86400",
             });
         }

@@ -18,6 +18,7 @@ pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};
 pub use role::{EtcdRole, Plane, Role, RoleError};
 pub use status::{
+    Check, CheckState, VoterProblem, VoterTrouble,
     EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus, UnitStatus,
 };
 

@@ -88,6 +88,88 @@ pub struct NodeStatus {
     /// The images this node keeps present (preseed).
     #[serde(default)]
     pub images: ImagesStatus,
+    /// The node's own checks (local etcd, Docker daemon, free disk space...),
+    /// in a fixed order. A check's document changes only when its outcome
+    /// does, so checks add no periodic writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    /// Voters this agent sees in trouble (not started, not answering, no
+    /// deckhand node behind them), each with when this agent first saw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voter_problems: Vec<VoterProblem>,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckState {
+    /// Nothing wrong.
+    Pass,
+    /// Works, but something needs attention soon.
+    Warn,
+    /// Broken, or the check could not run (its detail says which).
+    Fail,
+}
+
+impl std::fmt::Display for CheckState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckState::Pass => "pass",
+            CheckState::Warn => "warn",
+            CheckState::Fail => "fail",
+        })
+    }
+}
+
+/// One check of a node, as its agent last ran it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// A stable, kebab-case name (`local-etcd`, `docker`, `disk-docker`,
+    /// `disk-etcd`, ...).
+    pub name: String,
+    /// Pass, warn or fail.
+    pub state: CheckState,
+    /// What it saw and, unless it passed, what to do, in words. Holds no
+    /// value that drifts while the outcome stays the same (no byte counts
+    /// of a passing disk check), so the document is not rewritten for it.
+    pub detail: String,
+}
+
+/// What is wrong with a voter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VoterTrouble {
+    /// Added to the member list but never started (no name, no client URLs).
+    NotStarted,
+    /// Started once, but its client URL does not answer.
+    NotAnswering,
+    /// No deckhand node's address matches its peer URL.
+    NoNode,
+}
+
+impl std::fmt::Display for VoterTrouble {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VoterTrouble::NotStarted => "not started",
+            VoterTrouble::NotAnswering => "not answering",
+            VoterTrouble::NoNode => "no deckhand node",
+        })
+    }
+}
+
+/// A voter in trouble, as one agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterProblem {
+    /// The member id, hex.
+    pub member_id: String,
+    /// Its first peer URL.
+    pub peer_url: String,
+    /// What is wrong.
+    pub trouble: VoterTrouble,
+    /// When this agent first saw it, Unix seconds on this node's wall clock.
+    /// For display only ("for 3 min"): no decision compares it with another
+    /// node's clock; decisions use the judging agent's monotonic clock.
+    pub since: u64,
 }
 
 /// One plane of a node, as its agent sees it.

@@ -32,6 +32,8 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         events: vec![],
         planes: vec![],
         images: Default::default(),
+        checks: Vec::new(),
+        voter_problems: Vec::new(),
     }
 }
 

@@ -100,6 +100,8 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         events: i.events.to_vec(),
         planes: planes.planes.clone(),
         images: planes.images.clone(),
+        checks: Vec::new(),
+        voter_problems: Vec::new(),
     }
 }
 
