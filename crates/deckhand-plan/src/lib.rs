@@ -11,12 +11,14 @@
 //! join as a learner, promote once in sync, one learner at a time, and never
 //! remove a voter when the healthy voters left would not hold quorum.
 
+pub mod health;
 mod observation;
 pub mod planes;
 mod replace;
 mod rules;
 mod step;
 
+pub use health::FaultTolerance;
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
 pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
 pub use replace::{NodeView, Replacement, plan_replacement};

@@ -77,6 +77,33 @@ pub struct PlaneConfigs {
     pub rejected: Vec<String>,
 }
 
+/// An etcd alarm kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlarmKind {
+    /// `NOSPACE`: the backend reached `--quota-backend-bytes`.
+    NoSpace,
+    /// `CORRUPT`: the member's data differs from the cluster's.
+    Corrupt,
+}
+
+impl std::fmt::Display for AlarmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlarmKind::NoSpace => "NOSPACE",
+            AlarmKind::Corrupt => "CORRUPT",
+        })
+    }
+}
+
+/// One active alarm: which member raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Alarm {
+    /// The member that raised it.
+    pub member_id: u64,
+    /// What kind.
+    pub kind: AlarmKind,
+}
+
 /// The typed store: an etcd client, the keyspace and a timeout per request.
 #[derive(Clone)]
 pub struct Store {
@@ -309,6 +336,41 @@ impl Store {
         )
         .await?;
         Ok(())
+    }
+
+    /// The cluster's active alarms, as etcd lists them: one entry per
+    /// member and alarm (`NOSPACE`: the member's backend reached its quota,
+    /// so etcd refuses puts and lease grants until compaction,
+    /// defragmentation and a disarm; `CORRUPT`: a hash check found the
+    /// member's data differs from the others'). Reading works under
+    /// `NOSPACE`. See <https://etcd.io/docs/v3.4/op-guide/maintenance/#space-quota>.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn alarms(&self) -> Result<Vec<Alarm>> {
+        use etcd_client::{AlarmAction, AlarmType};
+        let mut c = self.client();
+        let resp = self
+            .bounded(
+                "reading etcd's alarm list",
+                c.alarm(AlarmAction::Get, AlarmType::None, None),
+            )
+            .await?;
+        Ok(resp
+            .alarms()
+            .iter()
+            .filter_map(|a| {
+                let kind = match a.alarm() {
+                    AlarmType::Nospace => AlarmKind::NoSpace,
+                    AlarmType::Corrupt => AlarmKind::Corrupt,
+                    AlarmType::None => return None,
+                };
+                Some(Alarm {
+                    member_id: a.member_id(),
+                    kind,
+                })
+            })
+            .collect())
     }
 
     /// The holder of the membership lock (a node id), `None` when free.
