@@ -85,17 +85,6 @@ impl Keyspace {
         format!("{}/elections/", self.prefix)
     }
 
-    /// `<prefix>/learners/`: the parent of the learner records.
-    pub fn learners(&self) -> String {
-        format!("{}/learners/", self.prefix)
-    }
-
-    /// `<prefix>/learners/<member-id hex>`: when a pending learner was first
-    /// seen, in Unix seconds; stale learners are reaped from it.
-    pub fn learner(&self, member_id: u64) -> String {
-        format!("{}/learners/{member_id:x}", self.prefix)
-    }
-
     /// `<prefix>/locks/replacer`: held by the one agent that keeps the
     /// configured number of voters.
     pub fn replacer_lock(&self) -> String {

@@ -19,7 +19,9 @@ mod rules;
 mod step;
 
 pub use health::FaultTolerance;
-pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
+pub use observation::{
+    ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation, Sighting, utc,
+};
 pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
 pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
@@ -93,18 +95,89 @@ pub fn plan(o: &Observation) -> Step {
     }
 }
 
-/// A pending learner that is not this node's and has been pending longer
-/// than the learner timeout: it never started or never caught up.
+/// A pending learner that is not this node's and that this agent has seen
+/// pending for longer than the learner timeout: it never started or never
+/// caught up. Judged on this agent's own monotonic sighting
+/// ([`Sighting::for_secs`]), never on another node's clock.
 pub fn stale_learner(o: &Observation) -> Option<&MemberView> {
     let cluster = o.cluster.as_ref()?;
     let me = o.me().map(|m| m.id);
     cluster.members.iter().find(|m| {
         m.is_learner
             && Some(m.id) != me
-            && o.learner_since
+            && o.pending
                 .get(&m.id)
-                .is_some_and(|since| o.now.saturating_sub(*since) > o.learner_timeout)
+                .is_some_and(|s| s.for_secs > o.learner_timeout)
     })
+}
+
+/// A voter that is not this node's, was added but has not started (no
+/// client URLs published), and that this agent has seen so for longer than
+/// `voter_start_timeout_seconds` (on its own monotonic clock). A voter that
+/// started once and died is not one: that is the replacer's business.
+pub fn unstarted_voter(o: &Observation) -> Option<&MemberView> {
+    let cluster = o.cluster.as_ref()?;
+    let me = o.me().map(|m| m.id);
+    cluster.members.iter().find(|m| {
+        !m.is_learner
+            && !m.is_started()
+            && Some(m.id) != me
+            && o.pending
+                .get(&m.id)
+                .is_some_and(|s| s.for_secs > o.voter_start_timeout)
+    })
+}
+
+/// Why etcd would refuse to add a member now, in words, naming the voter
+/// in the way and the two ways out; `None` when no voter is known to be in
+/// the way.
+///
+/// etcd's strict reconfiguration check (on by default) refuses a
+/// `MemberAdd`, even of a learner, with "etcdserver: unhealthy cluster"
+/// unless the member taking the request has been connected to every voter
+/// for the last 5 s (`mayAddMember`, `isConnectedFullySince` in etcd 3.4's
+/// `etcdserver/server.go`; <https://etcd.io/docs/v3.4/op-guide/configuration/#--strict-reconfig-check>).
+/// A voter that never started, or one this agent's health checks found
+/// down, is such a voter.
+pub fn add_refusal(o: &Observation) -> Option<String> {
+    let cluster = o.cluster.as_ref()?;
+    let me = o.me().map(|m| m.id);
+    let in_the_way = cluster
+        .members
+        .iter()
+        .filter(|m| !m.is_learner && Some(m.id) != me)
+        .find(|m| !m.is_started() || m.healthy == Some(false))?;
+    let seen = |map: &std::collections::BTreeMap<u64, Sighting>| {
+        map.get(&in_the_way.id)
+            .map(|s| format!(" since {} (first seen by this agent)", s.at_utc()))
+            .unwrap_or_default()
+    };
+    let peer = in_the_way.peer_urls.first().map_or("", String::as_str);
+    let rule = "etcd refuses to add a member, even a learner, until every voter has been connected for 5 s (--strict-reconfig-check)";
+    let (what, handle) = if in_the_way.is_started() {
+        (
+            format!(
+                "voter {} ({:x}, {peer}) has not answered{}",
+                in_the_way.display_name(),
+                in_the_way.id,
+                seen(&o.down)
+            ),
+            in_the_way.name.clone(),
+        )
+    } else {
+        (
+            format!(
+                "voter {:x} ({peer}) was added but has not started{}; deckhand removes it once it has not started for voter_start_timeout_seconds = {}",
+                in_the_way.id,
+                seen(&o.pending),
+                o.voter_start_timeout
+            ),
+            format!("{:x}", in_the_way.id),
+        )
+    };
+    Some(format!(
+        "cannot join: {rule}, and {what}; start it again, or remove it: `deckhand member remove {handle}`"
+    ))
 }
 
 /// Member entries left over from an earlier life of this host: its peer URL
@@ -133,8 +206,9 @@ pub fn stale_self_entries(o: &Observation) -> Vec<&MemberView> {
 }
 
 /// Cluster chores that come before the node's own role: remove entries of
-/// this host's earlier life, and reap stale learners (done by voters and by
-/// nodes that want to join, so that a dead joiner never blocks later joins).
+/// this host's earlier life, voters that never started, and stale learners
+/// (done by voters and by nodes that want to join, so that a dead joiner
+/// never blocks later joins).
 fn housekeeping(o: &Observation) -> Option<Step> {
     let cluster = o.cluster.as_ref()?;
     if let Some(stale) = stale_self_entries(o).first() {
@@ -159,13 +233,32 @@ fn housekeeping(o: &Observation) -> Option<Step> {
             ),
         });
     }
-    let learner = stale_learner(o)?;
     let me = o.me();
     let wants_to_join = me.is_none() && target_role(o) == EtcdRole::Member;
     let is_voter = me.is_some_and(|m| !m.is_learner);
     if !(wants_to_join || is_voter) {
         return None;
     }
+    // A voter that never started: removed only when the started, healthy
+    // voters keep quorum without it (else it stays, and `add_refusal`
+    // names it to a joiner).
+    if let Some(voter) = unstarted_voter(o)
+        && check_removal(&cluster.members, voter.id, None).is_ok()
+    {
+        if o.lock != LockView::Mine {
+            return Some(lock_step(o));
+        }
+        return Some(Step::RemoveMember {
+            id: voter.id,
+            why: format!(
+                "voter {:x} ({}) was added but did not start within {} s",
+                voter.id,
+                voter.peer_urls.first().map_or("", String::as_str),
+                o.voter_start_timeout
+            ),
+        });
+    }
+    let learner = stale_learner(o)?;
     if o.lock != LockView::Mine {
         return Some(lock_step(o));
     }
@@ -224,6 +317,16 @@ fn plan_member(o: &Observation) -> Step {
                 return Step::StartProxy {
                     endpoints: cluster.proxy_endpoints(),
                 };
+            }
+            if let Some(reason) = add_refusal(o) {
+                // Reported, not retried against etcd: the agent looks again
+                // each pass and joins once the voter is back or removed.
+                // The lock is not held meanwhile: others may need it to
+                // remove the voter in the way.
+                if o.lock == LockView::Mine {
+                    return Step::ReleaseLock;
+                }
+                return Step::Blocked(reason);
             }
             if let Some(learner) = cluster.members.iter().find(|m| m.is_learner) {
                 return Step::Wait(format!(

@@ -1,5 +1,7 @@
 //! What the agent observed, as plain data: the input of the planner.
 
+use std::collections::BTreeMap;
+
 use deckhand_model::Role;
 
 /// Everything the planner decides from. Built by the agent each iteration.
@@ -25,13 +27,17 @@ pub struct Observation {
     pub cluster: Option<ClusterView>,
     /// The membership lock.
     pub lock: LockView,
-    /// Now, in Unix seconds.
-    pub now: u64,
     /// The cluster config's `learner_timeout_seconds`.
     pub learner_timeout: u64,
-    /// When each pending learner was first recorded (member id → Unix
-    /// seconds), from the `learners/` keys.
-    pub learner_since: std::collections::BTreeMap<u64, u64>,
+    /// The cluster config's `voter_start_timeout_seconds`.
+    pub voter_start_timeout: u64,
+    /// Members this agent has seen pending, by member id: learners, and
+    /// voters that have not started. Bounds are judged on these sightings
+    /// (see [`Sighting`]), never on another node's clock.
+    pub pending: BTreeMap<u64, Sighting>,
+    /// Voters this agent has seen not answering its health checks, by
+    /// member id (empty when it did not check).
+    pub down: BTreeMap<u64, Sighting>,
 }
 
 impl Observation {
@@ -43,6 +49,55 @@ impl Observation {
             .iter()
             .find(|m| m.peer_urls.iter().any(|u| u == &self.peer_url))
     }
+}
+
+/// When this agent first saw a fact (a member pending, a voter down), on
+/// two clocks.
+///
+/// Every bound that more than one node judges (the learner timeout, the
+/// unstarted-voter timeout) is measured by `for_secs`, on the judging
+/// agent's own monotonic clock (`std::time::Instant`): a wall clock that is
+/// off or stepped by NTP changes nothing, and an agent that restarts starts
+/// counting again, so it only ever waits longer, never reaps early.
+/// `at_unix` is for display only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sighting {
+    /// Seconds since the first sighting, on this agent's monotonic clock.
+    pub for_secs: u64,
+    /// The first sighting on this node's wall clock, Unix seconds; frozen
+    /// (so a status that shows it does not change every second) and never
+    /// fed into a decision.
+    pub at_unix: u64,
+}
+
+impl Sighting {
+    /// `at_unix` as `YYYY-MM-DD HH:MM:SS UTC`.
+    pub fn at_utc(&self) -> String {
+        utc(self.at_unix)
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar;
+/// the civil-from-days algorithm of
+/// <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>).
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 /// The local side: units and files.

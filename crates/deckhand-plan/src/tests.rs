@@ -22,6 +22,15 @@ fn member(id: u64, name: &str, learner: bool, healthy: bool) -> MemberView {
     }
 }
 
+/// A sighting `for_secs` old on this agent's monotonic clock; its wall-clock
+/// time is deliberately absurd: no decision may read it.
+fn seen(for_secs: u64) -> Sighting {
+    Sighting {
+        for_secs,
+        at_unix: 4_000_000_000,
+    }
+}
+
 fn three_voters() -> Vec<MemberView> {
     vec![
         member(1, "node1", false, true),
@@ -53,9 +62,10 @@ fn proxy_node(desired: EtcdRole) -> Observation {
             leader: Some(1),
         }),
         lock: LockView::Free,
-        now: 1000,
         learner_timeout: 300,
-        learner_since: Default::default(),
+        voter_start_timeout: 300,
+        pending: Default::default(),
+        down: Default::default(),
     }
 }
 
@@ -249,9 +259,11 @@ fn stale_learner_is_reaped_by_a_voter_or_a_joiner() {
         .unwrap()
         .members
         .push(member(9, "", true, false));
-    o.learner_since.insert(9, 900);
+    o.pending.insert(9, seen(100));
     assert_eq!(plan(&o), Step::Converged, "not stale yet");
-    o.learner_since.insert(9, 600);
+    o.pending.insert(9, seen(300));
+    assert_eq!(plan(&o), Step::Converged, "the bound itself is not past it");
+    o.pending.insert(9, seen(301));
     assert_eq!(plan(&o), Step::AcquireLock);
     o.lock = LockView::Mine;
     assert!(matches!(plan(&o), Step::RemoveMember { id: 9, why } if why.contains("within 300 s")));
@@ -263,11 +275,110 @@ fn stale_learner_is_reaped_by_a_voter_or_a_joiner() {
         .unwrap()
         .members
         .push(member(9, "", true, false));
-    j.learner_since.insert(9, 600);
+    j.pending.insert(9, seen(400));
     j.lock = LockView::Mine;
     assert!(matches!(plan(&j), Step::RemoveMember { id: 9, .. }));
     j.desired = Some(Role::new(EtcdRole::Proxy));
     assert_eq!(plan(&j), Step::ReleaseLock);
+}
+
+/// A voter entry added for `http://10.0.0.9:2380` that never started.
+fn unstarted(id: u64) -> MemberView {
+    let mut m = member(id, "", false, false);
+    m.healthy = None;
+    m
+}
+
+#[test]
+fn unstarted_voter_is_removed_after_the_bound_by_a_voter_or_a_joiner() {
+    let mut o = member_node(EtcdRole::Member);
+    o.voter_start_timeout = 10;
+    o.cluster.as_mut().unwrap().members.push(unstarted(9));
+    assert_eq!(plan(&o), Step::Converged, "never sighted: no bound runs");
+    o.pending.insert(9, seen(10));
+    assert_eq!(plan(&o), Step::Converged, "not past the bound yet");
+    o.pending.insert(9, seen(11));
+    assert_eq!(plan(&o), Step::AcquireLock);
+    o.lock = LockView::Other("n2".into());
+    assert!(
+        matches!(plan(&o), Step::Wait(w) if w.contains("n2")),
+        "one agent at a time"
+    );
+    o.lock = LockView::Mine;
+    assert!(
+        matches!(plan(&o), Step::RemoveMember { id: 9, why } if why.contains("did not start within 10 s") && why.contains("10.0.0.9:2380"))
+    );
+    // Not when the started voters would not keep quorum without it: two of
+    // the four started voters down, five voters in all.
+    let c = o.cluster.as_mut().unwrap();
+    c.members[0].healthy = Some(false);
+    c.members[1].healthy = Some(false);
+    assert!(!matches!(plan(&o), Step::RemoveMember { .. }));
+    // A started voter that died is not unstarted: the replacer's business.
+    let mut d = member_node(EtcdRole::Member);
+    d.voter_start_timeout = 10;
+    d.cluster.as_mut().unwrap().members[2].healthy = Some(false);
+    d.pending.insert(3, seen(1000));
+    d.lock = LockView::Mine;
+    assert_eq!(unstarted_voter(&d), None);
+    assert_eq!(plan(&d), Step::ReleaseLock);
+    // A proxy content to stay one leaves it alone; this node's own
+    // unstarted entry is never "another voter".
+    let mut p = proxy_node(EtcdRole::Proxy);
+    p.cluster.as_mut().unwrap().members.push(unstarted(9));
+    p.pending.insert(9, seen(1000));
+    assert_eq!(plan(&p), Step::Converged);
+    let mut me = proxy_node(EtcdRole::Member);
+    let mut mine = unstarted(4);
+    mine.peer_urls = vec![ME.into()];
+    me.cluster.as_mut().unwrap().members.push(mine);
+    me.pending.insert(4, seen(1000));
+    assert_eq!(unstarted_voter(&me), None);
+}
+
+#[test]
+fn a_joiner_is_blocked_while_a_voter_is_down_and_joins_once_it_is_removed() {
+    let mut o = proxy_node(EtcdRole::Member);
+    o.cluster.as_mut().unwrap().members[2].healthy = Some(false);
+    o.down.insert(3, seen(42));
+    let Step::Blocked(why) = plan(&o) else {
+        panic!("not blocked: {:?}", plan(&o));
+    };
+    for part in [
+        "node3",
+        "10.0.0.3:2380",
+        "since 2096-10-02 07:06:40 UTC",
+        "start it again",
+        "`deckhand member remove node3`",
+        "strict-reconfig-check",
+    ] {
+        assert!(why.contains(part), "{part:?} missing from {why:?}");
+    }
+    // Holding the lock while blocked would stop others removing the voter.
+    o.lock = LockView::Mine;
+    assert_eq!(plan(&o), Step::ReleaseLock);
+    // Unknown health (one failed check) does not block.
+    o.lock = LockView::Free;
+    o.cluster.as_mut().unwrap().members[2].healthy = None;
+    assert_eq!(plan(&o), Step::AcquireLock);
+    // The dead voter removed: the join goes on.
+    o.cluster.as_mut().unwrap().members.remove(2);
+    assert_eq!(plan(&o), Step::AcquireLock);
+    o.lock = LockView::Mine;
+    assert_eq!(plan(&o), Step::AddLearner);
+    // A voter that never started is in the way too, named by its id.
+    let mut u = proxy_node(EtcdRole::Member);
+    u.cluster.as_mut().unwrap().members.push(unstarted(9));
+    assert!(
+        matches!(plan(&u), Step::Blocked(r) if r.contains("voter 9 (http://10.0.0.9:2380) was added but has not started") && r.contains("`deckhand member remove 9`"))
+    );
+}
+
+#[test]
+fn utc_formats_unix_seconds() {
+    assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    assert_eq!(utc(1_796_183_445), "2026-12-02 03:50:45 UTC");
 }
 
 #[test]
@@ -421,9 +532,10 @@ prop_compose! {
                 1 => LockView::Mine,
                 _ => LockView::Other("x".into()),
             },
-            now: 1000,
             learner_timeout: 300,
-            learner_since: (1..=7u64).filter(|i| flags[10] || i % 2 == 0).map(|i| (i, if flags[11] { 100 } else { 900 })).collect(),
+            voter_start_timeout: 200,
+            pending: (1..=7u64).filter(|i| flags[10] || i % 2 == 0).map(|i| (i, seen(if flags[11] { 900 } else { 100 }))).collect(),
+            down: Default::default(),
         }
     }
 }
@@ -464,6 +576,14 @@ proptest! {
     }
 
     #[test]
+    fn never_asks_etcd_to_add_while_a_voter_is_in_the_way(o in arb_observation()) {
+        if matches!(plan(&o), Step::AddLearner | Step::AcquireLock) && o.me().is_none() && stale_learner(&o).is_none() && unstarted_voter(&o).is_none() && stale_self_entries(&o).is_empty() {
+            let c = o.cluster.as_ref().unwrap();
+            prop_assert!(c.members.iter().filter(|m| !m.is_learner).all(|m| m.is_started() && m.healthy != Some(false)));
+        }
+    }
+
+    #[test]
     fn promotes_only_safely(o in arb_observation()) {
         if let Step::Promote { id } = plan(&o) {
             let c = o.cluster.as_ref().unwrap();
@@ -498,12 +618,17 @@ proptest! {
             let m = c.members.iter().find(|m| m.id == id).unwrap();
             prop_assert_eq!(&o.lock, &LockView::Mine);
             prop_assert!(o.me().map(|me| me.id) != Some(id) || stale_self_entries(&o).iter().any(|s| s.id == id));
+            let seen_for = o.pending.get(&id).map(|s| s.for_secs);
+            let earlier_life = stale_self_entries(&o).iter().any(|s| s.id == id);
             if m.is_learner {
-                let since = o.learner_since.get(&id).copied();
-                prop_assert!(since.is_some_and(|t| o.now - t > o.learner_timeout) || stale_self_entries(&o).iter().any(|s| s.id == id));
+                prop_assert!(seen_for.is_some_and(|t| t > o.learner_timeout) || earlier_life);
             } else {
                 prop_assert!(check_removal(&c.members, id, None).is_ok());
                 prop_assert!(m.healthy != Some(true) || o.me().map(|me| me.id) == Some(id));
+                // A voter is removed by housekeeping only when it never
+                // started and was seen so past the bound (or is this
+                // host's own earlier entry).
+                prop_assert!(earlier_life || (!m.is_started() && seen_for.is_some_and(|t| t > o.voter_start_timeout)));
             }
         }
     }

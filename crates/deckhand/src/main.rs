@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deckhand::cli::{Cli, Command, plane, role, status};
+use deckhand::cli::{Cli, Command, member, node, plane, role, status};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, preseed};
 
@@ -50,6 +50,8 @@ fn main() -> ExitCode {
             }
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
+            Command::Member(cmd) => member::member(target()?, cmd).await,
+            Command::Node(cmd) => node::node(target()?, cmd).await,
             Command::Status(args) => Ok(status::status(target()?, args).await?),
             Command::Preseed(args) => {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await

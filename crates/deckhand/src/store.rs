@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use deckhand_model::{ClusterConfig, Keyspace, NodeStatus, Plane, PlaneConfig, Role};
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 
 /// An etcd revision (`mod_revision` of a key, or the store's revision after
 /// a write).
@@ -274,68 +274,40 @@ impl Store {
         Ok(())
     }
 
-    /// The learner records (`learners/<member id hex>` → unix seconds it was
-    /// first seen as a learner). A record whose value does not parse counts
-    /// as seen at `now`; a key that is not a hex id is skipped.
+    /// Deletes every key of node `id` (`nodes/<id>/`: role, name, status,
+    /// and anything else under it), in one transaction that does nothing
+    /// while its status key exists (its lease is alive: the node runs).
+    /// Returns the keys deleted; `None` when the status key exists. No other
+    /// key is touched: the range is exactly the prefix `nodes/<id>/`.
     ///
     /// # Errors
-    /// The request failed or timed out.
-    pub async fn learner_records(&self, now: u64) -> Result<BTreeMap<u64, u64>> {
-        let prefix = self.ks.learners();
-        let mut c = self.client();
-        let resp = self
-            .bounded(
-                "reading the learner records",
-                c.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-            )
-            .await?;
-        let mut out = BTreeMap::new();
-        for kv in resp.kvs() {
-            let Some(id) = kv
-                .key_str()
-                .ok()
-                .and_then(|k| k.strip_prefix(prefix.as_str()))
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            else {
-                continue;
-            };
-            let since = String::from_utf8_lossy(kv.value())
-                .trim()
-                .parse()
-                .unwrap_or(now);
-            out.insert(id, since);
-        }
-        Ok(out)
-    }
-
-    /// Records learner `id` as first seen at `now`, only if it has no
-    /// record yet (the earliest sighting wins). Returns whether this call
-    /// wrote it.
-    ///
-    /// # Errors
-    /// The request failed or timed out.
-    pub async fn record_learner(&self, id: u64, now: u64) -> Result<bool> {
-        let key = self.ks.learner(id);
+    /// An id that is empty or contains `/`; the request failed or timed out.
+    pub async fn forget_node(&self, id: &str) -> Result<Option<Vec<String>>> {
+        anyhow::ensure!(!id.is_empty() && !id.contains('/'), "bad node id {id:?}");
+        let prefix = format!("{}{id}/", self.ks.nodes());
+        let status = self.ks.status(id);
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, now.to_string(), None)]);
+            .when([Compare::create_revision(status, CompareOp::Equal, 0)])
+            .and_then([TxnOp::delete(
+                prefix.clone(),
+                Some(DeleteOptions::new().with_prefix().with_prev_key()),
+            )]);
         let mut c = self.client();
-        let resp = self.bounded("recording a learner", c.txn(txn)).await?;
-        Ok(resp.succeeded())
-    }
-
-    /// Deletes learner `id`'s record.
-    ///
-    /// # Errors
-    /// The request failed or timed out.
-    pub async fn delete_learner_record(&self, id: u64) -> Result<()> {
-        let mut c = self.client();
-        self.bounded(
-            "deleting a learner record",
-            c.delete(self.ks.learner(id), None),
-        )
-        .await?;
-        Ok(())
+        let resp = self.bounded("forgetting a node", c.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        let mut deleted = Vec::new();
+        for op in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Delete(d) = op {
+                deleted.extend(
+                    d.prev_kvs()
+                        .iter()
+                        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned()),
+                );
+            }
+        }
+        Ok(Some(deleted))
     }
 
     /// The cluster's active alarms, as etcd lists them: one entry per
@@ -540,22 +512,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn learner_records_keep_the_earliest_sighting() {
+    async fn forgetting_a_node_deletes_only_its_keys_and_never_a_live_one() {
         let etcd = Etcd::start().await;
         let store = Store::new(
             etcd.client().await,
             Keyspace::new("/t"),
             Duration::from_secs(5),
         );
-        assert!(store.record_learner(0xab, 100).await.unwrap());
-        assert!(!store.record_learner(0xab, 200).await.unwrap());
         let mut c = store.client();
-        c.put("/t/learners/not-hex", "1", None).await.unwrap();
-        c.put("/t/learners/cd", "garbage", None).await.unwrap();
-        let r = store.learner_records(300).await.unwrap();
-        assert_eq!(r, BTreeMap::from([(0xab, 100), (0xcd, 300)]));
-        store.delete_learner_record(0xab).await.unwrap();
-        assert_eq!(store.learner_records(300).await.unwrap().len(), 1);
+        for k in [
+            "/t/nodes/ab/role",
+            "/t/nodes/ab/name",
+            "/t/nodes/abc/name",
+            "/t/nodes/cd/name",
+            "/t/config/cluster",
+        ] {
+            c.put(k, "x", None).await.unwrap();
+        }
+        let mut gone = store.forget_node("ab").await.unwrap().unwrap();
+        gone.sort();
+        assert_eq!(gone, ["/t/nodes/ab/name", "/t/nodes/ab/role"]);
+        let left = c
+            .get(
+                "/t/",
+                Some(GetOptions::new().with_prefix().with_keys_only()),
+            )
+            .await
+            .unwrap();
+        let left: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+        assert_eq!(
+            left,
+            ["/t/config/cluster", "/t/nodes/abc/name", "/t/nodes/cd/name"]
+        );
+        // A node whose status exists is not touched.
+        c.put("/t/nodes/cd/status", "{}", None).await.unwrap();
+        assert_eq!(store.forget_node("cd").await.unwrap(), None);
+        assert_eq!(
+            c.get("/t/nodes/cd/name", None).await.unwrap().kvs().len(),
+            1
+        );
+        assert!(store.forget_node("").await.is_err());
+        assert!(store.forget_node("a/b").await.is_err());
     }
 
     #[tokio::test]

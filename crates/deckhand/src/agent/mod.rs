@@ -6,7 +6,8 @@
 //!
 //! The parts, one module each: [`desired`] (the role and cluster config
 //! from watch events), [`watches`], [`observe`], [`act`] (one step),
-//! [`local`] (the member and proxy units), [`learners`] (learner records),
+//! [`local`] (the member and proxy units), [`sightings`] (first sightings
+//! on the agent's monotonic clock),
 //! [`replacer`], [`status`] (the status document), [`planes`] (plane units),
 //! [`fence`] (singletons stopped before the lease can expire) and
 //! [`images`] (the preseed worker).
@@ -16,11 +17,11 @@ pub mod context;
 pub mod desired;
 pub mod fence;
 pub mod images;
-pub mod learners;
 pub mod local;
 pub mod observe;
 pub mod planes;
 pub mod replacer;
+pub mod sightings;
 pub mod status;
 pub mod watches;
 
@@ -37,7 +38,6 @@ use deckhand_systemd::{Systemd, notify};
 use self::context::{Context, REQUEST_TIMEOUT};
 use self::desired::Desired;
 use self::fence::Fence;
-use self::learners::LearnerRecords;
 use self::local::Local;
 use self::observe::Observer;
 use self::planes::{Planes, PlanesOutcome};
@@ -184,7 +184,6 @@ struct Agent {
     keeper_ttl: u64,
     desired: Desired,
     observer: Observer,
-    learners: LearnerRecords,
     replacer: Replacer,
     events: EventLog,
     status: StatusWriter,
@@ -208,7 +207,6 @@ impl Agent {
             keeper_ttl: 0,
             desired: Desired::default(),
             observer: Observer::default(),
-            learners: LearnerRecords::default(),
             replacer: Replacer::default(),
             events: EventLog::default(),
             status: StatusWriter::default(),
@@ -272,11 +270,7 @@ impl Agent {
     }
 
     async fn iterate(&mut self) -> Outcome {
-        let o = match self
-            .observer
-            .observe(&self.ctx, &self.desired, &mut self.learners)
-            .await
-        {
+        let o = match self.observer.observe(&self.ctx, &self.desired).await {
             Ok(o) => o,
             Err(e) => {
                 self.step_error = Some(format!("{e:#}"));

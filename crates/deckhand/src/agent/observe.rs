@@ -1,25 +1,31 @@
 //! The observation: everything the planner decides on, read fresh each
 //! iteration — the local units and files (D-Bus, disk), the member list
 //! from a real member, the leader, the voters' health (when this node needs
-//! it), the membership lock and the learner records.
+//! it), the membership lock, and this agent's first sightings of pending
+//! members and down voters (on its monotonic clock).
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use deckhand_etcd::{Cluster, Member};
-use deckhand_plan::{ClusterView, LockView, MemberView, Observation};
+use deckhand_plan::{ClusterView, LockView, MemberView, Observation, Sighting};
+
+/// Sightings by member id.
+type Sightings = std::collections::BTreeMap<u64, Sighting>;
 
 use super::context::Context;
 use super::desired::Desired;
-use super::learners::LearnerRecords;
+use super::sightings::FirstSeen;
 
 /// Timeout of one health check of a voter (also the replacer's).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of one status request while looking for the leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Now, in Unix seconds.
+/// Now, in Unix seconds on this node's wall clock: for display only (when
+/// a fact was first seen), never compared with another node's clock nor fed
+/// into a decision.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -68,6 +74,10 @@ pub fn damp_health(views: &mut [MemberView], streak: &mut HashMap<u64, u32>, dam
 pub struct Observer {
     /// Consecutive failed health checks per voter (member id → count).
     unhealthy_streak: HashMap<u64, u32>,
+    /// Members first seen pending: learners, and voters not started.
+    pending: FirstSeen,
+    /// Voters first seen not answering a health check.
+    down: FirstSeen,
 }
 
 impl Observer {
@@ -76,12 +86,7 @@ impl Observer {
     /// # Errors
     /// The local unit states could not be read over D-Bus. An etcd that does
     /// not answer is not an error: the observation then has no cluster.
-    pub async fn observe(
-        &mut self,
-        ctx: &Context,
-        desired: &Desired,
-        learners: &mut LearnerRecords,
-    ) -> Result<Observation> {
+    pub async fn observe(&mut self, ctx: &Context, desired: &Desired) -> Result<Observation> {
         let local = ctx
             .local
             .observe()
@@ -107,8 +112,12 @@ impl Observer {
                 let namesake = members
                     .iter()
                     .any(|m| m.name == ctx.identity.name && !m.has_peer_url(&me_peer));
-                // Proxies check the voters too: they point only at healthy ones.
+                // Proxies check the voters too: they point only at healthy
+                // ones. A voter that never started is removed only when the
+                // others are known healthy.
+                let unstarted = members.iter().any(|m| !m.is_learner && !m.is_started());
                 let need_health = namesake
+                    || unstarted
                     || me.is_none()
                     || me.is_some_and(|m| m.is_learner || desired.wants_proxy() || lost_data);
                 Some(self.cluster_view(ctx, members, need_health).await)
@@ -120,10 +129,11 @@ impl Observer {
         } else {
             LockView::Free
         };
-        let now = unix_now();
-        let learner_since = match &members {
-            Some(m) => learners.since(&ctx.store, m, now).await,
-            None => Default::default(),
+        // Without a member list nothing is known: the sightings are kept
+        // (forgetting them would only make the bounds longer).
+        let (pending, down) = match (&members, &cluster) {
+            (Some(m), Some(c)) => self.sightings(m, c),
+            _ => Default::default(),
         };
         let s = &ctx.settings;
         Ok(Observation {
@@ -139,10 +149,32 @@ impl Observer {
             local,
             cluster,
             lock,
-            now,
             learner_timeout: desired.config.learner_timeout_seconds,
-            learner_since,
+            voter_start_timeout: desired.config.voter_start_timeout_seconds,
+            pending,
+            down,
         })
+    }
+
+    /// Notes the pending members and the down voters of this observation
+    /// (before damping: a voter's first failed check starts its count).
+    fn sightings(&mut self, members: &[Member], view: &ClusterView) -> (Sightings, Sightings) {
+        let (now, unix) = (Instant::now(), unix_now());
+        let pending: Vec<u64> = members
+            .iter()
+            .filter(|m| m.is_learner || !m.is_started())
+            .map(|m| m.id)
+            .collect();
+        let down: Vec<u64> = view
+            .members
+            .iter()
+            .filter(|v| !v.is_learner && self.unhealthy_streak.get(&v.id).is_some_and(|n| *n > 0))
+            .map(|v| v.id)
+            .collect();
+        (
+            self.pending.see(&pending, now, unix),
+            self.down.see(&down, now, unix),
+        )
     }
 
     async fn cluster_view(

@@ -207,9 +207,10 @@ mod tests {
                 leader: Some(0xabc),
             }),
             lock: LockView::Free,
-            now: 0,
             learner_timeout: 120,
-            learner_since: BTreeMap::new(),
+            voter_start_timeout: 300,
+            pending: BTreeMap::new(),
+            down: BTreeMap::new(),
         }
     }
 

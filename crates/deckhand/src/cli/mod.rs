@@ -1,7 +1,9 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane` and `status` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `status`, `member` and `node` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+pub mod member;
+pub mod node;
 pub mod plane;
 pub mod role;
 pub mod session;
@@ -57,6 +59,12 @@ pub enum Command {
     /// Read or write a plane's config: its units and images.
     #[command(subcommand)]
     Plane(plane::PlaneCommand),
+    /// Remove an etcd member (voter or learner) safely, under the membership lock.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Forget a node that is gone for good: delete its keys.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence, version.
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
