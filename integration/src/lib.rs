@@ -258,6 +258,7 @@ set -e
 touch /tmp/probe.stop /tmp/faults-probe.stop
 rm -f /run/deckhand/failpoint /run/deckhand/failpoint.hit
 rm -f /run/systemd/system/deckhand.service.d/norestart.conf /etc/deckhand/config.d/50-test.toml
+rm -f /run/systemd/system/deckhand.service.d/faketime.conf /run/deckhand/faketime
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do
   cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/

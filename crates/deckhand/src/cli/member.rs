@@ -35,8 +35,10 @@ pub enum MemberCommand {
     /// changes membership meanwhile). A learner is always removed (it has no
     /// vote). A voter is removed only when the started, healthy voters left
     /// hold quorum of the smaller cluster, the healthy voters now can commit
-    /// the change, and at least `min_voters` (cluster config) voters remain;
-    /// the last voter is never removed. etcd checks again itself
+    /// the change, and, for a healthy voter, at least `min_voters` (cluster
+    /// config) voters remain (a voter that is down or never started may go
+    /// below it: it holds no usable vote, and it blocks every join); the
+    /// last voter is never removed. etcd checks again itself
     /// (--strict-reconfig-check) and may still refuse.
     ///
     /// When the member belongs to a deckhand node whose role key says
@@ -207,7 +209,10 @@ pub fn find(
 
 /// Why removing `member` is refused, in words; `None` when it is safe
 /// (`force` skips the quorum and `min_voters` rules, never the last-voter
-/// rule). `members` carry the health just checked.
+/// rule). `members` carry the health just checked. `min_voters` applies
+/// to a healthy voter only, as for the agents' own removals: a voter that
+/// is down or never started holds no vote anyone can use, and keeping it
+/// blocks every join (etcd refuses to add a member while a voter is down).
 pub fn refusal(
     members: &[deckhand_plan::MemberView],
     member: u64,
@@ -224,7 +229,8 @@ pub fn refusal(
             "member {member:x} is the last voter: removing it would destroy the cluster (not even --force does this)"
         ));
     }
-    match check_removal(members, member, Some(min_voters)) {
+    let guard = (m.is_started() && m.healthy == Some(true)).then_some(min_voters);
+    match check_removal(members, member, guard) {
         Ok(()) => None,
         Err(_) if force => None,
         Err(reason) => Some(format!(
@@ -273,10 +279,12 @@ async fn remove(
             member.name.clone()
         }
     );
-    if force && check_removal(&views, member.id, Some(config.min_voters)).is_err() {
+    if force
+        && !member.is_learner
+        && let Err(why) = check_removal(&views, member.id, Some(config.min_voters))
+    {
         eprintln!(
-            "deckhand: --force: removing {label} although {}; if too few healthy voters are left, etcd takes no writes until enough voters run again",
-            check_removal(&views, member.id, Some(config.min_voters)).unwrap_err()
+            "deckhand: --force: removing {label} although {why}; if too few healthy voters are left, etcd takes no writes until enough voters run again"
         );
     }
     // The membership lock, on a lease of our own: a command killed
@@ -394,16 +402,22 @@ mod tests {
         };
         let members = [m(0xa1, "node1", "10.0.0.1"), m(0xb2, "", "10.0.0.2")];
         let mut nodes = BTreeMap::new();
-        let mut k1 = NodeKeys::default();
-        k1.name = Some("node1".into());
+        let k1 = NodeKeys {
+            name: Some("node1".into()),
+            ..Default::default()
+        };
         nodes.insert("1".repeat(32), k1);
-        let mut k2 = NodeKeys::default();
         let mut s = node_status("node2", EtcdMode::Member);
         s.address = "10.0.0.2".into();
-        k2.status = Some(s);
+        let k2 = NodeKeys {
+            status: Some(s),
+            ..Default::default()
+        };
         nodes.insert("2".repeat(32), k2);
-        let mut k4 = NodeKeys::default();
-        k4.name = Some("node4".into());
+        let k4 = NodeKeys {
+            name: Some("node4".into()),
+            ..Default::default()
+        };
         nodes.insert("4".repeat(32), k4);
         assert_eq!(find(&nodes, &members, "node1").unwrap().0.id, 0xa1);
         let (by_addr, node) = find(&nodes, &members, "node2").unwrap();
@@ -449,7 +463,7 @@ mod tests {
         assert_eq!(e.code, crate::exit::USAGE);
         // The one member of this etcd, by id: refused even with --force,
         // and nothing changed (still listed, no lock left behind).
-        let c = Cluster::connect(&[etcd.url.clone()], Duration::from_secs(2))
+        let c = Cluster::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
             .await
             .unwrap();
         let id = c.member_list().await.unwrap()[0].id;
