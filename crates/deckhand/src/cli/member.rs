@@ -371,20 +371,27 @@ mod tests {
     #[test]
     fn refusals_name_the_rule_and_force_never_removes_the_last_voter() {
         // Three voters, one dead: removing the dead one leaves 2 healthy of
-        // 2, but fewer than min_voters = 3.
+        // 2; min_voters = 3 guards healthy voters only.
         let v = [
             view(1, false, true),
             view(2, false, true),
             view(3, false, false),
         ];
-        assert!(
-            refusal(&v, 3, 3, false)
-                .is_some_and(|r| r.contains("min_voters") && r.contains("--force"))
-        );
-        assert_eq!(refusal(&v, 3, 2, false), None);
-        assert_eq!(refusal(&v, 3, 3, true), None);
+        assert_eq!(refusal(&v, 3, 3, false), None);
         // Removing a healthy one while another is dead loses quorum.
-        assert!(refusal(&v, 1, 1, false).is_some_and(|r| r.contains("quorum")));
+        assert!(
+            refusal(&v, 1, 1, false).is_some_and(|r| r.contains("quorum") && r.contains("--force"))
+        );
+        assert_eq!(refusal(&v, 1, 1, true), None);
+        // A healthy voter of three, all healthy: min_voters = 3 refuses.
+        let h = [
+            view(1, false, true),
+            view(2, false, true),
+            view(3, false, true),
+        ];
+        assert!(refusal(&h, 3, 3, false).is_some_and(|r| r.contains("min_voters")));
+        assert_eq!(refusal(&h, 3, 2, false), None);
+        assert_eq!(refusal(&h, 3, 3, true), None);
         // A learner always goes; the last voter never.
         let l = [view(1, false, true), view(9, true, false)];
         assert_eq!(refusal(&l, 9, 3, false), None);
