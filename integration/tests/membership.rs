@@ -186,9 +186,10 @@ fn join_blocked_by_a_dead_voter_until_it_is_removed() -> Result<()> {
         blocked_after.as_secs_f64(),
         joined.as_secs_f64()
     );
-    // node3 back: its member was removed and its role key says proxy.
-    cluster(&["start", "node3"])?;
+    // node3 back: its member was removed and its role key says proxy. A
+    // converged proxy has moved its old member data dir aside.
     let t = Instant::now();
+    cluster(&["start", "node3"])?;
     wait_for("node3 back as a proxy", Duration::from_secs(150), || {
         let st = status("node1")?;
         let Some(n) = node(&st, "node3") else {
@@ -200,7 +201,7 @@ fn join_blocked_by_a_dead_voter_until_it_is_removed() -> Result<()> {
         )
     })?;
     println!(
-        "node3 restarted: converged as a proxy {:.1} s after its start",
+        "node3 restarted: converged as a proxy {:.1} s after `integration/cluster start node3` began",
         t.elapsed().as_secs_f64()
     );
     ensure!(voter_names()? == ["node1", "node2", "node4"]);
@@ -248,7 +249,10 @@ fn a_stepped_wall_clock_changes_no_decision() -> Result<()> {
         &format!("etcdctl member add --learner stall --peer-urls={NOBODY}"),
     )?;
     let t = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    // Step once every agent has had an idle tick (5 s) to see the learner:
+    // a decision that compared node2's clock with a sighting recorded by
+    // any node before the step would reap it at once.
+    std::thread::sleep(Duration::from_secs(8));
     sh_ok("node2", "echo +3600 > /run/deckhand/faketime")?;
     let seen = sh_ok(
         "node2",
