@@ -71,33 +71,16 @@ pub struct Sighting {
 }
 
 impl Sighting {
-    /// `at_unix` as `YYYY-MM-DD HH:MM:SS UTC`.
+    /// `at_unix` as an HTTP date, e.g. `Wed, 02 Dec 2026 03:50:45 GMT`.
     pub fn at_utc(&self) -> String {
         utc(self.at_unix)
     }
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (proleptic Gregorian calendar;
-/// the civil-from-days algorithm of
-/// <https://howardhinnant.github.io/date_algorithms.html#civil_from_days>).
+/// Unix seconds as an HTTP date (`Wed, 02 Dec 2026 03:50:45 GMT`, RFC 9110
+/// §5.6.7), by the `httpdate` crate already in the tree through hyper.
 pub fn utc(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
 }
 
 /// The local side: units and files.
