@@ -32,6 +32,9 @@ pub struct Observation {
     /// When each pending learner was first recorded (member id → Unix
     /// seconds), from the `learners/` keys.
     pub learner_since: std::collections::BTreeMap<u64, u64>,
+    /// The local member's identity against the cluster's
+    /// ([`crate::identity`]).
+    pub identity: crate::identity::IdentityView,
 }
 
 impl Observation {

@@ -56,6 +56,7 @@ fn proxy_node(desired: EtcdRole) -> Observation {
         now: 1000,
         learner_timeout: 300,
         learner_since: Default::default(),
+        identity: Default::default(),
     }
 }
 
@@ -424,6 +425,7 @@ prop_compose! {
             now: 1000,
             learner_timeout: 300,
             learner_since: (1..=7u64).filter(|i| flags[10] || i % 2 == 0).map(|i| (i, if flags[11] { 100 } else { 900 })).collect(),
+            identity: Default::default(),
         }
     }
 }

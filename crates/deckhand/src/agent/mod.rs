@@ -18,6 +18,7 @@ pub mod fence;
 pub mod images;
 pub mod learners;
 pub mod local;
+pub mod member_identity;
 pub mod observe;
 pub mod planes;
 pub mod replacer;

@@ -125,6 +125,13 @@ impl Observer {
             Some(m) => learners.since(&ctx.store, m, now).await,
             None => Default::default(),
         };
+        let voter_urls: Vec<String> = members
+            .iter()
+            .flatten()
+            .filter(|m| !m.is_learner)
+            .flat_map(|m| m.client_urls.iter().cloned())
+            .collect();
+        let identity = super::member_identity::observe(ctx, &local, &voter_urls).await;
         let s = &ctx.settings;
         Ok(Observation {
             node_name: ctx.identity.name.clone(),
@@ -142,6 +149,7 @@ impl Observer {
             now,
             learner_timeout: desired.config.learner_timeout_seconds,
             learner_since,
+            identity,
         })
     }
 

@@ -210,6 +210,7 @@ mod tests {
             now: 0,
             learner_timeout: 120,
             learner_since: BTreeMap::new(),
+            identity: Default::default(),
         }
     }
 
