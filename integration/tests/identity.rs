@@ -120,6 +120,18 @@ fn wait_rejoined(name: &str, old_id: &str) -> Result<String> {
     })
 }
 
+/// Fails unless `node` runs this checkout's member unit (with the start
+/// check): a cluster booted from another checkout mounts that checkout's
+/// units, and the fixture's reuse check does not tell them apart.
+fn ensure_start_check(node: &str) -> Result<()> {
+    let unit = sh_ok(node, "systemctl cat deckhand-etcd-member.service")?;
+    ensure!(
+        unit.contains("deckhand check-member"),
+        "{node}'s member unit has no start check: the harness runs another checkout's units (integration/cluster down, then rerun)"
+    );
+    Ok(())
+}
+
 /// `name`'s member id (hex) in node1's member list.
 fn member_id(name: &str) -> Result<String> {
     let m = members("node1")?;
@@ -150,6 +162,7 @@ fn print_figures(what: &str, reported: Duration, rejoined: Duration) {
 #[test]
 fn a_data_dir_from_another_cluster_never_serves_localhost() -> Result<()> {
     let _c = ClusterGuard::shared()?;
+    ensure_start_check("node3")?;
     let old_id = member_id("node3")?;
     sh_ok("node1", "etcdctl put /e2e/identity/real here >/dev/null")?;
     // Another cluster's data dir, with a key only it has.
@@ -271,6 +284,7 @@ fn a_data_dir_from_another_cluster_never_serves_localhost() -> Result<()> {
 #[test]
 fn a_member_removed_behind_deckhands_back_rejoins() -> Result<()> {
     let _c = ClusterGuard::shared()?;
+    ensure_start_check("node2")?;
     let old_id = member_id("node2")?;
     let t0 = Instant::now();
     sh_ok("node1", &format!("etcdctl member remove {old_id}"))?;

@@ -224,3 +224,47 @@ pub async fn run(config_path: &Path, args: CheckMemberArgs) -> Result<(), Failur
     let err = std::process::Command::new(program).args(rest).exec();
     Err(Failure::failed(anyhow!("cannot execute {program}: {err}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::Etcd;
+
+    #[tokio::test]
+    async fn the_cluster_is_what_most_voters_say_and_a_tie_says_nothing() {
+        let (a, b) = (Etcd::start().await, Etcd::start().await);
+        let a_id = a.client().await.status().await.unwrap();
+        let a_id = a_id.header().unwrap().cluster_id();
+        let got = cluster_identity(std::slice::from_ref(&a.url), VOTER_TIMEOUT)
+            .await
+            .unwrap();
+        assert_eq!(got.cluster_id, a_id);
+        assert_eq!(got.members.len(), 1);
+        // Two clusters, one voter each: no majority, no answer.
+        assert_eq!(
+            cluster_identity(&[a.url.clone(), b.url.clone()], VOTER_TIMEOUT).await,
+            None
+        );
+        // A voter that does not answer counts for nothing.
+        let dead = "http://127.0.0.1:9".to_string();
+        let got = cluster_identity(&[dead.clone(), a.url.clone()], VOTER_TIMEOUT).await;
+        assert_eq!(got.map(|c| c.cluster_id), Some(a_id));
+        assert_eq!(cluster_identity(&[dead], VOTER_TIMEOUT).await, None);
+    }
+
+    #[test]
+    fn the_refusal_sits_beside_the_data_dir_and_records_parse_as_hex() {
+        assert_eq!(
+            refusal_path(Path::new("/var/lib/deckhand-etcd/member")),
+            Path::new("/var/lib/deckhand-etcd/member.start-refused")
+        );
+        let vars = parse_env_file("DECKHAND_MEMBER_ID=ab\nDECKHAND_CLUSTER_ID=zz\n");
+        assert_eq!(
+            recorded_identity(&vars),
+            RecordedIdentity {
+                member_id: Some(0xab),
+                cluster_id: None
+            }
+        );
+    }
+}
