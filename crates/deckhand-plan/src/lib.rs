@@ -12,6 +12,7 @@
 //! remove a voter when the healthy voters left would not hold quorum.
 
 pub mod health;
+pub mod identity;
 mod observation;
 pub mod planes;
 mod replace;
@@ -19,6 +20,7 @@ mod rules;
 mod step;
 
 pub use health::FaultTolerance;
+pub use identity::IdentityView;
 pub use observation::{
     ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation, Sighting, utc,
 };
@@ -74,6 +76,11 @@ pub fn plan(o: &Observation) -> Step {
     // through it, so nothing else can be done without it. A proxy is never
     // destructive, and a later hand-over stops it. (An initial member on its
     // first boot bootstraps straight away: its member serves localhost.)
+    // Identity first: a member that is not the member the cluster knows
+    // must not serve localhost:2379 a moment longer.
+    if let Some(step) = identity::identity_step(o) {
+        return step;
+    }
     let l = &o.local;
     let will_bootstrap = o.in_initial_cluster && !l.bootstrapped && !l.data_dir_exists;
     if let Some(cluster) = &o.cluster

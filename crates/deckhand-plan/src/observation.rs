@@ -38,6 +38,9 @@ pub struct Observation {
     /// Voters this agent has seen not answering its health checks, by
     /// member id (empty when it did not check).
     pub down: BTreeMap<u64, Sighting>,
+    /// The local member's identity against the cluster's
+    /// ([`crate::identity`]).
+    pub identity: crate::identity::IdentityView,
 }
 
 impl Observation {

@@ -80,6 +80,23 @@ pub enum Step {
     /// Rename the member data dir aside (never delete it) and drop the
     /// member environment.
     MoveDataDirAside,
+    /// The local member is not the member the cluster knows (another
+    /// cluster's data dir, a removed member): stop it, move its data dir
+    /// and environment aside (never delete them), so that the proxy serves
+    /// `localhost:2379` and the node rejoins as its role says.
+    QuarantineMember {
+        /// Why, in words ([`crate::identity::Mismatch`]).
+        reason: String,
+    },
+    /// Record the confirmed member's identity in its environment file
+    /// (`DECKHAND_MEMBER_ID`, `DECKHAND_CLUSTER_ID`): what the member
+    /// unit's start check compares with when no other voter answers.
+    RecordMemberIdentity {
+        /// Member id.
+        member_id: u64,
+        /// Cluster id.
+        cluster_id: u64,
+    },
 }
 
 impl Step {
@@ -105,12 +122,17 @@ impl Step {
             Step::RemoveMember { .. } => "remove-member",
             Step::StopMember => "stop-member",
             Step::MoveDataDirAside => "move-data-dir-aside",
+            Step::QuarantineMember { .. } => "quarantine-member",
+            Step::RecordMemberIdentity { .. } => "record-member-identity",
         }
     }
 
     /// The kinds of the steps that change something, in the order the two
     /// transitions take them: every failpoint is `before-<kind>` or
-    /// `after-<kind>` of one of these.
+    /// `after-<kind>` of one of these. The identity steps
+    /// (`quarantine-member`, `record-member-identity`) have their failpoints
+    /// too but are left out here: no role change reaches them, so the fault
+    /// schedule (`integration/src/faults`) does not draw them.
     pub const ACTING_KINDS: [&'static str; 15] = [
         "bootstrap-member",
         "start-member",
@@ -162,6 +184,16 @@ impl fmt::Display for Step {
             Step::RemoveMember { id, why } => write!(f, "removing member {id:x}: {why}"),
             Step::StopMember => write!(f, "stopping the member"),
             Step::MoveDataDirAside => write!(f, "moving the member data dir aside"),
+            Step::QuarantineMember { reason } => {
+                write!(f, "quarantining the local member: {reason}")
+            }
+            Step::RecordMemberIdentity {
+                member_id,
+                cluster_id,
+            } => write!(
+                f,
+                "recording member {member_id:x} of cluster {cluster_id:x} as confirmed"
+            ),
         }
     }
 }

@@ -66,6 +66,7 @@ fn proxy_node(desired: EtcdRole) -> Observation {
         voter_start_timeout: 300,
         pending: Default::default(),
         down: Default::default(),
+        identity: Default::default(),
     }
 }
 
@@ -536,6 +537,7 @@ prop_compose! {
             voter_start_timeout: 200,
             pending: (1..=7u64).filter(|i| flags[10] || i % 2 == 0).map(|i| (i, seen(if flags[11] { 900 } else { 100 }))).collect(),
             down: Default::default(),
+            identity: Default::default(),
         }
     }
 }

@@ -18,6 +18,11 @@ pub const USAGE: u8 = 2;
 /// `RestartPreventExitStatus=78`: systemd does not restart an agent that
 /// cannot start until its config is fixed.
 pub const CONFIG: u8 = 78;
+/// The member unit's start check (`deckhand check-member`) refused the
+/// data dir (EX_DATAERR): its member is not the member the cluster knows.
+/// `deckhand-etcd-member.service` has `RestartPreventExitStatus=65`:
+/// systemd does not restart it; the agent moves the data dir aside.
+pub const MEMBER_REFUSED: u8 = 65;
 
 /// A command's error together with the exit status it ends with.
 #[derive(Debug)]

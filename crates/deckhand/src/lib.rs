@@ -5,7 +5,8 @@
 //! Where things live (arrows only point down this list):
 //! - [`cli`]: the parser and the `role`, `plane`, `status` commands;
 //!   [`preseed`]: `deckhand preseed`; [`agent`]: `deckhand agent`, the
-//!   reconcile loop and its parts.
+//!   reconcile loop and its parts; [`member_check`]: the member unit's
+//!   start check (`deckhand check-member`, hidden).
 //! - [`store`]: the typed store over the etcd keyspace; [`connect`]: which
 //!   endpoint, the first that answers, errors in few words; [`images`]: pull
 //!   options and the image cache shared by the agent and `preseed`.
@@ -25,6 +26,7 @@ pub mod failpoint;
 pub mod identity;
 pub mod images;
 pub mod logging;
+pub mod member_check;
 pub mod paths;
 pub mod preseed;
 pub mod store;

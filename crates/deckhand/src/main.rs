@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use deckhand::cli::{Cli, Command, member, node, plane, role, status};
 use deckhand::exit::{self, Failure};
-use deckhand::{agent, config, connect, logging, preseed};
+use deckhand::{agent, config, connect, logging, member_check, preseed};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
     let label = match command {
         Command::Agent => "deckhand agent",
         Command::Preseed(_) => "deckhand preseed",
+        Command::CheckMember(_) => "deckhand check-member",
         _ => "deckhand",
     };
     let target = || connect::target(&config_path, endpoints.clone(), prefix.clone());
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
             Command::Preseed(args) => {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await
             }
+            Command::CheckMember(args) => member_check::run(&config_path, args).await,
         }
     });
     exit::finish(label, result)

@@ -42,7 +42,7 @@ pub struct Etcd {
     /// Its client URL, `http://127.0.0.1:<port>`.
     pub url: String,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -78,13 +78,14 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("these tests need etcd (Debian's etcd-server; integration/prereqs)");
-        let etcd = Etcd {
-            url,
-            child,
-            _dir: dir,
-        };
+        let etcd = Etcd { url, child, dir };
         etcd.client().await;
         etcd
+    }
+
+    /// Its data dir (`--data-dir`).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     /// A client that has had an answer.

@@ -17,6 +17,8 @@ pub struct EndpointStatus {
     pub endpoint: String,
     /// The id of the member behind the endpoint.
     pub member_id: u64,
+    /// The id of the cluster that member belongs to (`ResponseHeader.cluster_id`).
+    pub cluster_id: u64,
     /// The leader's member id as this member knows it; 0 when it knows none.
     pub leader: u64,
     /// The raft term.
@@ -58,6 +60,7 @@ impl Cluster {
         Ok(EndpointStatus {
             endpoint: endpoint.to_owned(),
             member_id: header.member_id(),
+            cluster_id: header.cluster_id(),
             leader: resp.leader(),
             raft_term: resp.raft_term(),
             raft_index: resp.raft_index(),

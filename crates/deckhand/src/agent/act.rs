@@ -141,5 +141,58 @@ async fn act(
             ctx.local.move_data_dir_aside()?;
             Ok(())
         }
+        Step::QuarantineMember { reason } => quarantine(ctx, o, reason, events).await,
+        Step::RecordMemberIdentity {
+            member_id,
+            cluster_id,
+        } => {
+            ctx.local.record_identity(*member_id, *cluster_id)?;
+            tracing::info!("recorded member {member_id:x} of cluster {cluster_id:x} as confirmed");
+            Ok(())
+        }
     }
+}
+
+/// Stops a local member that is not the member the cluster knows and moves
+/// its data dir, environment and start-check refusal aside (never deleting
+/// them); the next iterations start the proxy on `localhost:2379` and
+/// rejoin as the role says. A mismatch seen on the live cluster is looked
+/// at once more first: the member list is not linearizable.
+async fn quarantine(
+    ctx: &Context,
+    o: &Observation,
+    reason: &str,
+    events: &mut EventLog,
+) -> Result<()> {
+    if o.identity.start_refused.is_none() {
+        let urls = o
+            .cluster
+            .as_ref()
+            .map(|c| c.voter_client_urls())
+            .unwrap_or_default();
+        let again = Observation {
+            identity: super::member_identity::observe(ctx, &o.local, &urls).await,
+            ..o.clone()
+        };
+        if !matches!(
+            deckhand_plan::identity::identity_step(&again),
+            Some(Step::QuarantineMember { .. })
+        ) {
+            tracing::info!(
+                "identity: a second look found no mismatch; not quarantining ({reason})"
+            );
+            return Ok(());
+        }
+    }
+    ctx.local.stop_member().await?;
+    let aside = ctx.local.move_data_dir_aside()?;
+    let where_to = aside.map_or_else(
+        || "no data dir to move aside".to_string(),
+        |p| format!("data dir moved aside to {}", p.display()),
+    );
+    tracing::warn!("quarantined the local member: {reason}; {where_to}");
+    events.push(format!(
+        "quarantined the local member: {reason}; {where_to}; rejoining as the role says"
+    ));
+    Ok(())
 }

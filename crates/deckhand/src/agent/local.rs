@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use deckhand_plan::identity::RecordedIdentity;
 use deckhand_plan::{LocalView, MemberEnvView};
 use deckhand_systemd::{Systemd, parse_env_file, render_env_file, write_atomic};
 
 use crate::config::Settings;
 use crate::connect::LOCALHOST_CLIENT_URL;
 use crate::identity::Identity;
-use crate::{failpoint, paths};
+use crate::{failpoint, member_check, paths};
 
 /// The member unit (`units/deckhand-etcd-member.service`).
 pub const MEMBER_UNIT: &str = "deckhand-etcd-member.service";
@@ -92,6 +93,7 @@ impl Local {
         state: &str,
         localhost: bool,
         id: Option<u64>,
+        cluster_id: Option<u64>,
     ) -> Result<String> {
         let ip_client = self.identity.client_url();
         let listen_client = if localhost {
@@ -102,6 +104,7 @@ impl Local {
         let data_dir = self.settings.data_dir.to_string_lossy().to_string();
         let peer = self.identity.peer_url();
         let id_hex = id.map(|i| format!("{i:x}")).unwrap_or_default();
+        let cluster_hex = cluster_id.map(|i| format!("{i:x}")).unwrap_or_default();
         let mut vars: Vec<(&str, &str)> = vec![
             ("ETCD_NAME", &self.identity.name),
             ("ETCD_DATA_DIR", &data_dir),
@@ -122,6 +125,9 @@ impl Local {
         if id.is_some() {
             vars.push(("DECKHAND_MEMBER_ID", &id_hex));
         }
+        if cluster_id.is_some() {
+            vars.push(("DECKHAND_CLUSTER_ID", &cluster_hex));
+        }
         Ok(render_env_file(&vars)?)
     }
 
@@ -135,7 +141,7 @@ impl Local {
     /// localhost listener, then start. Stops a proxy first (it holds
     /// `127.0.0.1:2379`).
     pub async fn bootstrap_member(&self) -> Result<()> {
-        let env = self.member_env(&self.settings.initial_cluster_raw, "new", true, None)?;
+        let env = self.member_env(&self.settings.initial_cluster_raw, "new", true, None, None)?;
         write_atomic(&self.member_env_path(), env.as_bytes(), 0o644)?;
         self.mark_bootstrapped()?;
         self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
@@ -159,7 +165,7 @@ impl Local {
         if move_aside {
             self.move_data_dir_aside()?;
         }
-        let env = self.member_env(initial_cluster, "existing", false, Some(id))?;
+        let env = self.member_env(initial_cluster, "existing", false, Some(id), None)?;
         write_atomic(&self.member_env_path(), env.as_bytes(), 0o644)?;
         self.mark_bootstrapped()?;
         self.start_member().await
@@ -183,10 +189,14 @@ impl Local {
             .get("ETCD_INITIAL_CLUSTER_STATE")
             .cloned()
             .unwrap_or_else(|| "existing".into());
-        let id = vars
-            .get("DECKHAND_MEMBER_ID")
-            .and_then(|v| u64::from_str_radix(v, 16).ok());
-        let env = self.member_env(&initial, &state, true, id)?;
+        let recorded = member_check::recorded_identity(&vars);
+        let env = self.member_env(
+            &initial,
+            &state,
+            true,
+            recorded.member_id,
+            recorded.cluster_id,
+        )?;
         write_atomic(&path, env.as_bytes(), 0o644)?;
         failpoint::hit("mid-serve-localhost");
         self.systemd.stop(PROXY_UNIT, JOB_TIMEOUT).await?;
@@ -214,8 +224,57 @@ impl Local {
         Ok(self.systemd.stop(MEMBER_UNIT, JOB_TIMEOUT).await?)
     }
 
+    /// The identity recorded in the member environment
+    /// (`DECKHAND_MEMBER_ID`, `DECKHAND_CLUSTER_ID`); empty without one.
+    pub fn recorded_identity(&self) -> RecordedIdentity {
+        std::fs::read_to_string(self.member_env_path())
+            .map(|t| member_check::recorded_identity(&parse_env_file(&t)))
+            .unwrap_or_default()
+    }
+
+    /// Records the confirmed member's identity in its environment (the
+    /// other variables unchanged): what the member unit's start check
+    /// compares the data dir with when no other voter answers. Read by etcd
+    /// at its next start only.
+    pub fn record_identity(&self, member_id: u64, cluster_id: u64) -> Result<()> {
+        let path = self.member_env_path();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut vars: BTreeMap<String, String> = parse_env_file(&text);
+        vars.insert("DECKHAND_MEMBER_ID".into(), format!("{member_id:x}"));
+        vars.insert("DECKHAND_CLUSTER_ID".into(), format!("{cluster_id:x}"));
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = render_env_file(&pairs)?;
+        write_atomic(&path, env.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// The reason the member unit's start check last refused the data dir
+    /// ([`member_check::refusal_path`]), if it did and no check passed since.
+    pub fn start_refused(&self) -> Option<String> {
+        std::fs::read_to_string(member_check::refusal_path(&self.settings.data_dir))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Moves the start check's refusal aside with the data dir it was
+    /// about (`<refusal>.removed-<unix seconds>`): the reason stays on disk
+    /// beside the data dir.
+    fn move_refusal_aside(&self, stamp: u64) -> Result<()> {
+        let path = member_check::refusal_path(&self.settings.data_dir);
+        if path.exists() {
+            let aside = aside_name(&path, stamp);
+            std::fs::rename(&path, &aside)
+                .with_context(|| format!("moving {} aside", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Renames the data dir to `<data_dir>.removed-<unix seconds>` (never
-    /// deletes it) and the member environment beside it. Returns the new
+    /// deletes it), the member environment and the start check's refusal
+    /// beside it. Returns the new
     /// data dir name, if there was one.
     pub fn move_data_dir_aside(&self) -> Result<Option<PathBuf>> {
         let stamp = SystemTime::now()
@@ -242,6 +301,7 @@ impl Local {
             std::fs::rename(&env, &aside)
                 .with_context(|| format!("moving {} aside", env.display()))?;
         }
+        self.move_refusal_aside(stamp)?;
         Ok(moved)
     }
 }

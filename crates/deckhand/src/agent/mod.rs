@@ -18,6 +18,7 @@ pub mod desired;
 pub mod fence;
 pub mod images;
 pub mod local;
+pub mod member_identity;
 pub mod observe;
 pub mod planes;
 pub mod replacer;

@@ -135,6 +135,13 @@ impl Observer {
             (Some(m), Some(c)) => self.sightings(m, c),
             _ => Default::default(),
         };
+        let voter_urls: Vec<String> = members
+            .iter()
+            .flatten()
+            .filter(|m| !m.is_learner)
+            .flat_map(|m| m.client_urls.iter().cloned())
+            .collect();
+        let identity = super::member_identity::observe(ctx, &local, &voter_urls).await;
         let s = &ctx.settings;
         Ok(Observation {
             node_name: ctx.identity.name.clone(),
@@ -153,6 +160,7 @@ impl Observer {
             voter_start_timeout: desired.config.voter_start_timeout_seconds,
             pending,
             down,
+            identity,
         })
     }
 

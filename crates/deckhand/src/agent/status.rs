@@ -211,6 +211,7 @@ mod tests {
             voter_start_timeout: 300,
             pending: BTreeMap::new(),
             down: BTreeMap::new(),
+            identity: Default::default(),
         }
     }
 

@@ -69,4 +69,9 @@ pub enum Command {
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
     Preseed(crate::preseed::PreseedArgs),
+    /// The member unit's start check: exec etcd only if the data dir's
+    /// member is the member the cluster knows (run by
+    /// deckhand-etcd-member.service, not by hand).
+    #[command(hide = true)]
+    CheckMember(crate::member_check::CheckMemberArgs),
 }
