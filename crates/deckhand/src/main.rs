@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deckhand::cli::{Cli, Command, plane, role, status};
+use deckhand::cli::{Cli, Command, doctor, plane, role, status};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, preseed};
 
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
             Command::Status(args) => Ok(status::status(target()?, args).await?),
+            Command::Doctor(args) => doctor::doctor(target()?, args).await,
             Command::Preseed(args) => {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await
             }

@@ -1,7 +1,8 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane` and `status` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `status` and `doctor` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+pub mod doctor;
 pub mod plane;
 pub mod role;
 pub mod session;
@@ -61,4 +62,6 @@ pub enum Command {
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
     Preseed(crate::preseed::PreseedArgs),
+    // about and long help: on DoctorArgs.
+    Doctor(doctor::DoctorArgs),
 }
