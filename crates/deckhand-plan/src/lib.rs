@@ -18,7 +18,7 @@ mod replace;
 mod rules;
 mod step;
 
-pub use health::FaultTolerance;
+pub use health::{FaultTolerance, VoterTroubleEntry, voter_troubles};
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
 pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
 pub use replace::{NodeView, Replacement, plan_replacement};
