@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use clap::Args;
 use deckhand_etcd::Cluster;
-use deckhand_model::{CheckState, ClusterConfig, EtcdMode, NodeStatus, Plane, PlaneConfig, Role};
-use deckhand_plan::{FaultTolerance, MemberView, wanted_images};
+use deckhand_model::{
+    CheckState, ClusterConfig, EtcdMode, NodeStatus, Plane, PlaneConfig, Role, VoterTrouble,
+};
+use deckhand_plan::{FaultTolerance, MemberView, voter_troubles, wanted_images};
 use serde::Serialize;
 
 use super::session::Session;
@@ -606,28 +608,43 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         todo.push("consider demoting two voters to proxies");
     }
     let ft = FaultTolerance::of(members);
-    if ft.spare().is_none_or(|n| n < 1) {
+    if !ft.spare().is_some_and(|n| n >= 1) {
         fails.push(format!("fault tolerance: {ft}"));
         todo.push("bring the voters that do not answer back, or replace them, until one more failure keeps quorum");
     }
-    for m in &voters {
-        let label = member_label(m, &nodes);
-        if !m.is_started() {
-            fails.push(format!("voter {label} was added but never started"));
-            todo.push("start the member on that host, or remove it (etcdctl member remove ID) if the started voters keep quorum");
-        } else if m.healthy != Some(true) {
-            fails.push(format!("voter {label} does not answer"));
-        }
-        match node_of(m, &nodes) {
-            None => {
+    // The voters in trouble, as the agents judge them (one place for the
+    // rule: deckhand_plan::voter_troubles).
+    let peer_urls: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.status)
+        .map(|s| format!("http://{}:2380", s.address))
+        .collect();
+    for (id, peer, trouble) in voter_troubles(members, &peer_urls) {
+        let label = members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| member_label(m, &nodes))
+            .unwrap_or_else(|| format!("{id:x} ({peer})"));
+        match trouble {
+            VoterTrouble::NotStarted => {
+                fails.push(format!("voter {label} was added but never started"));
+                todo.push("start the member on that host, or remove it (etcdctl member remove ID) if the started voters keep quorum");
+            }
+            VoterTrouble::NotAnswering => {
+                fails.push(format!("voter {label} does not answer"));
+            }
+            VoterTrouble::NoNode => {
                 warns.push(format!("voter {label} has no deckhand node behind it"));
                 todo.push("run deckhand on that host, or remove the member if it is not part of the cluster");
             }
-            Some(n) if !control_free(&nodes) && !n.serves(Plane::Control) => {
+        }
+    }
+    if !control_free(&nodes) {
+        for n in voters.iter().filter_map(|m| node_of(m, &nodes)) {
+            if !n.serves(Plane::Control) {
                 warns.push(format!("voter {} is not on a control-plane node", n.name));
                 todo.push("put the voters on control-plane nodes (deckhand role set NODE --etcd member --planes control,...)");
             }
-            Some(_) => {}
         }
     }
     for m in members.iter().filter(|m| m.is_learner) {
@@ -687,9 +704,15 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         .and_then(|id| members.iter().find(|m| m.id == id))
         .map(|m| member_label(m, &nodes))
         .unwrap_or_else(|| "none".into());
+    let ft_ok = ft.spare().is_some_and(|n| n >= 1);
     let fine = format!(
-        "{v} voters ({}), leader {leader}, {ft}; proxies: {}",
+        "{v} voters ({}), leader {leader}{}; proxies: {}",
         join(&voter_names),
+        if ft_ok {
+            format!(", {ft}")
+        } else {
+            String::new()
+        },
         join(&proxies)
     );
     Finding::new(
@@ -1339,8 +1362,23 @@ mod tests {
             CheckState::Fail,
             &[
                 "voter abc (http://10.0.0.9:2380) was added but never started",
-                "no deckhand node behind it",
-                "quorum 3 of 4, 3 up: one more failure loses quorum",
+                "fault tolerance: quorum 3 of 4, 3 up: one more failure loses quorum",
+            ],
+        );
+        // A started voter that no deckhand node stands behind.
+        let mut s = boot();
+        let mut stray = voter(9);
+        stray.name = "stray".into();
+        s.members.as_mut().unwrap().extend([stray, voter(4)]);
+        status_mut(&mut s, 4).etcd.member_id = Some("4".into());
+        let f = etcd_isolated(&s);
+        expect(
+            &f,
+            CheckState::Warn,
+            &[
+                "voter stray (http://10.0.0.9:2380) has no deckhand node behind it",
+                "5 voters",
+                "survives 2 more failures",
             ],
         );
         // A learner joining: a warning.
