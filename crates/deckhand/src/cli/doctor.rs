@@ -165,7 +165,7 @@ pub async fn doctor(target: Target, args: DoctorArgs) -> Result<(), Failure> {
     } else {
         print!("{}", table(&findings));
         println!(
-            "\n{} pass, {} warn, {} fail ({:.1} s)",
+            "\n{} pass, {} warn, {} fail ({:.2} s)",
             summary.pass, summary.warn, summary.fail, summary.seconds
         );
     }
@@ -215,7 +215,7 @@ impl Summary {
             warn,
             fail,
             exit: exit_status(findings),
-            seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
+            seconds: (took.as_secs_f64() * 100.0).round() / 100.0,
         }
     }
 }
@@ -468,7 +468,7 @@ fn no_status(alarms: &Result<Vec<Alarm>, String>) -> &'static str {
         Ok(a) if a.iter().any(|a| a.kind == AlarmKind::NoSpace) => {
             "no status: etcd has a NOSPACE alarm and refuses lease grants and puts, so the node may be unable to write it"
         }
-        _ => "no status: its lease expired (agent or node down)",
+        _ => "no status: its lease expired or was revoked (agent stopped, or node down)",
     }
 }
 
@@ -698,7 +698,8 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
             fails.push(format!("{}: local etcd: {}", n.name, c.detail));
         }
     }
-    let voter_names: Vec<String> = voters.iter().map(|m| member_label(m, &nodes)).collect();
+    let mut voter_names: Vec<String> = voters.iter().map(|m| member_label(m, &nodes)).collect();
+    voter_names.sort();
     let leader = s
         .leader
         .and_then(|id| members.iter().find(|m| m.id == id))
@@ -1230,7 +1231,7 @@ mod tests {
         f[0].level = CheckState::Fail;
         assert_eq!(exit_status(&f), exit::FAILED);
         let s = Summary::of(&f, Duration::from_millis(1234));
-        assert_eq!((s.fail, s.pass, s.exit, s.seconds), (1, 5, 1, 1.2));
+        assert_eq!((s.fail, s.pass, s.exit, s.seconds), (1, 5, 1, 1.23));
     }
 
     #[test]
