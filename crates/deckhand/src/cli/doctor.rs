@@ -608,7 +608,8 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         todo.push("consider demoting two voters to proxies");
     }
     let ft = FaultTolerance::of(members);
-    if !ft.spare().is_some_and(|n| n >= 1) {
+    let ft_ok = ft.spare().is_some_and(|n| n >= 1);
+    if !ft_ok {
         fails.push(format!("fault tolerance: {ft}"));
         todo.push("bring the voters that do not answer back, or replace them, until one more failure keeps quorum");
     }
@@ -705,7 +706,6 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         .and_then(|id| members.iter().find(|m| m.id == id))
         .map(|m| member_label(m, &nodes))
         .unwrap_or_else(|| "none".into());
-    let ft_ok = ft.spare().is_some_and(|n| n >= 1);
     let fine = format!(
         "{v} voters ({}), leader {leader}{}; proxies: {}",
         join(&voter_names),
