@@ -721,7 +721,10 @@ mod tests {
         assert!(json["nodes"][2]["version"].is_null());
         let t = table(&r);
         // Summary, fault tolerance, a blank line, then the node table.
-        assert!(t.lines().nth(1).unwrap().starts_with("fault tolerance: "), "{t}");
+        assert!(
+            t.lines().nth(1).unwrap().starts_with("fault tolerance: "),
+            "{t}"
+        );
         let header = t.lines().nth(3).unwrap();
         assert!(header.contains("VERSION"), "{t}");
         assert!(t.lines().nth(4).unwrap().contains("0.2.0"), "{t}");
