@@ -49,19 +49,19 @@ that reaches an etcd endpoint), reads the cluster once, and prints one line per 
 (pass, warn, fail), what it saw and what to do. A check that cannot run (etcd does not answer, a node \
 has no status) fails; it never passes.\n\n\
 The checks and what each looks at:\n\
-  planes-isolated  the role keys' planes: above five nodes, no node serves both the control and the \
+- planes-isolated  the role keys' planes: above five nodes, no node serves both the control and the \
 data plane and the control plane stays on a few nodes; on three to five nodes sharing is fine\n\
-  etcd-isolated    the member list (from a real member) and each voter's status: an odd number of \
+- etcd-isolated    the member list (from a real member) and each voter's status: an odd number of \
 voters (3 or 5, never more than 7), voters on control-plane nodes, every other node a proxy serving \
 localhost:2379 (its status), fault tolerance at least one more voter failure\n\
-  preseeded        each node's image counts in its status against its planes' images and the \
+- preseeded        each node's image counts in its status against its planes' images and the \
 cluster config's `upcoming` list\n\
-  alarms           etcd's alarm list (NOSPACE, CORRUPT), by member and node\n\
-  disk, docker     the `disk-docker`/`disk-etcd` and `docker` checks every node reports in its status; \
+- alarms           etcd's alarm list (NOSPACE, CORRUPT), by member and node\n\
+- disk, docker     the `disk-docker`/`disk-etcd` and `docker` checks every node reports in its status; \
 a node without a status fails\n\
-  clock            offsets between nodes: not measurable until nodes export their time (warns)\n\
-  security         the URL schemes of every etcd hop (CLI endpoints, client and peer URLs)\n\
-  firewall, backups, monitoring   not built yet: each warns \"not configured\"\n\n\
+- clock            offsets between nodes: not measurable until nodes export their time (warns)\n\
+- security         the URL schemes of every etcd hop (CLI endpoints, client and peer URLs)\n\
+- firewall, backups, monitoring   not built yet: each warns \"not configured\"\n\n\
 Exit status: 0 every check passed; 1 a check failed; 2 warnings only (2 is also a usage error, \
 which prints the usage instead of findings); 78 the agent config cannot be used."
 )]
@@ -85,11 +85,18 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding; line breaks in `saw` (a multi-line error) become spaces,
+    /// so each finding stays one line.
     fn new(name: &'static str, level: CheckState, saw: String, todo: impl Into<String>) -> Self {
         Finding {
             name,
             level,
-            saw,
+            saw: saw
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
             todo: todo.into(),
         }
     }
@@ -1689,7 +1696,7 @@ mod tests {
         let s = Snapshot::unreachable(
             "/deckhand",
             vec!["http://127.0.0.1:2379".into()],
-            "no etcd endpoint answered",
+            "no etcd endpoint answered:\n  http://127.0.0.1:2379: connection refused",
         );
         let f = checks(&s);
         assert_eq!(exit_status(&f), exit::FAILED);

@@ -29,7 +29,7 @@ units on exactly one, chosen by an etcd election and fenced by the node's lease)
 images present (`deckhand preseed` does it once), and reports back (`deckhand status`).\n\nThe role, \
 status, plane and config keys live under the key prefix (default /deckhand): see docs/keyspace.md.\n\n\
 Exit status: 0 success; 1 the command failed (etcd did not answer, a node did not converge in time); \
-2 bad arguments; 78 the agent config cannot be used (fix it, or give both --endpoints and --prefix)."
+2 bad arguments (`deckhand doctor` also exits 2 for warnings only, printing its findings); 78 the agent config cannot be used (fix it, or give both --endpoints and --prefix)."
 )]
 pub struct Cli {
     /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
