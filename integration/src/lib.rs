@@ -259,6 +259,13 @@ touch /tmp/probe.stop /tmp/faults-probe.stop
 rm -f /run/deckhand/failpoint /run/deckhand/failpoint.hit
 rm -f /run/systemd/system/deckhand.service.d/norestart.conf /etc/deckhand/config.d/50-test.toml
 rm -f /run/systemd/system/deckhand.service.d/faketime.conf /run/deckhand/faketime
+systemctl is-active -q docker.service || systemctl start docker.socket docker.service
+quota=/run/systemd/system/deckhand-etcd-member.service.d/60-e2e-quota.conf
+if [ -e $quota ]; then
+  rm -f $quota
+  systemctl daemon-reload
+  systemctl try-restart deckhand-etcd-member.service
+fi
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do
   cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/
@@ -282,6 +289,8 @@ bad=""
 [ -e /run/deckhand/failpoint ] && bad="$bad failpoint-armed"
 [ -e /run/deckhand/failpoint.hit ] && bad="$bad failpoint-hit-file"
 [ -e /etc/deckhand/config.d/50-test.toml ] && bad="$bad config.d/50-test.toml"
+[ -e /run/systemd/system/deckhand-etcd-member.service.d/60-e2e-quota.conf ] && bad="$bad member-quota-drop-in"
+systemctl is-active -q docker.service || bad="$bad docker-inactive"
 [ "$(systemctl show -P Restart deckhand.service)" = on-failure ] || bad="$bad agent-Restart=$(systemctl show -P Restart deckhand.service)"
 systemctl show -P DropInPaths deckhand.service | grep -q /run/ && bad="$bad runtime-drop-in"
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || bad="$bad stale-binary"
@@ -337,6 +346,23 @@ fn reset(n: usize) -> Result<()> {
         .0
         .then_some(()))
     })?;
+    // An alarm left by a test (NOSPACE): the deletes above freed the
+    // space; compact, defragment and disarm so that etcd takes puts again.
+    let alarms = sh_ok("node1", "etcdctl alarm list")?;
+    if !alarms.trim().is_empty() {
+        sh_ok(
+            "node1",
+            "set -e
+             rev=$(etcdctl endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p')
+             etcdctl --command-timeout=30s compact \"$rev\" >/dev/null
+             etcdctl --command-timeout=60s defrag --cluster >/dev/null
+             etcdctl alarm disarm >/dev/null",
+        )?;
+        println!(
+            "[fixture] disarmed etcd alarms left by a test: {}",
+            alarms.trim()
+        );
+    }
     sh_ok(
         "node1",
         "etcdctl del /deckhand/config/cluster >/dev/null && etcdctl del --prefix /deckhand/config/planes/ >/dev/null",

@@ -81,8 +81,29 @@ impl Preseeder {
         }
     }
 
-    /// The daemon's root dir (`DockerRootDir` of SystemInfo), asked once.
-    pub(crate) async fn root_dir(&self) -> Result<&Path, Error> {
+    /// Whether the daemon answers: `GET /_ping`
+    /// (<https://docs.docker.com/reference/api/engine/version/v1.43/#tag/System/operation/SystemPing>),
+    /// bounded by [`PullOptions::request_timeout`](crate::PullOptions::request_timeout).
+    /// With socket activation (`docker.socket`), connecting starts the daemon.
+    ///
+    /// # Errors
+    /// [`Error::Unreachable`] (nothing listens on the socket),
+    /// [`Error::Timeout`], or [`Error::Docker`] for an answer other than OK.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let docker = self.docker().await?;
+        docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| self.map_err("GET /_ping", e))
+    }
+
+    /// The daemon's root dir (`DockerRootDir` of SystemInfo), asked once
+    /// per [`Preseeder`] and remembered (also while the daemon is down).
+    ///
+    /// # Errors
+    /// As [`Preseeder::ping`], the first time.
+    pub async fn root_dir(&self) -> Result<&Path, Error> {
         let docker = self.docker().await?;
         self.inner
             .root_dir

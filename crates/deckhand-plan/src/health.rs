@@ -1,8 +1,59 @@
-//! The cluster's fault tolerance, in numbers and in words, from the voters'
-//! health: how many more voters may fail before etcd loses quorum.
+//! The cluster's health from the member list, pure: its fault tolerance in
+//! numbers and in words (how many more voters may fail before etcd loses
+//! quorum), and the voters in trouble (not started, not answering, no
+//! deckhand node behind them).
+
+use deckhand_model::VoterTrouble;
 
 use crate::observation::MemberView;
 use crate::rules::quorum;
+
+/// One voter in trouble: its member id, its first peer URL (empty when it
+/// has none) and what is wrong.
+pub type VoterTroubleEntry = (u64, String, VoterTrouble);
+
+/// The voters of `members` in trouble, one entry per voter, ordered by
+/// member id. Learners are left out (a stalled learner is the learner
+/// timeout's business).
+///
+/// Each voter gets its most basic trouble only:
+/// 1. [`VoterTrouble::NotStarted`]: added (`etcdctl member add`, or a join
+///    that never started) but it has never published its name and client
+///    URLs ([`MemberView::is_started`]); etcd counts it in the quorum all
+///    the same (<https://etcd.io/docs/v3.4/op-guide/runtime-configuration/#add-a-new-member>).
+/// 2. [`VoterTrouble::NotAnswering`]: started, but its health check failed
+///    (`healthy == Some(false)`); a voter whose health was not checked
+///    (`None`) is not reported.
+/// 3. [`VoterTrouble::NoNode`]: none of its peer URLs is in
+///    `node_peer_urls`, the peer URLs (`http://<address>:2380`) of the
+///    deckhand nodes known from their status documents. A trailing `/` is
+///    ignored on both sides.
+pub fn voter_troubles(members: &[MemberView], node_peer_urls: &[String]) -> Vec<VoterTroubleEntry> {
+    let norm = |u: &str| u.trim_end_matches('/').to_string();
+    let nodes: Vec<String> = node_peer_urls.iter().map(|u| norm(u)).collect();
+    let mut out: Vec<VoterTroubleEntry> = members
+        .iter()
+        .filter(|m| !m.is_learner)
+        .filter_map(|m| {
+            let trouble = if !m.is_started() {
+                VoterTrouble::NotStarted
+            } else if m.healthy == Some(false) {
+                VoterTrouble::NotAnswering
+            } else if !m.peer_urls.iter().any(|u| nodes.contains(&norm(u))) {
+                VoterTrouble::NoNode
+            } else {
+                return None;
+            };
+            Some((
+                m.id,
+                m.peer_urls.first().cloned().unwrap_or_default(),
+                trouble,
+            ))
+        })
+        .collect();
+    out.sort_by_key(|t| t.0);
+    out
+}
 
 /// How many voter failures the cluster can take, from the voters' health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +156,58 @@ mod tests {
         let ft = FaultTolerance::of(&m);
         assert_eq!(ft.spare(), None);
         assert!(ft.to_string().contains("quorum is lost"), "{ft}");
+    }
+
+    #[test]
+    fn voter_troubles_one_per_voter_most_basic_first() {
+        let urls = |ids: &[u64]| -> Vec<String> {
+            ids.iter()
+                .map(|i| format!("http://10.0.0.{i}:2380"))
+                .collect()
+        };
+        let mut m = vec![
+            voter(3, Some(true), true),
+            voter(1, Some(true), true),
+            voter(2, Some(true), true),
+        ];
+        assert!(voter_troubles(&m, &urls(&[1, 2, 3])).is_empty());
+        // Health not checked is not trouble; a failed check is.
+        m[0].healthy = None;
+        assert!(voter_troubles(&m, &urls(&[1, 2, 3])).is_empty());
+        m[0].healthy = Some(false);
+        assert_eq!(
+            voter_troubles(&m, &urls(&[1, 2, 3])),
+            [(3, "http://10.0.0.3:2380".into(), VoterTrouble::NotAnswering)]
+        );
+        // An added, never started voter with no node behind it: not started
+        // (the more basic trouble), listed in member id order.
+        m.push(voter(9, None, false));
+        // A started, answering voter on an address no deckhand node has.
+        m.push(voter(7, Some(true), true));
+        assert_eq!(
+            voter_troubles(&m, &urls(&[1, 2, 3])),
+            [
+                (3, "http://10.0.0.3:2380".into(), VoterTrouble::NotAnswering),
+                (7, "http://10.0.0.7:2380".into(), VoterTrouble::NoNode),
+                (9, "http://10.0.0.9:2380".into(), VoterTrouble::NotStarted),
+            ]
+        );
+        // Trailing slashes do not matter; learners are not voters.
+        let with_slash: Vec<String> = urls(&[1, 2, 3, 7])
+            .iter()
+            .map(|u| format!("{u}/"))
+            .collect();
+        m[4].is_learner = true;
+        m[3].is_learner = true;
+        m[0].healthy = Some(true);
+        assert!(voter_troubles(&m, &with_slash).is_empty());
+        // A voter with no peer URL at all is reported with an empty one.
+        let mut odd = voter(5, Some(true), true);
+        odd.peer_urls.clear();
+        assert_eq!(
+            voter_troubles(&[odd], &urls(&[5])),
+            [(5, String::new(), VoterTrouble::NoNode)]
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod replace;
 mod rules;
 mod step;
 
-pub use health::FaultTolerance;
+pub use health::{FaultTolerance, VoterTroubleEntry, voter_troubles};
 pub use identity::IdentityView;
 pub use observation::{
     ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation, Sighting, utc,

@@ -31,6 +31,28 @@ pub struct Fragment {
     /// `[docker]`.
     #[serde(default)]
     pub docker: DockerFragment,
+    /// `[checks]`.
+    #[serde(default)]
+    pub checks: ChecksFragment,
+}
+
+/// `[checks]` of a config file: how often the agent checks its node and
+/// the free-space floors of its disk checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksFragment {
+    /// Seconds between two rounds of node checks.
+    pub interval_seconds: Option<u64>,
+    /// Free bytes on Docker's root dir below which `disk-docker` warns.
+    pub docker_warn_free_bytes: Option<u64>,
+    /// Free bytes on Docker's root dir below which `disk-docker` fails.
+    pub docker_fail_free_bytes: Option<u64>,
+    /// Free bytes on the etcd data dir's file system below which
+    /// `disk-etcd` warns.
+    pub etcd_warn_free_bytes: Option<u64>,
+    /// Free bytes on the etcd data dir's file system below which
+    /// `disk-etcd` fails.
+    pub etcd_fail_free_bytes: Option<u64>,
 }
 
 /// `[node]` of a config file.
@@ -112,6 +134,12 @@ impl Fragment {
             other.docker.pull_deadline_seconds,
         );
         over(&mut self.docker.pull_attempts, other.docker.pull_attempts);
+        let (c, o) = (&mut self.checks, other.checks);
+        over(&mut c.interval_seconds, o.interval_seconds);
+        over(&mut c.docker_warn_free_bytes, o.docker_warn_free_bytes);
+        over(&mut c.docker_fail_free_bytes, o.docker_fail_free_bytes);
+        over(&mut c.etcd_warn_free_bytes, o.etcd_warn_free_bytes);
+        over(&mut c.etcd_fail_free_bytes, o.etcd_fail_free_bytes);
     }
 }
 
@@ -138,6 +166,75 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `[docker]`: the local Docker daemon and image pulls.
     pub docker: DockerSettings,
+    /// `[checks]`: the node checks' cadence and disk floors.
+    pub checks: ChecksSettings,
+}
+
+/// `[checks]` with its defaults filled in. A floor of 0 turns that level
+/// off; the fail floor is at most the warn floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksSettings {
+    /// Seconds between two rounds of node checks; default 10, allowed
+    /// 2..=600.
+    pub interval_seconds: u64,
+    /// `disk-docker` warns below this many free bytes on Docker's root dir
+    /// (`DockerRootDir`); default 4294967296 (4 GiB).
+    pub docker_warn_free_bytes: u64,
+    /// `disk-docker` fails below this; default 1073741824 (1 GiB, the
+    /// default `docker.min_free_bytes` below which pulls are refused).
+    pub docker_fail_free_bytes: u64,
+    /// `disk-etcd` warns below this many free bytes on the file system of
+    /// the etcd data dir; default 4294967296 (4 GiB, twice etcd's default
+    /// `--quota-backend-bytes` of 2 GiB).
+    pub etcd_warn_free_bytes: u64,
+    /// `disk-etcd` fails below this; default 1073741824 (1 GiB). etcd
+    /// stops when a WAL or snapshot write fails for want of space.
+    pub etcd_fail_free_bytes: u64,
+}
+
+impl Default for ChecksSettings {
+    fn default() -> Self {
+        ChecksSettings {
+            interval_seconds: 10,
+            docker_warn_free_bytes: 4 << 30,
+            docker_fail_free_bytes: 1 << 30,
+            etcd_warn_free_bytes: 4 << 30,
+            etcd_fail_free_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Fills the defaults of `[checks]` and validates it.
+///
+/// # Errors
+/// An interval out of range, or a fail floor above its warn floor; the
+/// message names the keys.
+pub fn checks_settings(f: ChecksFragment) -> Result<ChecksSettings> {
+    let d = ChecksSettings::default();
+    let s = ChecksSettings {
+        interval_seconds: f.interval_seconds.unwrap_or(d.interval_seconds),
+        docker_warn_free_bytes: f.docker_warn_free_bytes.unwrap_or(d.docker_warn_free_bytes),
+        docker_fail_free_bytes: f.docker_fail_free_bytes.unwrap_or(d.docker_fail_free_bytes),
+        etcd_warn_free_bytes: f.etcd_warn_free_bytes.unwrap_or(d.etcd_warn_free_bytes),
+        etcd_fail_free_bytes: f.etcd_fail_free_bytes.unwrap_or(d.etcd_fail_free_bytes),
+    };
+    if !(2..=600).contains(&s.interval_seconds) {
+        bail!(
+            "checks.interval_seconds is {}, outside the allowed 2..=600",
+            s.interval_seconds
+        );
+    }
+    for (disk, warn, fail) in [
+        ("docker", s.docker_warn_free_bytes, s.docker_fail_free_bytes),
+        ("etcd", s.etcd_warn_free_bytes, s.etcd_fail_free_bytes),
+    ] {
+        if warn != 0 && fail > warn {
+            bail!(
+                "checks.{disk}_fail_free_bytes ({fail}) is above checks.{disk}_warn_free_bytes ({warn}): the fail floor must be at most the warn floor"
+            );
+        }
+    }
+    Ok(s)
 }
 
 /// `[docker]` with its defaults filled in.
@@ -301,6 +398,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
         check_name(name)?;
     }
     let docker = docker_settings(f.docker)?;
+    let checks = checks_settings(f.checks)?;
     Ok(Settings {
         key_prefix,
         name: f.node.name,
@@ -315,6 +413,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
             .unwrap_or_else(|| DEFAULT_TOKEN.into()),
         data_dir: f.etcd.data_dir.unwrap_or_else(|| paths::DATA_DIR.into()),
         docker,
+        checks,
     })
 }
 
@@ -414,6 +513,46 @@ mod tests {
         assert!(err(&format!("{ep}pull_deadline_seconds=999999")).contains("pull_deadline"));
         assert!(err(&format!("{ep}min_free_bytes=-1")).contains("min_free_bytes"));
         assert!(err(&format!("{ep}pulls=1")).contains("unknown field"));
+        let ck = "[etcd]\nendpoints=[\"http://a:1\"]\n[checks]\n";
+        assert!(
+            err(&format!("{ck}interval_seconds=1"))
+                .contains("checks.interval_seconds is 1, outside the allowed 2..=600")
+        );
+        assert!(
+            err(&format!(
+                "{ck}etcd_warn_free_bytes=10\netcd_fail_free_bytes=11"
+            ))
+            .contains("checks.etcd_fail_free_bytes (11) is above checks.etcd_warn_free_bytes (10)")
+        );
+        assert!(err(&format!("{ck}docker_fail_free_bytes=8589934592")).contains("docker_fail"));
+        assert!(err(&format!("{ck}disk=1")).contains("unknown field"));
+    }
+
+    #[test]
+    fn checks_defaults_and_dropins() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(&main, "[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]\n").unwrap();
+        let s = load(&main).unwrap();
+        assert_eq!(s.checks, ChecksSettings::default());
+        assert_eq!(s.checks.interval_seconds, 10);
+        assert_eq!(s.checks.etcd_fail_free_bytes, 1073741824);
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(
+            dir.path().join("config.d/50-checks.toml"),
+            "[checks]\ninterval_seconds=30\ndocker_warn_free_bytes=0\netcd_fail_free_bytes=0\n",
+        )
+        .unwrap();
+        let s = load(&main).unwrap();
+        assert_eq!(
+            s.checks,
+            ChecksSettings {
+                interval_seconds: 30,
+                docker_warn_free_bytes: 0,
+                etcd_fail_free_bytes: 0,
+                ..ChecksSettings::default()
+            }
+        );
     }
 
     #[test]

@@ -21,12 +21,18 @@ pub struct Identity {
 impl Identity {
     /// Peer URL, `http://<address>:2380`.
     pub fn peer_url(&self) -> String {
-        format!("http://{}", host_port(self.address, 2380))
+        peer_url_of(self.address)
     }
     /// Client URL, `http://<address>:2379`.
     pub fn client_url(&self) -> String {
         format!("http://{}", host_port(self.address, 2379))
     }
+}
+
+/// The peer URL of a node at `address`, `http://<address>:2380`
+/// (`[...]` around an IPv6 address).
+pub fn peer_url_of(address: IpAddr) -> String {
+    format!("http://{}", host_port(address, 2380))
 }
 
 fn host_port(a: IpAddr, port: u16) -> String {

@@ -345,6 +345,26 @@ impl Store {
             .collect())
     }
 
+    /// Whether the etcd behind this store's client answers: a serializable
+    /// count-only read of the cluster config key, which a member (even without
+    /// quorum, or under `NOSPACE`) and a grpc-proxy answer from local state
+    /// (<https://etcd.io/docs/v3.4/learning/api_guarantees/#isolation-level-and-consistency-of-replicas>).
+    /// Returns the revision of the answer.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn answers(&self) -> Result<Revision> {
+        let mut c = self.client();
+        let opts = GetOptions::new().with_count_only().with_serializable();
+        let resp = self
+            .bounded(
+                "a serializable read",
+                c.get(self.ks.cluster_config(), Some(opts)),
+            )
+            .await?;
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
     /// The holder of the membership lock (a node id), `None` when free.
     ///
     /// # Errors

@@ -9,10 +9,12 @@
 //! [`local`] (the member and proxy units), [`sightings`] (first sightings
 //! on the agent's monotonic clock),
 //! [`replacer`], [`status`] (the status document), [`planes`] (plane units),
-//! [`fence`] (singletons stopped before the lease can expire) and
-//! [`images`] (the preseed worker).
+//! [`fence`] (singletons stopped before the lease can expire),
+//! [`images`] (the preseed worker), [`checks`] (the node checks, in the
+//! background) and [`voters`] (voters in trouble, on the leader's agent).
 
 pub mod act;
+pub mod checks;
 pub mod context;
 pub mod desired;
 pub mod fence;
@@ -24,6 +26,7 @@ pub mod planes;
 pub mod replacer;
 pub mod sightings;
 pub mod status;
+pub mod voters;
 pub mod watches;
 
 use std::collections::BTreeSet;
@@ -44,6 +47,7 @@ use self::observe::Observer;
 use self::planes::{Planes, PlanesOutcome};
 use self::replacer::Replacer;
 use self::status::{EventLog, StatusWriter};
+use self::voters::VoterWatch;
 use self::watches::{Source, Watches};
 use crate::config::Settings;
 use crate::store::Store;
@@ -112,6 +116,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         wanted_tx,
         images_rx,
     );
+    let checks = checks::spawn(
+        store.clone(),
+        &settings.docker,
+        settings.checks.clone(),
+        settings.data_dir.clone(),
+    );
     let ctx = Context {
         identity,
         settings,
@@ -119,11 +129,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         cluster,
         store,
     };
-    let mut agent = Agent::new(ctx, planes);
+    let mut agent = Agent::new(ctx, planes, checks);
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut images = agent.planes.images_watch();
+    let mut checks_changed = agent.checks.clone();
     let started = Instant::now();
     let mut ready = false;
     loop {
@@ -155,6 +166,8 @@ pub async fn run(settings: Settings) -> Result<()> {
             }
             // An image arrived or failed: its plane's units may start.
             Ok(()) = images.changed() => {}
+            // A check's outcome changed: into the status now.
+            Ok(()) = checks_changed.changed() => {}
         }
         // Drain whatever else arrived, so one iteration sees it all.
         while let Ok((src, ev)) = agent.watches.events.try_recv() {
@@ -197,10 +210,18 @@ struct Agent {
     planes: Planes,
     /// What the last plane pass found.
     planes_outcome: PlanesOutcome,
+    /// The node checks' latest outcomes.
+    checks: tokio::sync::watch::Receiver<Vec<deckhand_model::Check>>,
+    /// Voters in trouble (on the leader's agent).
+    voters: VoterWatch,
 }
 
 impl Agent {
-    fn new(ctx: Context, planes: Planes) -> Agent {
+    fn new(
+        ctx: Context,
+        planes: Planes,
+        checks: tokio::sync::watch::Receiver<Vec<deckhand_model::Check>>,
+    ) -> Agent {
         Agent {
             ctx,
             watches: Watches::default(),
@@ -217,6 +238,8 @@ impl Agent {
             last_mode: EtcdMode::None,
             planes,
             planes_outcome: PlanesOutcome::default(),
+            checks,
+            voters: VoterWatch::default(),
         }
     }
 
@@ -329,6 +352,8 @@ impl Agent {
         let observed_cluster = o.cluster.is_some();
         if observed_cluster {
             self.ensure_role_key(&o).await;
+            let voter_problems = self.voters.refresh(&self.ctx, &o).await.to_vec();
+            let checks = self.checks.borrow_and_update().clone();
             let doc = status::document(&status::Inputs {
                 identity: &self.ctx.identity,
                 failure_domain: self.ctx.settings.failure_domain.as_deref(),
@@ -339,6 +364,8 @@ impl Agent {
                 planes: &self.planes_outcome,
                 replacer: self.replacer.note.as_deref(),
                 events: self.events.all(),
+                checks: &checks,
+                voter_problems: &voter_problems,
             });
             let lease = self.lease();
             self.status.write(&self.ctx.store, doc, lease).await;

@@ -2,7 +2,7 @@
 //! the step the planner chose and what the plane pass found — a pure
 //! function — and written on the node's lease only when it changed.
 
-use deckhand_model::{EtcdMode, EtcdRole, EtcdStatus, NodeStatus, Role};
+use deckhand_model::{Check, EtcdMode, EtcdRole, EtcdStatus, NodeStatus, Role, VoterProblem};
 use deckhand_plan::{Observation, Step};
 
 use super::desired::Desired;
@@ -33,6 +33,11 @@ pub struct Inputs<'a> {
     pub replacer: Option<&'a str>,
     /// Notable events, newest last.
     pub events: &'a [String],
+    /// The node checks' latest outcomes (`agent::checks`), in their order.
+    pub checks: &'a [Check],
+    /// The voters in trouble, on the agent that watches them
+    /// (`agent::voters`); empty on the others.
+    pub voter_problems: &'a [VoterProblem],
 }
 
 /// The status document. `converged` holds only when the step is
@@ -100,8 +105,8 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         events: i.events.to_vec(),
         planes: planes.planes.clone(),
         images: planes.images.clone(),
-        checks: Vec::new(),
-        voter_problems: Vec::new(),
+        checks: i.checks.to_vec(),
+        voter_problems: i.voter_problems.to_vec(),
     }
 }
 
@@ -239,6 +244,17 @@ mod tests {
         let id = identity();
         let planes = settled();
         let events = vec!["removed member 5: stale".to_string()];
+        let checks = [Check {
+            name: "docker".into(),
+            state: deckhand_model::CheckState::Fail,
+            detail: "the Docker daemon does not answer".into(),
+        }];
+        let problems = [VoterProblem {
+            member_id: "9".into(),
+            peer_url: "http://10.0.0.9:2380".into(),
+            trouble: deckhand_model::VoterTrouble::NotStarted,
+            since: 1_700_000_000,
+        }];
         let s = document(&Inputs {
             identity: &id,
             failure_domain: Some("rack-a"),
@@ -249,6 +265,8 @@ mod tests {
             planes: &planes,
             replacer: None,
             events: &events,
+            checks: &checks,
+            voter_problems: &problems,
         });
         assert!(s.converged);
         assert_eq!(s.applied, Some(role));
@@ -259,6 +277,8 @@ mod tests {
         assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
         assert_eq!(s.failure_domain.as_deref(), Some("rack-a"));
         assert_eq!(s.events, events);
+        assert_eq!(s.checks, checks);
+        assert_eq!(s.voter_problems, problems);
         assert!(s.error.is_none() && s.step.is_none() && s.blocked.is_none());
     }
 
@@ -280,6 +300,8 @@ mod tests {
             planes: &planes,
             replacer: Some("keeping 3 voters: nothing to do"),
             events: &[],
+            checks: &[],
+            voter_problems: &[],
         };
         let s = document(&inputs);
         assert!(!s.converged);

@@ -1,7 +1,8 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane`, `status`, `member` and `node` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `status`, `doctor`, `member` and `node` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+pub mod doctor;
 pub mod member;
 pub mod node;
 pub mod plane;
@@ -30,7 +31,7 @@ units on exactly one, chosen by an etcd election and fenced by the node's lease)
 images present (`deckhand preseed` does it once), and reports back (`deckhand status`).\n\nThe role, \
 status, plane and config keys live under the key prefix (default /deckhand): see docs/keyspace.md.\n\n\
 Exit status: 0 success; 1 the command failed (etcd did not answer, a node did not converge in time); \
-2 bad arguments; 78 the agent config cannot be used (fix it, or give both --endpoints and --prefix)."
+2 bad arguments (`deckhand doctor` also exits 2 for warnings only, printing its findings); 78 the agent config cannot be used (fix it, or give both --endpoints and --prefix)."
 )]
 pub struct Cli {
     /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
@@ -69,6 +70,8 @@ pub enum Command {
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
     Preseed(crate::preseed::PreseedArgs),
+    // about and long help: on DoctorArgs.
+    Doctor(doctor::DoctorArgs),
     /// The member unit's start check: exec etcd only if the data dir's
     /// member is the member the cluster knows (run by
     /// deckhand-etcd-member.service, not by hand).

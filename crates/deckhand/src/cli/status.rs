@@ -1,7 +1,9 @@
 //! `deckhand status`: every node at a glance — desired and applied role,
-//! etcd mode, leader, health, convergence, images, agent version — and the
-//! plane units, from the node keys and a member list read from a real
-//! member.
+//! etcd mode, leader, health, convergence, images, failing checks, agent
+//! version — the cluster's health (fault tolerance in words, voters in
+//! trouble, etcd alarms with what to do) and the plane units, from the node
+//! keys, the alarm list, and a member list and voter statuses read live
+//! from real members.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,13 +11,19 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use deckhand_etcd::{Cluster, Member};
-use deckhand_model::{EtcdMode, EtcdStatus, ImagesStatus, Plane, PlaneStatus, Role, UnitMode};
+use deckhand_model::{
+    Check, CheckState, EtcdMode, EtcdStatus, ImagesStatus, Plane, PlaneStatus, Role, UnitMode,
+    VoterTrouble,
+};
+use deckhand_plan::{FaultTolerance, MemberView, voter_troubles};
 use serde::Serialize;
+use tokio::task::JoinSet;
 
 use super::session::Session;
 use super::table::columns;
+use crate::agent::observe::{member_views, unix_now};
 use crate::connect::Target;
-use crate::store::NodeKeys;
+use crate::store::{Alarm, AlarmKind, NodeKeys};
 
 /// `deckhand status` arguments.
 #[derive(Args)]
@@ -25,7 +33,8 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `deckhand status --json`: every node, the member list and the leader.
+/// `deckhand status --json`: every node, the member list, the leader and
+/// the cluster's health.
 #[derive(Debug, Serialize)]
 pub struct StatusJson {
     nodes: Vec<NodeJson>,
@@ -33,6 +42,59 @@ pub struct StatusJson {
     learners: usize,
     leader: Option<String>,
     members: Vec<MemberJson>,
+    cluster: ClusterJson,
+}
+
+/// The cluster's health in `deckhand status --json`.
+#[derive(Debug, Serialize)]
+struct ClusterJson {
+    /// From the member list and each voter's status, read just now; `None`
+    /// when no member list could be read.
+    fault_tolerance: Option<FaultToleranceJson>,
+    /// Voters in trouble, seen just now, ordered by member id.
+    voter_problems: Vec<VoterProblemJson>,
+    /// etcd's active alarms.
+    alarms: Vec<AlarmJson>,
+    /// Why the alarm list could not be read, if it could not.
+    alarms_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct FaultToleranceJson {
+    voters: usize,
+    up: usize,
+    quorum: usize,
+    /// Further voter failures survived; `None` when quorum is lost.
+    spare: Option<usize>,
+    /// In words, e.g. "quorum 3 of 4, 3 up: one more failure loses quorum".
+    words: String,
+}
+
+#[derive(Debug, Serialize)]
+struct VoterProblemJson {
+    member_id: String,
+    peer_url: String,
+    trouble: VoterTrouble,
+    /// The earliest first sighting any agent reported (Unix seconds, that
+    /// agent's wall clock: for display only); `None` when no agent has
+    /// reported it yet.
+    since: Option<u64>,
+    /// `since` as a duration from now, in words ("3 min"), or "just seen".
+    for_how_long: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AlarmJson {
+    /// `NOSPACE` or `CORRUPT`.
+    alarm: String,
+    /// The member that raised it, hex.
+    member_id: String,
+    /// Its member name, when the member list has it.
+    member: Option<String>,
+    /// The deckhand node behind the member, when one reports it.
+    node: Option<String>,
+    /// What etcd does meanwhile and what to do, in words.
+    what_to_do: String,
 }
 
 /// One node in `deckhand status --json`: its status document, or what is
@@ -58,6 +120,9 @@ struct NodeJson {
     events: Vec<String>,
     planes: Vec<PlaneStatus>,
     images: ImagesStatus,
+    /// The node's checks as its agent last ran them; empty for a node
+    /// without status.
+    checks: Vec<Check>,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,7 +152,6 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
         .map(|s| format!("http://{}:2379", s.address))
         .collect();
     let mut members = Vec::new();
-    let mut leader = None;
     for eps in [
         reported,
         session.target.config_endpoints.clone(),
@@ -105,17 +169,16 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
             break;
         }
     }
-    'voters: for m in members.iter().filter(|m| !m.is_learner) {
-        for ep in &m.client_urls {
-            if let Ok(st) = Cluster::endpoint_status(ep, Duration::from_secs(2)).await
-                && st.leader != 0
-            {
-                leader = Some(st.leader);
-                break 'voters;
-            }
-        }
-    }
-    let out = report(&nodes, &members, leader);
+    let (health, leader) = voter_statuses(&members).await;
+    let alarms = session.store.alarms().await.map_err(|e| format!("{e:#}"));
+    let live = Live {
+        members: &members,
+        leader,
+        health: &health,
+        alarms,
+        now: unix_now(),
+    };
+    let out = report(&nodes, &live);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -124,16 +187,62 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// The status report from every node's keys, the member list and the
-/// leader's member id (pure). Nodes are sorted by name, then id. Each node
-/// reports its own leader flag, which lags a leader change by up to one of
-/// its iterations; the leader read just now overrides it.
-pub fn report(
-    nodes: &BTreeMap<String, NodeKeys>,
-    members: &[Member],
-    leader_id: Option<u64>,
-) -> StatusJson {
-    let leader = leader_id
+/// Every voter's `Status`, asked at once (2 s each): `(member id,
+/// healthy)` for each voter (healthy: it answered and knows a leader), and
+/// the leader's member id as the first answer names it.
+async fn voter_statuses(members: &[Member]) -> (Vec<(u64, bool)>, Option<u64>) {
+    let mut tasks = JoinSet::new();
+    for m in members.iter().filter(|m| !m.is_learner) {
+        let (id, urls) = (m.id, m.client_urls.clone());
+        tasks.spawn(async move {
+            for url in urls {
+                if let Ok(st) = Cluster::endpoint_status(&url, Duration::from_secs(2)).await {
+                    return (id, st.leader);
+                }
+            }
+            (id, 0)
+        });
+    }
+    let mut health = Vec::new();
+    let mut leader: Option<u64> = None;
+    while let Some(Ok((id, l))) = tasks.join_next().await {
+        health.push((id, l != 0));
+        if l != 0 {
+            leader.get_or_insert(l);
+        }
+    }
+    health.sort();
+    (health, leader)
+}
+
+/// What `deckhand status` read live, beside the node keys.
+pub struct Live<'a> {
+    /// The member list, from a real member; empty when none answered.
+    pub members: &'a [Member],
+    /// The leader's member id, when a voter named one.
+    pub leader: Option<u64>,
+    /// `(member id, healthy)` of the voters asked.
+    pub health: &'a [(u64, bool)],
+    /// etcd's active alarms, or why they could not be read.
+    pub alarms: Result<Vec<Alarm>, String>,
+    /// Now, Unix seconds (this host's clock: for "for how long" only).
+    pub now: u64,
+}
+
+/// The status report from every node's keys and what was read live
+/// (pure). Nodes are sorted by name, then id. Each node reports its own
+/// leader flag, which lags a leader change by up to one of its iterations;
+/// the leader read just now overrides it. A node without status while a
+/// `NOSPACE` alarm is active is reported as unable to write it, not as
+/// down.
+pub fn report(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> StatusJson {
+    let members = live.members;
+    let nospace = live
+        .alarms
+        .as_ref()
+        .is_ok_and(|a| a.iter().any(|a| a.kind == AlarmKind::NoSpace));
+    let leader = live
+        .leader
         .and_then(|id| members.iter().find(|m| m.id == id))
         .map(|m| m.name.clone());
     let mut out = StatusJson {
@@ -150,7 +259,11 @@ pub fn report(
                 client_urls: m.client_urls.clone(),
             })
             .collect(),
-        nodes: nodes.iter().map(|(id, k)| node_json(id, k)).collect(),
+        nodes: nodes
+            .iter()
+            .map(|(id, k)| node_json(id, k, nospace))
+            .collect(),
+        cluster: cluster_json(nodes, live),
     };
     if let Some(leader) = &out.leader {
         for n in &mut out.nodes {
@@ -162,7 +275,115 @@ pub fn report(
     out
 }
 
-fn node_json(id: &str, k: &NodeKeys) -> NodeJson {
+/// Fault tolerance, voters in trouble and alarms, from the live reads and
+/// the nodes' own reports (for `since`).
+fn cluster_json(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> ClusterJson {
+    let views: Vec<MemberView> = member_views(live.members, live.health);
+    let statuses: Vec<&deckhand_model::NodeStatus> =
+        nodes.values().filter_map(|k| k.status.as_ref()).collect();
+    let node_urls: Vec<String> = statuses
+        .iter()
+        .filter_map(|s| s.address.parse().ok())
+        .map(crate::identity::peer_url_of)
+        .collect();
+    // A node whose status is missing (e.g. it cannot write it under
+    // NOSPACE) still has its name key: a voter of that name has a node.
+    let node_names: Vec<String> = nodes.values().map(NodeKeys::display_name).collect();
+    let voter_problems = voter_troubles(&views, &node_urls)
+        .into_iter()
+        .filter(|(id, _, t)| {
+            *t != VoterTrouble::NoNode
+                || !views
+                    .iter()
+                    .any(|m| m.id == *id && !m.name.is_empty() && node_names.contains(&m.name))
+        })
+        .map(|(id, peer_url, trouble)| {
+            let hex = format!("{id:x}");
+            let since = statuses
+                .iter()
+                .flat_map(|s| &s.voter_problems)
+                .filter(|p| p.member_id == hex && p.trouble == trouble)
+                .map(|p| p.since)
+                .min();
+            VoterProblemJson {
+                member_id: hex,
+                peer_url,
+                trouble,
+                since,
+                for_how_long: since
+                    .map(|t| how_long(live.now.saturating_sub(t)))
+                    .unwrap_or_else(|| "just seen".into()),
+            }
+        })
+        .collect();
+    let fault_tolerance = (!live.members.is_empty()).then(|| {
+        let ft = FaultTolerance::of(&views);
+        FaultToleranceJson {
+            voters: ft.voters,
+            up: ft.up,
+            quorum: ft.quorum,
+            spare: ft.spare(),
+            words: ft.to_string(),
+        }
+    });
+    let (alarms, alarms_error) = match &live.alarms {
+        Ok(list) => (
+            list.iter()
+                .map(|a| {
+                    let hex = format!("{:x}", a.member_id);
+                    let member = live
+                        .members
+                        .iter()
+                        .find(|m| m.id == a.member_id)
+                        .map(|m| m.name.clone())
+                        .filter(|n| !n.is_empty());
+                    let node = statuses
+                        .iter()
+                        .find(|s| s.etcd.member_id.as_deref() == Some(hex.as_str()))
+                        .map(|s| s.name.clone())
+                        .or_else(|| member.clone().filter(|m| node_names.contains(m)));
+                    AlarmJson {
+                        alarm: a.kind.to_string(),
+                        member_id: hex,
+                        member,
+                        node,
+                        what_to_do: what_to_do(a.kind),
+                    }
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) => (Vec::new(), Some(e.clone())),
+    };
+    ClusterJson {
+        fault_tolerance,
+        voter_problems,
+        alarms,
+        alarms_error,
+    }
+}
+
+/// What etcd does under an alarm, and the way out
+/// (<https://etcd.io/docs/v3.4/op-guide/maintenance/#space-quota>,
+/// <https://etcd.io/docs/v3.4/op-guide/data_corruption/>).
+fn what_to_do(kind: AlarmKind) -> String {
+    match kind {
+        AlarmKind::NoSpace => "the member's backend reached its quota (--quota-backend-bytes): etcd refuses puts and lease grants cluster-wide (reads and deletes still work), so agents cannot write their status. Compact the history (`etcdctl compact <current revision>`), defragment every member (`etcdctl defrag --cluster`), then `etcdctl alarm disarm`; if the data is that large legitimately, raise --quota-backend-bytes (ETCD_QUOTA_BACKEND_BYTES) on every member first".into(),
+        AlarmKind::Corrupt => "a hash check found this member's data differs from the others': stop that member, move its data dir aside (never delete it), remove it from the cluster and let it rejoin as a new member, which copies the data from the others; then `etcdctl alarm disarm`".into(),
+    }
+}
+
+/// Seconds in words: "12 s", "3 min", "5 h", "2 d".
+fn how_long(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs / 60),
+        7200..172800 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86400),
+    }
+}
+
+fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
     match &k.status {
         Some(s) => NodeJson {
             id: id.to_string(),
@@ -183,6 +404,7 @@ fn node_json(id: &str, k: &NodeKeys) -> NodeJson {
             events: s.events.clone(),
             planes: s.planes.clone(),
             images: s.images.clone(),
+            checks: s.checks.clone(),
         },
         None => NodeJson {
             id: id.to_string(),
@@ -201,18 +423,24 @@ fn node_json(id: &str, k: &NodeKeys) -> NodeJson {
             },
             step: None,
             blocked: None,
-            error: Some("no status: the node's lease expired (agent or node down)".into()),
+            error: Some(if nospace {
+                "cannot write its status: etcd NOSPACE (the cluster refuses puts and lease grants; see the alarm above)".into()
+            } else {
+                "no status: the node's lease expired (agent or node down)".into()
+            }),
             failure_domain: None,
             replacer: None,
             events: Vec::new(),
             planes: Vec::new(),
             images: ImagesStatus::default(),
+            checks: Vec::new(),
         },
     }
 }
 
-/// The status table: a summary line, one row per node, then one row per
-/// plane unit.
+/// The status table: a summary line, the cluster's health (fault
+/// tolerance, voters in trouble, alarms), one row per node, then one row
+/// per plane unit.
 pub fn table(s: &StatusJson) -> String {
     let mut out = format!(
         "voters: {}   learners: {}   leader: {}\n",
@@ -220,7 +448,9 @@ pub fn table(s: &StatusJson) -> String {
         s.learners,
         s.leader.as_deref().unwrap_or("(none)")
     );
-    let rows: Vec<[String; 11]> = s
+    out.push_str(&cluster_lines(&s.cluster));
+    let nospace = s.cluster.alarms.iter().any(|a| a.alarm == "NOSPACE");
+    let rows: Vec<[String; 12]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -249,6 +479,8 @@ pub fn table(s: &StatusJson) -> String {
                 },
                 if n.alive {
                     "alive".into()
+                } else if nospace {
+                    "NO-WRITE".into()
                 } else {
                     "DEAD".into()
                 },
@@ -258,6 +490,7 @@ pub fn table(s: &StatusJson) -> String {
                     "no".into()
                 },
                 images_cell(&n.images),
+                checks_cell(n.alive, &n.checks),
                 n.version.clone().unwrap_or_else(|| "-".into()),
                 note,
             ]
@@ -273,12 +506,78 @@ pub fn table(s: &StatusJson) -> String {
         "HEALTH",
         "CONVERGED",
         "IMAGES",
+        "CHECKS",
         "VERSION",
         "NOTE",
     ];
     out.push_str(&columns(&header, &rows));
     out.push_str(&units_table(s));
     out
+}
+
+/// The cluster lines under the summary: fault tolerance, then one line per
+/// voter in trouble and per alarm.
+fn cluster_lines(c: &ClusterJson) -> String {
+    let mut out = String::new();
+    if let Some(ft) = &c.fault_tolerance {
+        out.push_str(&format!("fault tolerance: {}\n", ft.words));
+    }
+    for p in &c.voter_problems {
+        out.push_str(&format!(
+            "voter {} {}: {}, {}\n",
+            p.member_id,
+            if p.peer_url.is_empty() {
+                "(no peer URL)"
+            } else {
+                &p.peer_url
+            },
+            p.trouble,
+            if p.since.is_some() {
+                format!("for {}", p.for_how_long)
+            } else {
+                p.for_how_long.clone()
+            }
+        ));
+    }
+    for a in &c.alarms {
+        let by = match (&a.member, &a.node) {
+            (_, Some(node)) => format!("member {} (node {node})", a.member_id),
+            (Some(m), None) => format!("member {} ({m})", a.member_id),
+            (None, None) => format!("member {}", a.member_id),
+        };
+        out.push_str(&format!(
+            "ALARM {} raised by {by}: {}\n",
+            a.alarm, a.what_to_do
+        ));
+    }
+    if let Some(e) = &c.alarms_error {
+        out.push_str(&format!("alarms: could not be read: {e}\n"));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// "ok", or the failing checks' names (warnings as `name(warn)`); "-"
+/// without checks (a dead node, or an agent too old to report them).
+fn checks_cell(alive: bool, checks: &[Check]) -> String {
+    if !alive || checks.is_empty() {
+        return "-".into();
+    }
+    let bad: Vec<String> = checks
+        .iter()
+        .filter(|c| c.state != CheckState::Pass)
+        .map(|c| match c.state {
+            CheckState::Warn => format!("{}(warn)", c.name),
+            _ => c.name.clone(),
+        })
+        .collect();
+    if bad.is_empty() {
+        "ok".into()
+    } else {
+        bad.join(",")
+    }
 }
 
 /// `present/wanted`, with pulls and failures.
@@ -396,7 +695,14 @@ mod tests {
             member(2, "node2", false),
             member(9, "x", true),
         ];
-        let r = report(&nodes, &members, Some(1));
+        let live = Live {
+            members: &members,
+            leader: Some(1),
+            health: &[(1, true), (2, true)],
+            alarms: Ok(vec![]),
+            now: 0,
+        };
+        let r = report(&nodes, &live);
         assert_eq!((r.voters, r.learners), (2, 1));
         assert_eq!(r.leader.as_deref(), Some("node1"));
         let names: Vec<&str> = r.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -414,9 +720,220 @@ mod tests {
         assert_eq!(json["nodes"][1]["version"], "0.1.0");
         assert!(json["nodes"][2]["version"].is_null());
         let t = table(&r);
-        let header = t.lines().nth(1).unwrap();
+        // Summary, fault tolerance, a blank line, then the node table.
+        assert!(
+            t.lines().nth(1).unwrap().starts_with("fault tolerance: "),
+            "{t}"
+        );
+        let header = t.lines().nth(3).unwrap();
         assert!(header.contains("VERSION"), "{t}");
-        assert!(t.lines().nth(2).unwrap().contains("0.2.0"), "{t}");
-        assert!(t.lines().nth(4).unwrap().contains("DEAD"), "{t}");
+        assert!(t.lines().nth(4).unwrap().contains("0.2.0"), "{t}");
+        assert!(t.lines().nth(6).unwrap().contains("DEAD"), "{t}");
+    }
+
+    fn keys(s: deckhand_model::NodeStatus) -> NodeKeys {
+        NodeKeys {
+            name: Some(s.name.clone()),
+            role: None,
+            status: Some(s),
+        }
+    }
+
+    fn check(name: &str, state: CheckState) -> Check {
+        Check {
+            name: name.into(),
+            state,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn checks_column_names_the_failing_checks() {
+        let mut nodes = BTreeMap::new();
+        let mut a = alive("node1", "0.1.0", true);
+        a.status.as_mut().unwrap().checks = vec![
+            check("local-etcd", CheckState::Pass),
+            check("docker", CheckState::Fail),
+            check("disk-docker", CheckState::Pass),
+            check("disk-etcd", CheckState::Warn),
+        ];
+        let mut b = alive("node2", "0.1.0", false);
+        b.status.as_mut().unwrap().checks = vec![check("docker", CheckState::Pass)];
+        nodes.insert("a".repeat(32), a);
+        nodes.insert("b".repeat(32), b);
+        nodes.insert("c".repeat(32), alive("node3", "0.1.0", false));
+        let members = [member(1, "node1", false)];
+        let live = Live {
+            members: &members,
+            leader: Some(1),
+            health: &[(1, true)],
+            alarms: Ok(vec![]),
+            now: 0,
+        };
+        let r = report(&nodes, &live);
+        let t = table(&r);
+        let header = t.lines().find(|l| l.starts_with("NODE")).unwrap();
+        let col = header.find("CHECKS").unwrap();
+        let cell = |node: &str| {
+            let line = t.lines().find(|l| l.starts_with(node)).unwrap();
+            line[col..].split_whitespace().next().unwrap().to_string()
+        };
+        assert_eq!(cell("node1"), "docker,disk-etcd(warn)", "{t}");
+        assert_eq!(cell("node2"), "ok", "{t}");
+        assert_eq!(cell("node3"), "-", "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["nodes"][0]["checks"][1]["name"], "docker");
+        assert_eq!(json["nodes"][0]["checks"][1]["state"], "fail");
+    }
+
+    #[test]
+    fn cluster_section_fault_tolerance_voter_problems_and_nospace() {
+        // node1..3 are voters 1..3 (node1's status is gone: it cannot write
+        // it under NOSPACE); voter 9 was added by hand and never started.
+        let mut nodes = BTreeMap::new();
+        for (i, name) in [(2u64, "node2"), (3, "node3")] {
+            let mut s = node_status(name, EtcdMode::Member);
+            s.address = format!("10.0.0.{i}");
+            s.etcd.member_id = Some(format!("{i:x}"));
+            if i == 3 {
+                s.voter_problems = vec![deckhand_model::VoterProblem {
+                    member_id: "9".into(),
+                    peer_url: "http://10.0.0.9:2380".into(),
+                    trouble: VoterTrouble::NotStarted,
+                    since: 1000,
+                }];
+            }
+            nodes.insert(format!("{i}").repeat(32), keys(s));
+        }
+        nodes.insert(
+            "1".repeat(32),
+            NodeKeys {
+                name: Some("node1".into()),
+                role: None,
+                status: None,
+            },
+        );
+        let mut unstarted = member(9, "", false);
+        unstarted.client_urls.clear();
+        let members = [
+            member(1, "node1", false),
+            member(2, "node2", false),
+            member(3, "node3", false),
+            unstarted,
+        ];
+        let health = [(1, true), (2, true), (3, true), (9, false)];
+        let alarms = vec![Alarm {
+            member_id: 2,
+            kind: AlarmKind::NoSpace,
+        }];
+        let live = Live {
+            members: &members,
+            leader: Some(2),
+            health: &health,
+            alarms: Ok(alarms.clone()),
+            now: 1000 + 190,
+        };
+        let r = report(&nodes, &live);
+        let ft = r.cluster.fault_tolerance.as_ref().unwrap();
+        assert_eq!((ft.voters, ft.up, ft.quorum, ft.spare), (4, 3, 3, Some(0)));
+        assert_eq!(r.cluster.voter_problems.len(), 1, "{:?}", r.cluster);
+        let p = &r.cluster.voter_problems[0];
+        assert_eq!(
+            (p.member_id.as_str(), p.trouble),
+            ("9", VoterTrouble::NotStarted)
+        );
+        assert_eq!((p.since, p.for_how_long.as_str()), (Some(1000), "3 min"));
+        let a = &r.cluster.alarms[0];
+        assert_eq!(
+            (a.alarm.as_str(), a.member_id.as_str(), a.node.as_deref()),
+            ("NOSPACE", "2", Some("node2"))
+        );
+        let t = table(&r);
+        assert!(
+            t.contains("fault tolerance: quorum 3 of 4, 3 up: one more failure loses quorum\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("voter 9 http://10.0.0.9:2380: not started, for 3 min\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("ALARM NOSPACE raised by member 2 (node node2): "),
+            "{t}"
+        );
+        assert!(t.contains("etcdctl alarm disarm"), "{t}");
+        let node1 = t.lines().find(|l| l.starts_with("node1")).unwrap();
+        assert!(node1.contains("NO-WRITE"), "{t}");
+        assert!(
+            node1.contains("cannot write its status: etcd NOSPACE"),
+            "{t}"
+        );
+        assert!(!t.contains("DEAD"), "{t}");
+        // Without the alarm the same node is down, and a problem no agent
+        // reported yet is "just seen".
+        nodes
+            .get_mut(&"3".repeat(32))
+            .unwrap()
+            .status
+            .as_mut()
+            .unwrap()
+            .voter_problems
+            .clear();
+        let live = Live {
+            alarms: Ok(vec![]),
+            ..live
+        };
+        let r = report(&nodes, &live);
+        let t = table(&r);
+        assert!(
+            t.contains("voter 9 http://10.0.0.9:2380: not started, just seen\n"),
+            "{t}"
+        );
+        let node1 = t.lines().find(|l| l.starts_with("node1")).unwrap();
+        assert!(
+            node1.contains("DEAD") && node1.contains("agent or node down"),
+            "{t}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["cluster"]["voter_problems"][0]["trouble"],
+            "not-started"
+        );
+        assert!(json["cluster"]["voter_problems"][0]["since"].is_null());
+        assert_eq!(json["cluster"]["fault_tolerance"]["spare"], 0);
+    }
+
+    #[test]
+    fn a_voter_without_a_node_and_one_whose_node_cannot_write() {
+        // Voter 7 answers but no deckhand node has its address; voter 1's
+        // node has only its name key left: it has a node.
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "1".repeat(32),
+            NodeKeys {
+                name: Some("node1".into()),
+                role: None,
+                status: None,
+            },
+        );
+        let members = [member(1, "node1", false), member(7, "stray", false)];
+        let live = Live {
+            members: &members,
+            leader: Some(1),
+            health: &[(1, true), (7, true)],
+            alarms: Err("no answer".into()),
+            now: 0,
+        };
+        let r = report(&nodes, &live);
+        let ids: Vec<(&str, VoterTrouble)> = r
+            .cluster
+            .voter_problems
+            .iter()
+            .map(|p| (p.member_id.as_str(), p.trouble))
+            .collect();
+        assert_eq!(ids, [("7", VoterTrouble::NoNode)]);
+        assert!(table(&r).contains("alarms: could not be read: no answer"));
+        assert_eq!(how_long(7200), "2 h");
+        assert_eq!(how_long(3 * 86400), "3 d");
     }
 }
