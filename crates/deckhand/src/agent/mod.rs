@@ -8,7 +8,8 @@
 //! from watch events), [`watches`], [`observe`], [`act`] (one step),
 //! [`local`] (the member and proxy units), [`learners`] (learner records),
 //! [`replacer`], [`status`] (the status document), [`planes`] (plane units),
-//! [`fence`] (singletons stopped before the lease can expire) and
+//! [`fence`] (singletons stopped before the lease can expire), [`lease`]
+//! (the node lease, handed over when its TTL changes) and
 //! [`images`] (the preseed worker).
 
 pub mod act;
@@ -17,6 +18,7 @@ pub mod desired;
 pub mod fence;
 pub mod images;
 pub mod learners;
+pub mod lease;
 pub mod local;
 pub mod observe;
 pub mod planes;
@@ -29,7 +31,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use deckhand_etcd::{Cluster, KeyEvent, LeaseKeeper};
+use deckhand_etcd::{Cluster, KeyEvent};
 use deckhand_model::{EtcdMode, Role};
 use deckhand_plan::{LockView, Observation, Step};
 use deckhand_systemd::{Systemd, notify};
@@ -38,6 +40,7 @@ use self::context::{Context, REQUEST_TIMEOUT};
 use self::desired::Desired;
 use self::fence::Fence;
 use self::learners::LearnerRecords;
+use self::lease::NodeLease;
 use self::local::Local;
 use self::observe::Observer;
 use self::planes::{Planes, PlanesOutcome};
@@ -164,9 +167,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Singletons first: revoking the lease lets another node start them.
     agent.planes.stop_singletons().await;
     tracing::info!("stopping; revoking the node lease");
-    if let Some(k) = agent.keeper.take() {
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
-    }
+    agent.lease.revoke(REQUEST_TIMEOUT).await;
     Ok(())
 }
 
@@ -180,8 +181,8 @@ struct Outcome {
 struct Agent {
     ctx: Context,
     watches: Watches,
-    keeper: Option<LeaseKeeper>,
-    keeper_ttl: u64,
+    /// The node lease (status, locks and candidacies live on it).
+    lease: NodeLease,
     desired: Desired,
     observer: Observer,
     learners: LearnerRecords,
@@ -204,8 +205,7 @@ impl Agent {
         Agent {
             ctx,
             watches: Watches::default(),
-            keeper: None,
-            keeper_ttl: 0,
+            lease: NodeLease::default(),
             desired: Desired::default(),
             observer: Observer::default(),
             learners: LearnerRecords::default(),
@@ -223,22 +223,20 @@ impl Agent {
 
     /// The node's lease, 0 while it has none.
     fn lease(&self) -> i64 {
-        self.keeper
-            .as_ref()
-            .map(|k| *k.lease().borrow())
-            .unwrap_or(0)
+        self.lease.id()
     }
 
-    /// (Re)starts the watches and the lease keeper (with the cluster
-    /// config's TTL) on the local client.
+    /// Starts the watches and the lease keeper (with the cluster config's
+    /// TTL) on the local client.
     fn start_background(&mut self) {
         let client = self.ctx.store.client();
         self.watches
             .start(&client, self.ctx.store.keyspace(), &self.ctx.identity.id);
-        let keeper = LeaseKeeper::spawn(client, self.desired.config.lease_ttl_seconds as i64);
-        self.planes.fence.follow(keeper.renewals());
-        self.keeper = Some(keeper);
-        self.keeper_ttl = self.desired.config.lease_ttl_seconds;
+        self.lease.start(
+            client,
+            self.desired.config.lease_ttl_seconds,
+            &self.planes.fence,
+        );
         self.status.reset();
     }
 
@@ -289,16 +287,16 @@ impl Agent {
             }
         };
         self.refresh_endpoints(&o).await;
-        if self.keeper_ttl != self.desired.config.lease_ttl_seconds {
-            tracing::info!(
-                "lease TTL changed to {} s; granting a new lease",
-                self.desired.config.lease_ttl_seconds
-            );
-            if let Some(k) = self.keeper.take() {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
-            }
-            self.start_background();
-        }
+        // A TTL change: the new lease takes every key over before the old
+        // one is revoked (see lease.rs), so no status read misses this node.
+        self.lease
+            .follow_ttl(
+                &self.ctx.store.client(),
+                self.desired.config.lease_ttl_seconds,
+                &self.planes.fence,
+                REQUEST_TIMEOUT,
+            )
+            .await;
         let step = deckhand_plan::plan(&o);
         if !step.is_idle() {
             tracing::info!("taking step: {step}");
