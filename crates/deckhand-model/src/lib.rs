@@ -18,8 +18,8 @@ pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};
 pub use role::{EtcdRole, Plane, Role, RoleError};
 pub use status::{
-    Check, CheckState, VoterProblem, VoterTrouble,
-    EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus, UnitStatus,
+    Check, CheckState, EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus,
+    UnitStatus, VoterProblem, VoterTrouble,
 };
 
 /// Largest value, in bytes, that deckhand accepts in a role or config key.

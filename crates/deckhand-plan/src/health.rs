@@ -40,11 +40,7 @@ impl FaultTolerance {
 /// In words, e.g. "quorum 3 of 4 voters up: one more failure loses quorum".
 impl std::fmt::Display for FaultTolerance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let FaultTolerance {
-            voters,
-            up,
-            quorum,
-        } = *self;
+        let FaultTolerance { voters, up, quorum } = *self;
         let head = format!("quorum {quorum} of {voters}, {up} up");
         match self.spare() {
             None => write!(
@@ -66,7 +62,11 @@ mod tests {
     fn voter(id: u64, healthy: Option<bool>, started: bool) -> MemberView {
         MemberView {
             id,
-            name: if started { format!("n{id}") } else { String::new() },
+            name: if started {
+                format!("n{id}")
+            } else {
+                String::new()
+            },
             peer_urls: vec![format!("http://10.0.0.{id}:2380")],
             client_urls: if started {
                 vec![format!("http://10.0.0.{id}:2379")]
@@ -87,7 +87,10 @@ mod tests {
             voter(4, None, false),
         ];
         let ft = FaultTolerance::of(&m);
-        assert_eq!((ft.voters, ft.up, ft.quorum, ft.spare()), (4, 3, 3, Some(0)));
+        assert_eq!(
+            (ft.voters, ft.up, ft.quorum, ft.spare()),
+            (4, 3, 3, Some(0))
+        );
         assert_eq!(
             ft.to_string(),
             "quorum 3 of 4, 3 up: one more failure loses quorum"
@@ -110,7 +113,10 @@ mod tests {
         m[4].is_learner = true;
         let ft = FaultTolerance::of(&m);
         assert_eq!((ft.voters, ft.up, ft.quorum), (4, 4, 3));
-        assert_eq!(ft.to_string(), "quorum 3 of 4, 4 up: survives one more failure");
+        assert_eq!(
+            ft.to_string(),
+            "quorum 3 of 4, 4 up: survives one more failure"
+        );
         let m: Vec<MemberView> = (1..=7).map(|i| voter(i, Some(true), true)).collect();
         assert_eq!(
             FaultTolerance::of(&m).to_string(),

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deckhand::cli::{Cli, Command, plane, role, status};
+use deckhand::cli::{Cli, Command, cluster, plane, role, status};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, preseed};
 
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             }
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
+            Command::Cluster(cmd) => cluster::cluster(target()?, cmd).await,
             Command::Status(args) => Ok(status::status(target()?, args).await?),
             Command::Preseed(args) => {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await

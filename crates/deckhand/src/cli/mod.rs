@@ -1,7 +1,8 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane` and `status` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `cluster` and `status` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+pub mod cluster;
 pub mod plane;
 pub mod role;
 pub mod session;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Read or write a plane's config: its units and images.
     #[command(subcommand)]
     Plane(plane::PlaneCommand),
+    /// Read or change the cluster config (`cluster get`, `cluster set KEY=VALUE...`).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence, version.
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
