@@ -29,6 +29,7 @@ mod daemon;
 mod ensure;
 mod error;
 mod options;
+mod ping;
 mod preseeder;
 mod progress;
 mod pull;

@@ -20,7 +20,9 @@ mod step;
 
 pub use health::FaultTolerance;
 pub use observation::{ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation};
-pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
+pub use planes::{
+    ProbeJudge, Standing, StartFailures, UnitObservation, UnitPlan, plan_units, wanted_images,
+};
 pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
 pub use step::Step;

@@ -105,7 +105,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     ));
     let (_, no_renewals) = tokio::sync::watch::channel(None);
     let fence = Fence::spawn(systemd.clone(), no_renewals);
-    let planes = Planes::new(
+    let mut planes = Planes::new(
         systemd,
         store.keyspace().clone(),
         identity.name.clone(),
@@ -114,6 +114,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         wanted_tx,
         images_rx,
     );
+    planes.probe_docker(&settings.docker);
     let ctx = Context {
         identity,
         settings,

@@ -3,8 +3,13 @@
 //! in singleton elections, starts and stops units (ordering drop-ins
 //! first), and reports each unit's state. Singletons are fenced by
 //! [`super::fence::Fence`]; the status summary of a pass is
-//! [`summary`].
+//! [`summary`]. A node whose Docker daemon does not answer ([`docker`]), or
+//! on which a singleton failed to start or stay up
+//! [`deckhand_plan::planes::FAILED_STARTS`] times within
+//! [`deckhand_plan::planes::FAILED_STARTS_WINDOW`], resigns its candidacy
+//! when another node stands.
 
+pub mod docker;
 pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +19,7 @@ use std::time::Duration;
 use deckhand_etcd::KeyEvent;
 use deckhand_etcd::election::{self, ElectionView};
 use deckhand_model::{Keyspace, Plane, PlaneConfig, UnitMode};
-use deckhand_plan::{Standing, UnitObservation, UnitPlan, plan_units};
+use deckhand_plan::{Standing, StartFailures, UnitObservation, UnitPlan, plan_units};
 use deckhand_systemd::{Systemd, write_atomic};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -59,6 +64,12 @@ pub struct Planes {
     last_start: BTreeMap<String, Instant>,
     /// Drop-ins written by this process: unit → text.
     dropins: BTreeMap<String, &'static str>,
+    /// Failed starts of each unit in this process (a start again without
+    /// a stop by deckhand in between).
+    failures: BTreeMap<String, StartFailures>,
+    /// The Docker probe's verdict (why the daemon counts as sick), once
+    /// [`Planes::probe_docker`] started it.
+    docker: Option<watch::Receiver<Option<String>>>,
     /// The fence of this node's singleton units.
     pub fence: Fence,
     images_tx: watch::Sender<Wanted>,
@@ -93,10 +104,19 @@ impl Planes {
             managed,
             dropins: BTreeMap::new(),
             last_start: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            docker: None,
             fence,
             images_tx,
             images,
         }
+    }
+
+    /// Starts probing the local Docker daemon ([`docker::spawn`]) with the
+    /// agent's `[docker]` settings: while it does not answer, this node
+    /// resigns its singleton candidacies where another node stands.
+    pub fn probe_docker(&mut self, settings: &crate::config::DockerSettings) {
+        self.docker = Some(docker::spawn(settings));
     }
 
     /// A receiver of the preseed worker's reports, to wake the loop up when
@@ -259,9 +279,24 @@ impl Planes {
         }
 
         let may_lead = self.fence.may_lead() == Some(lease) && lease != 0;
-        // Elections: enter those of singleton units this node may campaign
-        // for (decided below, so first a dry plan), observe the others of
-        // its planes.
+        let now = Instant::now().into_std();
+        let sick = self.docker.as_ref().and_then(|d| d.borrow().clone());
+        let failing: BTreeMap<String, String> = self
+            .failures
+            .iter()
+            .filter(|(_, f)| f.failing(now))
+            .map(|(u, f)| {
+                (
+                    u.clone(),
+                    format!(
+                        "{u} failed to start or stay up {} times within {} s here \
+                         (see journalctl -u {u})",
+                        f.recent(now),
+                        deckhand_plan::planes::FAILED_STARTS_WINDOW.as_secs()
+                    ),
+                )
+            })
+            .collect();
         let mut obs = UnitObservation {
             planes: my_planes.clone(),
             configs: self.configs.clone(),
@@ -270,10 +305,11 @@ impl Planes {
             images_settled,
             standing: BTreeMap::new(),
             may_lead,
+            sick,
+            failing,
+            other_candidates: BTreeMap::new(),
         };
-        let dry = plan_units(&obs);
         let mut views: BTreeMap<String, ElectionView> = BTreeMap::new();
-        let mut errors: Vec<String> = dry.errors.clone();
         let singletons_of_mine: BTreeSet<String> = self
             .configs
             .iter()
@@ -282,24 +318,34 @@ impl Planes {
             .filter(|u| modes.get(&u.name) == Some(&UnitMode::Singleton))
             .map(|u| u.name.clone())
             .collect();
+        // Elections: read each singleton's candidates (to count the other
+        // nodes standing), plan, enter those the plan campaigns for, and
+        // plan again with the standing that gives.
         for name in &singletons_of_mine {
-            let election = self.ks.election(name);
-            let res = if dry.campaign.contains(name) && lease != 0 {
-                election::campaign(kv, &election, lease, &self.node_name).await
-            } else {
-                election::leader(kv, &election).await
-            };
-            match res {
+            match election::leader(kv, &self.ks.election(name)).await {
                 Ok(view) => {
-                    let standing = if view.leads(lease) {
-                        Standing::Leader
-                    } else {
-                        Standing::Follower
-                    };
-                    obs.standing.insert(name.clone(), standing);
+                    self.observe_election(&mut obs, name, lease, &view);
                     views.insert(name.clone(), view);
                 }
                 Err(e) => tracing::debug!("cannot read the election of {name}: {e}"),
+            }
+        }
+        let dry = plan_units(&obs);
+        let mut errors: Vec<String> = dry.errors.clone();
+        for name in &dry.campaign {
+            if lease == 0
+                || views
+                    .get(name)
+                    .is_some_and(|v| v.candidates.iter().any(|c| c.lease == lease))
+            {
+                continue;
+            }
+            match election::campaign(kv, &self.ks.election(name), lease, &self.node_name).await {
+                Ok(view) => {
+                    self.observe_election(&mut obs, name, lease, &view);
+                    views.insert(name.clone(), view);
+                }
+                Err(e) => tracing::debug!("cannot enter the election of {name}: {e}"),
             }
         }
         let plan = plan_units(&obs);
@@ -362,6 +408,30 @@ impl Planes {
             errors,
             images: images.status(),
         })
+    }
+
+    /// Notes what an election `view` says of `name` in `obs`: this node's
+    /// standing, and how many other nodes stand.
+    fn observe_election(
+        &self,
+        obs: &mut UnitObservation,
+        name: &str,
+        lease: i64,
+        view: &ElectionView,
+    ) {
+        let standing = if view.leads(lease) {
+            Standing::Leader
+        } else {
+            Standing::Follower
+        };
+        obs.standing.insert(name.to_string(), standing);
+        let others: BTreeSet<&str> = view
+            .candidates
+            .iter()
+            .map(|c| c.value.as_str())
+            .filter(|v| *v != self.node_name)
+            .collect();
+        obs.other_candidates.insert(name.to_string(), others.len());
     }
 
     async fn act(
@@ -464,6 +534,18 @@ impl Planes {
                     ""
                 }
             );
+            // Started before by this process and not stopped by deckhand
+            // since: that start did not stay up.
+            if self.last_start.contains_key(unit) {
+                let now = Instant::now().into_std();
+                let f = self.failures.entry(unit.clone()).or_default();
+                f.record(now);
+                tracing::warn!(
+                    "plane unit {unit} did not stay up: {} failed starts within {} s",
+                    f.recent(now),
+                    deckhand_plan::planes::FAILED_STARTS_WINDOW.as_secs()
+                );
+            }
             self.managed.insert(unit.clone());
             self.save_managed();
             self.last_start.insert(unit.clone(), Instant::now());
