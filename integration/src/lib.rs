@@ -249,7 +249,8 @@ fn reusable(n: usize) -> Result<()> {
 }
 
 /// What a node's reset runs first: stop the tests' probes, disarm
-/// failpoints, drop the tests' drop-ins and config files, reinstall the
+/// failpoints, drop the tests' drop-ins and config files, start Docker if a
+/// test stopped it, reinstall the
 /// staged binary and units if they differ, start the agent if it is not
 /// running (the agents themselves then stop the plane units of the planes
 /// the reset takes away).
@@ -258,6 +259,8 @@ set -e
 touch /tmp/probe.stop /tmp/faults-probe.stop
 rm -f /run/deckhand/failpoint /run/deckhand/failpoint.hit
 rm -f /run/systemd/system/deckhand.service.d/norestart.conf /etc/deckhand/config.d/50-test.toml
+rm -f /run/systemd/system/demo-*.service.d/90-test.conf
+systemctl is-active -q docker.service || systemctl start docker.socket docker.service
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do
   cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/
@@ -283,6 +286,8 @@ bad=""
 [ -e /etc/deckhand/config.d/50-test.toml ] && bad="$bad config.d/50-test.toml"
 [ "$(systemctl show -P Restart deckhand.service)" = on-failure ] || bad="$bad agent-Restart=$(systemctl show -P Restart deckhand.service)"
 systemctl show -P DropInPaths deckhand.service | grep -q /run/ && bad="$bad runtime-drop-in"
+ls /run/systemd/system/demo-*.service.d/90-test.conf >/dev/null 2>&1 && bad="$bad demo-test-drop-in"
+systemctl is-active -q docker.service || bad="$bad docker-not-active"
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || bad="$bad stale-binary"
 a=$(systemctl list-units --state=active,activating --no-legend --plain 'demo-*' | wc -l)
 [ "$a" = 0 ] || bad="$bad demo-units-active:$a"

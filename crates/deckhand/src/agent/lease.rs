@@ -67,10 +67,10 @@ impl NodeLease {
             }
             return false;
         }
-        if self.pending.as_ref().is_some_and(|(_, t)| *t != ttl) {
-            if let Some((p, _)) = self.pending.take() {
-                let _ = tokio::time::timeout(timeout, p.revoke()).await;
-            }
+        if self.pending.as_ref().is_some_and(|(_, t)| *t != ttl)
+            && let Some((p, _)) = self.pending.take()
+        {
+            let _ = tokio::time::timeout(timeout, p.revoke()).await;
         }
         let (pending, _) = self.pending.get_or_insert_with(|| {
             tracing::info!(

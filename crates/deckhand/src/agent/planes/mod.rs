@@ -69,7 +69,7 @@ pub struct Planes {
     failures: BTreeMap<String, StartFailures>,
     /// The Docker probe's verdict (why the daemon counts as sick), once
     /// [`Planes::probe_docker`] started it.
-    docker: Option<watch::Receiver<Option<String>>>,
+    docker: Option<docker::DockerProbe>,
     /// The fence of this node's singleton units.
     pub fence: Fence,
     images_tx: watch::Sender<Wanted>,
@@ -116,7 +116,7 @@ impl Planes {
     /// agent's `[docker]` settings: while it does not answer, this node
     /// resigns its singleton candidacies where another node stands.
     pub fn probe_docker(&mut self, settings: &crate::config::DockerSettings) {
-        self.docker = Some(docker::spawn(settings));
+        self.docker = Some(docker::DockerProbe::spawn(settings));
     }
 
     /// A receiver of the preseed worker's reports, to wake the loop up when
@@ -280,7 +280,7 @@ impl Planes {
 
         let may_lead = self.fence.may_lead() == Some(lease) && lease != 0;
         let now = Instant::now().into_std();
-        let sick = self.docker.as_ref().and_then(|d| d.borrow().clone());
+        let sick = self.docker.as_ref().and_then(|d| d.verdict());
         let failing: BTreeMap<String, String> = self
             .failures
             .iter()
@@ -499,6 +499,19 @@ impl Planes {
                     }
                 }
             }
+        }
+        // A stopped Docker daemon is not started again through a unit's
+        // Requires=docker.service: no start while it does not answer.
+        let docker_down = match &self.docker {
+            Some(d) if !plan.start.is_empty() => d.ping_now().await.err(),
+            _ => None,
+        };
+        if let Some(why) = docker_down {
+            errors.push(format!(
+                "not starting {}: {why} (a unit requiring docker.service would start it again)",
+                plan.start.join(", ")
+            ));
+            return;
         }
         for unit in &plan.start {
             let singleton = views.contains_key(unit);
