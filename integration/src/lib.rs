@@ -214,8 +214,9 @@ fn docker_out(args: &[&str]) -> Result<String> {
 }
 
 /// Whether the running harness can serve as this checkout's `n`-node
-/// cluster: exactly node1..nodeN exist, booted from the current node image
-/// with the current cloud-config. (The binary and units are compared, and
+/// cluster: exactly node1..nodeN exist, booted by this checkout (its staged
+/// dist mounted) from the current node image with the current
+/// cloud-config. (The binary and units are compared, and
 /// reinstalled if they differ, by [`reset`].)
 fn reusable(n: usize) -> Result<()> {
     let (nodes, _) = harness_state()?;
@@ -238,6 +239,21 @@ fn reusable(n: usize) -> Result<()> {
         ensure!(
             used == image,
             "{k} runs image {used}, not the current {tag} ({image})"
+        );
+        // Booted by this checkout: its staged binary is what the node runs
+        // (another worktree's cluster mounts that worktree's dist).
+        let dist = docker_out(&[
+            "inspect",
+            "-f",
+            r#"{{range .Mounts}}{{if eq .Destination "/opt/deckhand/dist"}}{{.Source}}{{end}}{{end}}"#,
+            k,
+        ])?;
+        let mine = repo().join("integration/.cache/dist");
+        ensure!(
+            std::path::Path::new(dist.trim()) == mine
+                || std::fs::canonicalize(dist.trim()).ok() == std::fs::canonicalize(&mine).ok(),
+            "{k} runs the binary staged by another checkout ({dist}), not {}",
+            mine.display()
         );
         let seed = repo().join(format!("integration/.cache/nodes/{k}/seed/user-data"));
         ensure!(
