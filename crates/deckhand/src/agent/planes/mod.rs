@@ -67,6 +67,9 @@ pub struct Planes {
     /// Failed starts of each unit in this process (a start again without
     /// a stop by deckhand in between).
     failures: BTreeMap<String, StartFailures>,
+    /// Singleton elections this process entered (campaigned in) and has
+    /// not withdrawn from since.
+    entered: BTreeSet<String>,
     /// The Docker probe's verdict (why the daemon counts as sick), once
     /// [`Planes::probe_docker`] started it.
     docker: Option<docker::DockerProbe>,
@@ -105,6 +108,7 @@ impl Planes {
             dropins: BTreeMap::new(),
             last_start: BTreeMap::new(),
             failures: BTreeMap::new(),
+            entered: BTreeSet::new(),
             docker: None,
             fence,
             images_tx,
@@ -340,6 +344,9 @@ impl Planes {
             {
                 continue;
             }
+            // Marked before the request: one that timed out may still have
+            // entered.
+            self.entered.insert(name.clone());
             match election::campaign(kv, &self.ks.election(name), lease, &self.node_name).await {
                 Ok(view) => {
                     self.observe_election(&mut obs, name, lease, &view);
@@ -472,11 +479,17 @@ impl Planes {
         // may start it as soon as the candidacy is gone.
         let still_running = |u: &str| plan.stop.iter().any(|s| s == u) && self.managed.contains(u);
         for unit in &plan.withdraw {
-            if still_running(unit) {
+            // Only elections this process entered can hold a candidacy on
+            // its lease (a moved one included): no request for the others.
+            if still_running(unit) || !self.entered.contains(unit) {
                 continue;
             }
-            if let Err(e) = election::resign(kv, &self.ks.election(unit), lease).await {
-                tracing::debug!("cannot withdraw from the election of {unit}: {e}");
+            match election::resign(kv, &self.ks.election(unit), lease).await {
+                Ok(()) => {
+                    tracing::info!("withdrew from the election of {unit}");
+                    self.entered.remove(unit);
+                }
+                Err(e) => tracing::debug!("cannot withdraw from the election of {unit}: {e}"),
             }
         }
         // Candidacies this node left behind on an older lease (an earlier
