@@ -214,8 +214,9 @@ fn docker_out(args: &[&str]) -> Result<String> {
 }
 
 /// Whether the running harness can serve as this checkout's `n`-node
-/// cluster: exactly node1..nodeN exist, booted from the current node image
-/// with the current cloud-config. (The binary and units are compared, and
+/// cluster: exactly node1..nodeN exist, booted by this checkout (its staged
+/// dist mounted) from the current node image with the current
+/// cloud-config. (The binary and units are compared, and
 /// reinstalled if they differ, by [`reset`].)
 fn reusable(n: usize) -> Result<()> {
     let (nodes, _) = harness_state()?;
@@ -239,6 +240,21 @@ fn reusable(n: usize) -> Result<()> {
             used == image,
             "{k} runs image {used}, not the current {tag} ({image})"
         );
+        // Booted by this checkout: its staged binary is what the node runs
+        // (another worktree's cluster mounts that worktree's dist).
+        let dist = docker_out(&[
+            "inspect",
+            "-f",
+            r#"{{range .Mounts}}{{if eq .Destination "/opt/deckhand/dist"}}{{.Source}}{{end}}{{end}}"#,
+            k,
+        ])?;
+        let mine = repo().join("integration/.cache/dist");
+        ensure!(
+            std::path::Path::new(dist.trim()) == mine
+                || std::fs::canonicalize(dist.trim()).ok() == std::fs::canonicalize(&mine).ok(),
+            "{k} runs the binary staged by another checkout ({dist}), not {}",
+            mine.display()
+        );
         let seed = repo().join(format!("integration/.cache/nodes/{k}/seed/user-data"));
         ensure!(
             std::fs::read(&seed).ok().as_deref() == Some(&cloud_config[..]),
@@ -249,7 +265,8 @@ fn reusable(n: usize) -> Result<()> {
 }
 
 /// What a node's reset runs first: stop the tests' probes, disarm
-/// failpoints, drop the tests' drop-ins and config files, reinstall the
+/// failpoints, drop the tests' drop-ins and config files, start Docker if a
+/// test stopped it, reinstall the
 /// staged binary and units if they differ, start the agent if it is not
 /// running (the agents themselves then stop the plane units of the planes
 /// the reset takes away).
@@ -266,6 +283,7 @@ if [ -e $quota ]; then
   systemctl daemon-reload
   systemctl try-restart deckhand-etcd-member.service
 fi
+rm -f /run/systemd/system/demo-*.service.d/90-test.conf
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do
   cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/
@@ -293,6 +311,7 @@ bad=""
 systemctl is-active -q docker.service || bad="$bad docker-inactive"
 [ "$(systemctl show -P Restart deckhand.service)" = on-failure ] || bad="$bad agent-Restart=$(systemctl show -P Restart deckhand.service)"
 systemctl show -P DropInPaths deckhand.service | grep -q /run/ && bad="$bad runtime-drop-in"
+ls /run/systemd/system/demo-*.service.d/90-test.conf >/dev/null 2>&1 && bad="$bad demo-test-drop-in"
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || bad="$bad stale-binary"
 a=$(systemctl list-units --state=active,activating --no-legend --plain 'demo-*' | wc -l)
 [ "$a" = 0 ] || bad="$bad demo-units-active:$a"

@@ -93,10 +93,12 @@ fn view_of(resp: &etcd_client::GetResponse) -> ElectionView {
 }
 
 /// Enters `election` as `value` on `lease` (if not entered already) and
-/// reads the candidates, in one transaction: if `<election>/<lease hex>`
-/// does not exist, put `value` there on `lease`; then range over the
-/// election's prefix sorted by create revision. Idempotent: a second call
-/// keeps the candidacy's place.
+/// reads the candidates: when no candidate is on `lease` yet (a candidacy
+/// moved onto `lease` from an older lease by [`crate::lease::move_keys`]
+/// keeps its old key and counts), one transaction puts `value` at
+/// `<election>/<lease hex>` on `lease` if that key does not exist, and
+/// ranges over the election's prefix sorted by create revision.
+/// Idempotent: a second call keeps the candidacy's place.
 ///
 /// The read is linearizable, so a node cut off from the quorum gets an error
 /// rather than a stale leader.
@@ -113,6 +115,10 @@ pub async fn campaign(
     value: &str,
 ) -> Result<ElectionView> {
     const OP: &str = "campaign";
+    let view = leader(client, election).await?;
+    if view.candidates.iter().any(|c| c.lease == lease) {
+        return Ok(view);
+    }
     let key = candidate_key(election, lease);
     let txn = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
@@ -153,8 +159,10 @@ pub async fn leader(client: &mut Client, election: &str) -> Result<ElectionView>
     Ok(view_of(&resp))
 }
 
-/// Withdraws the candidacy on `lease` from `election` (deletes its key; a
-/// missing key is fine). The next candidate leads at once.
+/// Withdraws the candidacy on `lease` from `election`: deletes its key
+/// `<election>/<lease hex>` (a missing key is fine) and any other candidate
+/// key on `lease` (one moved there from an older lease), each only while it
+/// is still on `lease`. The next candidate leads at once.
 ///
 /// Errors: [`Error::Timeout`], [`Error::Request`].
 pub async fn resign(client: &mut Client, election: &str, lease: i64) -> Result<()> {
@@ -164,6 +172,13 @@ pub async fn resign(client: &mut Client, election: &str, lease: i64) -> Result<(
         client.delete(candidate_key(election, lease), None),
     )
     .await?;
+    if lease == 0 {
+        return Ok(());
+    }
+    let view = leader(client, election).await?;
+    for c in view.candidates.iter().filter(|c| c.lease == lease) {
+        remove_candidate(client, &c.key, lease).await?;
+    }
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use etcd_client::Client;
+use etcd_client::{Client, Compare, CompareOp, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -130,6 +130,56 @@ async fn revoke_lease(client: &mut Client, id: i64) {
             warn!(lease = id, error = %Chain(&e), "cannot revoke lease; it expires after its TTL")
         }
     }
+}
+
+/// Moves every key attached to lease `from` onto lease `to`, keeping each
+/// key's value and create revision, so that `from` can then be revoked
+/// without any of its keys disappearing, not even for one read. Used when
+/// the node lease is replaced (a TTL change): grant the new lease, move,
+/// only then revoke the old one.
+///
+/// The keys are those etcd lists for `from` (`LeaseTimeToLive` with
+/// `keys`, as `etcdctl lease timetolive --keys`); each is moved by one
+/// transaction: if the key is still on `from`, put it with `ignore_value`
+/// on `to` (etcd keeps its value; a put on an existing key keeps its create
+/// revision, so an election candidacy keeps its place). A key deleted or
+/// moved meanwhile is skipped. Returns the keys moved. A lease `from` that
+/// no longer exists has no keys: `Ok` with none.
+/// <https://etcd.io/docs/v3.4/learning/api/#lease-api>,
+/// <https://etcd.io/docs/v3.4/learning/api/#put>.
+///
+/// Each request has a timeout of [`REQUEST_TIMEOUT`].
+///
+/// Errors: [`crate::Error::Timeout`], [`crate::Error::Request`] (e.g.
+/// "requested lease not found" for a `to` that does not exist). On an error
+/// some keys may have moved and others not: call it again (it is
+/// idempotent) before revoking `from`.
+pub async fn move_keys(client: &mut Client, from: i64, to: i64) -> crate::Result<Vec<String>> {
+    let ttl = timed(
+        "lease_time_to_live",
+        REQUEST_TIMEOUT,
+        client.lease_time_to_live(from, Some(LeaseTimeToLiveOptions::new().with_keys())),
+    )
+    .await?;
+    let mut moved = Vec::new();
+    if ttl.ttl() < 0 {
+        return Ok(moved);
+    }
+    for key in ttl.keys() {
+        let txn = Txn::new()
+            .when([Compare::lease(key.clone(), CompareOp::Equal, from)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                Vec::<u8>::new(),
+                Some(PutOptions::new().with_lease(to).with_ignore_value()),
+            )]);
+        let resp = timed("move key to lease", REQUEST_TIMEOUT, client.txn(txn)).await?;
+        if resp.succeeded() {
+            moved.push(String::from_utf8_lossy(key).into_owned());
+        }
+    }
+    debug!(from, to, moved = moved.len(), "moved keys to the new lease");
+    Ok(moved)
 }
 
 /// A renewal (grant or keep-alive) that etcd answered.

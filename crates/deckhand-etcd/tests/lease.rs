@@ -142,3 +142,123 @@ async fn lease_survives_restarts_and_is_replaced_when_lost() {
     let got = client.get("status", None).await.expect("get");
     assert!(got.kvs().is_empty(), "key of the revoked lease still there");
 }
+
+/// A TTL change done as the agent does it: grant a lease with the new TTL,
+/// move every key of the old lease onto it, revoke the old one. A reader in
+/// a tight loop never misses the status key, and the singleton candidacy
+/// keeps leading (its create revision is kept) on the new lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_moved_to_a_new_lease_never_disappear() {
+    use deckhand_etcd::election::{campaign, leader, resign};
+    use deckhand_etcd::lease::move_keys;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const ELECTION: &str = "/t/elections/demo-control.service";
+
+    let etcd = EtcdCluster::start(1).await;
+    let mut client = etcd.client().await;
+    let old_keeper = LeaseKeeper::spawn(client.clone(), TTL);
+    let new_keeper = LeaseKeeper::spawn(client.clone(), 2 * TTL);
+    let live = |k: &LeaseKeeper| {
+        let rx = k.lease();
+        async move {
+            eventually(Duration::from_secs(5), "a lease", || async {
+                let id = *rx.borrow();
+                (id != 0).then_some(id)
+            })
+            .await
+        }
+    };
+    let old = live(&old_keeper).await;
+    let new = live(&new_keeper).await;
+    let other = client.lease_grant(60, None).await.expect("grant").id();
+    client
+        .put(
+            "/t/status",
+            "{\"up\":1}",
+            Some(PutOptions::new().with_lease(old)),
+        )
+        .await
+        .expect("put status");
+    client
+        .put("/t/lock", "me", Some(PutOptions::new().with_lease(old)))
+        .await
+        .expect("put lock");
+    campaign(&mut client, ELECTION, old, "node1")
+        .await
+        .expect("campaign");
+    campaign(&mut client, ELECTION, other, "node2")
+        .await
+        .expect("campaign");
+    let before = client.get("/t/status", None).await.expect("get");
+    let before = before.kvs()[0].clone();
+
+    // The reader: every status read finds the key, every election read finds
+    // node1 leading.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let mut c = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut reads, mut misses) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let st = c.get("/t/status", None).await.expect("get");
+                if st.kvs().is_empty() {
+                    misses.push(format!("status missing at revision {:?}", st.header()));
+                }
+                let v = leader(&mut c, ELECTION).await.expect("leader");
+                if v.leader().map(|l| l.value.as_str()) != Some("node1") {
+                    misses.push(format!("leader {:?}", v.leader()));
+                }
+                reads += 1;
+            }
+            (reads, misses)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut moved = move_keys(&mut client, old, new).await.expect("move");
+    moved.sort();
+    assert_eq!(
+        moved,
+        vec![
+            format!("{ELECTION}/{old:x}"),
+            "/t/lock".into(),
+            "/t/status".into()
+        ]
+    );
+    old_keeper.revoke().await;
+    assert_eq!(ttl_of(&mut client, old).await, -1, "old lease revoked");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (reads, misses) = reader.await.expect("reader");
+    assert!(reads > 5, "only {reads} reads");
+    assert!(
+        misses.is_empty(),
+        "{} of {reads} reads missed: {misses:?}",
+        misses.len()
+    );
+
+    let after = client.get("/t/status", None).await.expect("get");
+    let after = &after.kvs()[0];
+    assert_eq!(after.value(), before.value(), "value kept");
+    assert_eq!(after.create_revision(), before.create_revision());
+    assert_eq!(after.lease(), new);
+    // The candidacy leads on the new lease; campaigning again with it adds
+    // no second candidacy; resigning with it ends the moved one.
+    let v = campaign(&mut client, ELECTION, new, "node1")
+        .await
+        .expect("campaign");
+    assert!(v.leads(new), "{v:?}");
+    assert_eq!(v.candidates.len(), 2, "{v:?}");
+    resign(&mut client, ELECTION, new).await.expect("resign");
+    let v = leader(&mut client, ELECTION).await.expect("leader");
+    assert!(v.leads(other), "{v:?}");
+    // Moving from a lease that is gone moves nothing.
+    assert!(
+        move_keys(&mut client, old, new)
+            .await
+            .expect("move")
+            .is_empty()
+    );
+    new_keeper.revoke().await;
+}

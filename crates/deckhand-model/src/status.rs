@@ -195,6 +195,13 @@ pub struct UnitStatus {
     /// election), if any node does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub holder: Option<String>,
+    /// For a singleton: why this node resigned its candidacy (its Docker
+    /// daemon does not answer, or the unit failed to start or stay up here
+    /// several times in a row; another node takes the unit over), or holds
+    /// it although unhealthy (no other node is a candidate). Absent when
+    /// healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidacy: Option<String>,
 }
 
 /// The images a node keeps present.

@@ -24,7 +24,9 @@ pub use identity::IdentityView;
 pub use observation::{
     ClusterView, LocalView, LockView, MemberEnvView, MemberView, Observation, Sighting, utc,
 };
-pub use planes::{Standing, UnitObservation, UnitPlan, plan_units, wanted_images};
+pub use planes::{
+    ProbeJudge, Standing, StartFailures, UnitObservation, UnitPlan, plan_units, wanted_images,
+};
 pub use replace::{NodeView, Replacement, plan_replacement};
 pub use rules::{check_promotion, check_removal, quorum};
 pub use step::Step;

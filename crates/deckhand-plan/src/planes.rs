@@ -5,7 +5,8 @@
 //! membership planner: the agent observes, asks [`plan_units`], acts, and
 //! observes again.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use deckhand_model::{ClusterConfig, ImageRef, Plane, PlaneConfig, UnitMode};
 
@@ -105,6 +106,16 @@ pub struct UnitObservation {
     /// The node's lease was renewed recently enough that it may run
     /// singleton units (false when fenced: see the agent's fence).
     pub may_lead: bool,
+    /// Why this node should not hold singleton units now, if it should not
+    /// (its Docker daemon does not answer: see [`ProbeJudge`]).
+    pub sick: Option<String>,
+    /// Singleton units that failed to start or stay up here several times
+    /// in a row (see [`StartFailures`]), with why.
+    pub failing: BTreeMap<String, String>,
+    /// For each singleton election read this pass: how many other nodes are
+    /// candidates in it (candidacies of this node, on any lease, not
+    /// counted). A unit missing here: the election could not be read.
+    pub other_candidates: BTreeMap<String, usize>,
 }
 
 /// What to do about the node's plane units, all at once (they are local and
@@ -127,6 +138,9 @@ pub struct UnitPlan {
     pub waiting_for_images: Vec<String>,
     /// Configuration conflicts, in words.
     pub errors: Vec<String>,
+    /// Singleton units this node stands down from although it could hold
+    /// them, or holds although unhealthy, with why (for the status).
+    pub candidacy: BTreeMap<String, String>,
 }
 
 impl UnitPlan {
@@ -147,6 +161,12 @@ impl UnitPlan {
 ///   (the fence stops it if the lease cannot be renewed).
 /// - Every other unit deckhand started (`managed`) and that is running is
 ///   stopped; singleton units not wanted are withdrawn from.
+/// - A node that is `sick`, or on which a singleton is `failing`, resigns
+///   that singleton's candidacy (stopping its copy first) when another node
+///   is a candidate, so that node takes the unit over; it campaigns again
+///   once healthy. It never resigns while no other node is a candidate, nor
+///   while the election could not be read: someone has to hold the unit.
+///   The reason goes to [`UnitPlan::candidacy`].
 /// - A unit listed with two modes runs nowhere ([`unit_modes`]).
 pub fn plan_units(o: &UnitObservation) -> UnitPlan {
     let (modes, conflicts) = unit_modes(&o.configs);
@@ -183,6 +203,27 @@ pub fn plan_units(o: &UnitObservation) -> UnitPlan {
                 }
             }
             UnitMode::Singleton => {
+                let unhealthy = o.failing.get(name).or(o.sick.as_ref());
+                match (unhealthy, o.other_candidates.get(name)) {
+                    (Some(why), Some(&n)) if n > 0 => {
+                        plan.candidacy.insert(
+                            name.to_string(),
+                            format!(
+                                "resigned: {why}; another candidate takes the unit over \
+                                 (this node campaigns again once healthy)"
+                            ),
+                        );
+                        // Not kept, not campaigned for: stopped, then withdrawn.
+                        continue;
+                    }
+                    (Some(why), Some(_)) => {
+                        plan.candidacy.insert(
+                            name.to_string(),
+                            format!("{why}, but no other node is a candidate: not resigning"),
+                        );
+                    }
+                    _ => {}
+                }
                 let standing = o.standing.get(name).copied().unwrap_or(Standing::Unknown);
                 // A running leader stays in while a new image is pulled:
                 // handing over would only move the wait elsewhere.
@@ -223,6 +264,93 @@ pub fn plan_units(o: &UnitObservation) -> UnitPlan {
         }
     }
     plan
+}
+
+/// How many failed starts in a row make a singleton unit `failing` on a
+/// node ([`UnitObservation::failing`]).
+pub const FAILED_STARTS: usize = 3;
+/// The window those failed starts must fall in; the node stands for the
+/// unit again once fewer than [`FAILED_STARTS`] remain in it.
+pub const FAILED_STARTS_WINDOW: Duration = Duration::from_secs(300);
+
+/// Failed starts of one unit on this node: a start counts as failed when
+/// the unit is started again without having been stopped by deckhand in
+/// between (it did not start, or did not stay up). Pure: `now` is passed in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartFailures {
+    at: VecDeque<Instant>,
+}
+
+impl StartFailures {
+    /// Records a failed start at `now`.
+    pub fn record(&mut self, now: Instant) {
+        self.at.push_back(now);
+        while self.at.len() > FAILED_STARTS {
+            self.at.pop_front();
+        }
+    }
+
+    /// Failed starts within [`FAILED_STARTS_WINDOW`] before `now`.
+    pub fn recent(&self, now: Instant) -> usize {
+        self.at
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < FAILED_STARTS_WINDOW)
+            .count()
+    }
+
+    /// Whether the unit failed [`FAILED_STARTS`] times within the window.
+    pub fn failing(&self, now: Instant) -> bool {
+        self.recent(now) >= FAILED_STARTS
+    }
+}
+
+/// A daemon probed on a cadence (the Docker daemon's `GET /_ping`), judged
+/// with hysteresis so one slow answer does not move a singleton: sick once
+/// it has not answered for [`ProbeJudge::SICK_AFTER`] (several probes in a
+/// row), healthy again once it has answered every probe for
+/// [`ProbeJudge::HEALTHY_AFTER`]. Pure: `now` is passed in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeJudge {
+    /// Since when every probe failed (None: the last one answered).
+    failing_since: Option<Instant>,
+    /// Since when every probe answered (None: the last one failed).
+    answering_since: Option<Instant>,
+    /// The verdict, with the first failure's reason since it became sick.
+    sick: Option<String>,
+}
+
+impl ProbeJudge {
+    /// Failing this long makes the daemon sick.
+    pub const SICK_AFTER: Duration = Duration::from_secs(5);
+    /// Answering this long after being sick makes it healthy again.
+    pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+    /// Records a probe's outcome at `now` (`Err`: why it failed).
+    pub fn record(&mut self, outcome: Result<(), String>, now: Instant) {
+        match outcome {
+            Ok(()) => {
+                self.failing_since = None;
+                let since = *self.answering_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= Self::HEALTHY_AFTER {
+                    self.sick = None;
+                }
+            }
+            Err(why) => {
+                self.answering_since = None;
+                let since = *self.failing_since.get_or_insert(now);
+                // The first reason is kept while sick: a reason that changed
+                // with every probe would rewrite the status every probe.
+                if self.sick.is_none() && now.saturating_duration_since(since) >= Self::SICK_AFTER {
+                    self.sick = Some(why);
+                }
+            }
+        }
+    }
+
+    /// The verdict: why the daemon counts as sick, or None.
+    pub fn sick(&self) -> Option<&str> {
+        self.sick.as_deref()
+    }
 }
 
 #[cfg(test)]
@@ -394,5 +522,134 @@ mod tests {
             wanted_images(&BTreeSet::new(), &o.configs, &cluster).len(),
             3
         );
+    }
+
+    /// A node leading `sched.service` and running it.
+    fn leading() -> UnitObservation {
+        let mut o = obs();
+        o.planes = [Plane::Control].into();
+        o.standing.insert("sched.service".into(), Standing::Leader);
+        o.running = set(&["sched.service"]);
+        o.managed = set(&["sched.service"]);
+        o
+    }
+
+    #[test]
+    fn a_sick_leader_stops_its_copy_and_resigns_when_another_node_is_a_candidate() {
+        let mut o = leading();
+        o.other_candidates.insert("sched.service".into(), 1);
+        assert!(plan_units(&o).settled(), "healthy: keeps the unit");
+        o.sick = Some("the Docker daemon does not answer".into());
+        let p = plan_units(&o);
+        assert_eq!(p.stop, vec!["sched.service"], "its own copy first");
+        assert_eq!(p.withdraw, vec!["sched.service"]);
+        assert!(p.campaign.is_empty() && p.start.is_empty(), "{p:?}");
+        assert!(
+            p.candidacy["sched.service"].starts_with("resigned: the Docker daemon"),
+            "{p:?}"
+        );
+        // Stopped, not a candidate: stays out while sick.
+        o.running.clear();
+        o.managed.clear();
+        o.standing
+            .insert("sched.service".into(), Standing::Follower);
+        let p = plan_units(&o);
+        assert!(p.campaign.is_empty() && p.stop.is_empty(), "{p:?}");
+        // Healthy again: campaigns.
+        o.sick = None;
+        assert_eq!(plan_units(&o).campaign, vec!["sched.service"]);
+    }
+
+    #[test]
+    fn a_sick_node_never_resigns_as_the_only_candidate_or_blind() {
+        let mut o = leading();
+        o.sick = Some("the Docker daemon does not answer".into());
+        o.other_candidates.insert("sched.service".into(), 0);
+        let p = plan_units(&o);
+        assert!(p.stop.is_empty() && p.withdraw.is_empty(), "{p:?}");
+        assert_eq!(p.campaign, vec!["sched.service"]);
+        assert!(
+            p.candidacy["sched.service"].contains("no other node is a candidate"),
+            "{p:?}"
+        );
+        // The election could not be read: it cannot count, so it stays.
+        o.other_candidates.clear();
+        o.standing.insert("sched.service".into(), Standing::Unknown);
+        let p = plan_units(&o);
+        assert!(p.stop.is_empty() && p.withdraw.is_empty(), "{p:?}");
+        // A sick node with nobody else standing campaigns: someone must hold it.
+        let mut o = obs();
+        o.planes = [Plane::Control].into();
+        o.sick = Some("x".into());
+        o.other_candidates.insert("sched.service".into(), 0);
+        assert_eq!(plan_units(&o).campaign, vec!["sched.service"]);
+    }
+
+    #[test]
+    fn a_failing_singleton_is_resigned_but_a_global_unit_is_not() {
+        let mut o = leading();
+        o.planes = [Plane::Control, Plane::Router].into();
+        o.running.clear();
+        o.other_candidates.insert("sched.service".into(), 2);
+        o.failing.insert(
+            "sched.service".into(),
+            "sched.service failed to start or stay up 3 times in a row".into(),
+        );
+        let p = plan_units(&o);
+        assert_eq!(p.withdraw, vec!["sched.service"], "{p:?}");
+        assert!(p.stop.is_empty(), "not running: nothing to stop");
+        assert_eq!(
+            p.start,
+            vec!["router.service"],
+            "global units are not affected"
+        );
+        // Another failing unit name does not move this one.
+        o.failing.clear();
+        o.failing.insert("other.service".into(), "x".into());
+        assert_eq!(plan_units(&o).campaign, vec!["sched.service"]);
+    }
+
+    #[test]
+    fn start_failures_count_within_the_window() {
+        let t0 = Instant::now();
+        let mut f = StartFailures::default();
+        for i in 0..FAILED_STARTS as u64 - 1 {
+            f.record(t0 + Duration::from_secs(10 * i));
+        }
+        let t = t0 + Duration::from_secs(30);
+        assert!(!f.failing(t));
+        f.record(t);
+        assert!(f.failing(t));
+        assert!(
+            !f.failing(t0 + FAILED_STARTS_WINDOW + Duration::from_secs(1)),
+            "aged out"
+        );
+    }
+
+    #[test]
+    fn the_probe_judge_has_hysteresis_and_keeps_its_first_reason() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut j = ProbeJudge::default();
+        j.record(Err("refused".into()), at(0));
+        j.record(Ok(()), at(2));
+        j.record(Err("refused".into()), at(4));
+        assert_eq!(j.sick(), None, "one failure at a time is not sick");
+        j.record(Err("refused".into()), at(6));
+        j.record(Err("refused".into()), at(9));
+        assert_eq!(j.sick(), Some("refused"), "failing for 5 s");
+        j.record(Err("timeout".into()), at(11));
+        assert_eq!(
+            j.sick(),
+            Some("refused"),
+            "the reason does not change while sick"
+        );
+        j.record(Ok(()), at(12));
+        j.record(Ok(()), at(40));
+        assert!(j.sick().is_some(), "answering 28 s only");
+        j.record(Err("refused".into()), at(41));
+        j.record(Ok(()), at(42));
+        j.record(Ok(()), at(72));
+        assert_eq!(j.sick(), None, "answering for 30 s: healthy");
     }
 }

@@ -221,20 +221,25 @@ impl Systemd {
         }
     }
 
-    /// Queues a start job for `unit` (`StartUnit` with mode `replace`) and
+    /// Queues a start job for `unit` (`StartUnit` with mode `fail`) and
     /// returns without waiting for it: for units whose start may wait on
     /// others (ordering) longer than a caller can block. Read the outcome
-    /// later with [`Systemd::unit_state`].
+    /// later with [`Systemd::unit_state`]. Mode `fail`: the start is refused
+    /// when it would reverse a queued or running stop job of the unit or of
+    /// a unit it requires (an operator's `systemctl stop docker.service` is
+    /// not undone through a unit's `Requires=docker.service`), see
+    /// <https://www.freedesktop.org/software/systemd/man/latest/systemctl.html#--job-mode=>.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidUnitName`], [`Error::NoSuchUnit`], or [`Error::Dbus`]
-    /// if the job cannot be queued (e.g. the unit is masked).
+    /// if the job cannot be queued (e.g. the unit is masked, or the start
+    /// conflicts with a pending stop job: "Transaction is destructive").
     pub async fn queue_start(&self, unit: &str) -> Result<()> {
         validate_unit_name(unit)?;
         match self
             .manager
-            .start_unit(unit.to_owned(), "replace".to_owned())
+            .start_unit(unit.to_owned(), "fail".to_owned())
             .await
         {
             Ok(_) => Ok(()),

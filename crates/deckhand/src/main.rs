@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deckhand::cli::{Cli, Command, doctor, member, node, plane, role, status};
+use deckhand::cli::{Cli, Command, cluster, doctor, member, node, plane, role, status};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, member_check, preseed};
 
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
             Command::Member(cmd) => member::member(target()?, cmd).await,
             Command::Node(cmd) => node::node(target()?, cmd).await,
+            Command::Cluster(cmd) => cluster::cluster(target()?, cmd).await,
             Command::Status(args) => Ok(status::status(target()?, args).await?),
             Command::Doctor(args) => doctor::doctor(target()?, args).await,
             Command::Preseed(args) => {

@@ -471,6 +471,55 @@ impl Store {
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
+    /// The cluster config key's raw value and mod revision, `None` when the
+    /// key is absent (every field then takes its default).
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn cluster_config_raw(&self) -> Result<Option<(Vec<u8>, Revision)>> {
+        let mut c = self.client();
+        let resp = self
+            .bounded(
+                "reading the cluster config",
+                c.get(self.ks.cluster_config(), None),
+            )
+            .await?;
+        Ok(resp
+            .kvs()
+            .first()
+            .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+    }
+
+    /// Writes `value` (already validated by the caller) as the cluster
+    /// config, only if the key's mod revision is still `expected` (0: only
+    /// if the key is absent). Returns the new revision, or `None` when the
+    /// key changed meanwhile (nothing written).
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn put_cluster_config_if(
+        &self,
+        value: &[u8],
+        expected: Revision,
+    ) -> Result<Option<Revision>> {
+        let key = self.ks.cluster_config();
+        let cmp = if expected == 0 {
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
+        };
+        let txn = Txn::new()
+            .when([cmp])
+            .and_then([TxnOp::put(key, value.to_vec(), None)]);
+        let mut c = self.client();
+        let resp = self
+            .bounded("writing the cluster config", c.txn(txn))
+            .await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()).unwrap_or(0)))
+    }
+
     /// Deletes plane `plane`'s config; returns whether there was one.
     ///
     /// # Errors

@@ -9,7 +9,8 @@
 //! [`local`] (the member and proxy units), [`sightings`] (first sightings
 //! on the agent's monotonic clock),
 //! [`replacer`], [`status`] (the status document), [`planes`] (plane units),
-//! [`fence`] (singletons stopped before the lease can expire),
+//! [`fence`] (singletons stopped before the lease can expire), [`lease`]
+//! (the node lease, handed over when its TTL changes),
 //! [`images`] (the preseed worker), [`checks`] (the node checks, in the
 //! background) and [`voters`] (voters in trouble, on the leader's agent).
 
@@ -19,6 +20,7 @@ pub mod context;
 pub mod desired;
 pub mod fence;
 pub mod images;
+pub mod lease;
 pub mod local;
 pub mod member_identity;
 pub mod observe;
@@ -34,7 +36,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use deckhand_etcd::{Cluster, KeyEvent, LeaseKeeper};
+use deckhand_etcd::{Cluster, KeyEvent};
 use deckhand_model::{EtcdMode, Role};
 use deckhand_plan::{LockView, Observation, Step};
 use deckhand_systemd::{Systemd, notify};
@@ -42,6 +44,7 @@ use deckhand_systemd::{Systemd, notify};
 use self::context::{Context, REQUEST_TIMEOUT};
 use self::desired::Desired;
 use self::fence::Fence;
+use self::lease::NodeLease;
 use self::local::Local;
 use self::observe::Observer;
 use self::planes::{Planes, PlanesOutcome};
@@ -107,7 +110,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     ));
     let (_, no_renewals) = tokio::sync::watch::channel(None);
     let fence = Fence::spawn(systemd.clone(), no_renewals);
-    let planes = Planes::new(
+    let mut planes = Planes::new(
         systemd,
         store.keyspace().clone(),
         identity.name.clone(),
@@ -122,6 +125,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         settings.checks.clone(),
         settings.data_dir.clone(),
     );
+    planes.probe_docker(&settings.docker);
     let ctx = Context {
         identity,
         settings,
@@ -178,9 +182,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Singletons first: revoking the lease lets another node start them.
     agent.planes.stop_singletons().await;
     tracing::info!("stopping; revoking the node lease");
-    if let Some(k) = agent.keeper.take() {
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
-    }
+    agent.lease.revoke(REQUEST_TIMEOUT).await;
     Ok(())
 }
 
@@ -194,8 +196,8 @@ struct Outcome {
 struct Agent {
     ctx: Context,
     watches: Watches,
-    keeper: Option<LeaseKeeper>,
-    keeper_ttl: u64,
+    /// The node lease (status, locks and candidacies live on it).
+    lease: NodeLease,
     desired: Desired,
     observer: Observer,
     replacer: Replacer,
@@ -225,8 +227,7 @@ impl Agent {
         Agent {
             ctx,
             watches: Watches::default(),
-            keeper: None,
-            keeper_ttl: 0,
+            lease: NodeLease::default(),
             desired: Desired::default(),
             observer: Observer::default(),
             replacer: Replacer::default(),
@@ -245,22 +246,20 @@ impl Agent {
 
     /// The node's lease, 0 while it has none.
     fn lease(&self) -> i64 {
-        self.keeper
-            .as_ref()
-            .map(|k| *k.lease().borrow())
-            .unwrap_or(0)
+        self.lease.id()
     }
 
-    /// (Re)starts the watches and the lease keeper (with the cluster
-    /// config's TTL) on the local client.
+    /// Starts the watches and the lease keeper (with the cluster config's
+    /// TTL) on the local client.
     fn start_background(&mut self) {
         let client = self.ctx.store.client();
         self.watches
             .start(&client, self.ctx.store.keyspace(), &self.ctx.identity.id);
-        let keeper = LeaseKeeper::spawn(client, self.desired.config.lease_ttl_seconds as i64);
-        self.planes.fence.follow(keeper.renewals());
-        self.keeper = Some(keeper);
-        self.keeper_ttl = self.desired.config.lease_ttl_seconds;
+        self.lease.start(
+            client,
+            self.desired.config.lease_ttl_seconds,
+            &self.planes.fence,
+        );
         self.status.reset();
     }
 
@@ -307,16 +306,16 @@ impl Agent {
             }
         };
         self.refresh_endpoints(&o).await;
-        if self.keeper_ttl != self.desired.config.lease_ttl_seconds {
-            tracing::info!(
-                "lease TTL changed to {} s; granting a new lease",
-                self.desired.config.lease_ttl_seconds
-            );
-            if let Some(k) = self.keeper.take() {
-                let _ = tokio::time::timeout(REQUEST_TIMEOUT, k.revoke()).await;
-            }
-            self.start_background();
-        }
+        // A TTL change: the new lease takes every key over before the old
+        // one is revoked (see lease.rs), so no status read misses this node.
+        self.lease
+            .follow_ttl(
+                &self.ctx.store.client(),
+                self.desired.config.lease_ttl_seconds,
+                &self.planes.fence,
+                REQUEST_TIMEOUT,
+            )
+            .await;
         let step = deckhand_plan::plan(&o);
         if !step.is_idle() {
             tracing::info!("taking step: {step}");

@@ -1,7 +1,8 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane`, `status`, `doctor`, `member` and `node` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `cluster`, `status`, `doctor`, `member` and `node` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+pub mod cluster;
 pub mod doctor;
 pub mod member;
 pub mod node;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Forget a node that is gone for good: delete its keys.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Read or change the cluster config (`cluster get`, `cluster set KEY=VALUE...`).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence, version.
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.

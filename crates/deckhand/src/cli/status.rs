@@ -598,15 +598,22 @@ fn images_cell(i: &ImagesStatus) -> String {
 /// One line per plane unit: where it runs and, for a singleton, who holds
 /// it; empty without plane units (else a blank line first).
 fn units_table(s: &StatusJson) -> String {
-    // (plane, unit) → (mode, nodes running it, nodes not running it, holder)
-    type Row = (UnitMode, Vec<String>, Vec<String>, Option<String>);
+    // (plane, unit) → (mode, nodes running it, nodes not running it, holder,
+    // nodes that resigned its candidacy)
+    type Row = (
+        UnitMode,
+        Vec<String>,
+        Vec<String>,
+        Option<String>,
+        Vec<String>,
+    );
     let mut units: BTreeMap<(Plane, String), Row> = BTreeMap::new();
     for n in s.nodes.iter().filter(|n| n.alive) {
         for p in &n.planes {
             for u in &p.units {
                 let row = units
                     .entry((p.plane, u.name.clone()))
-                    .or_insert_with(|| (u.mode, Vec::new(), Vec::new(), None));
+                    .or_insert_with(|| (u.mode, Vec::new(), Vec::new(), None, Vec::new()));
                 if u.state == "active" {
                     row.1.push(n.name.clone());
                 } else if u.mode == UnitMode::Global {
@@ -614,6 +621,12 @@ fn units_table(s: &StatusJson) -> String {
                 }
                 if row.3.is_none() {
                     row.3.clone_from(&u.holder);
+                }
+                if u.candidacy
+                    .as_deref()
+                    .is_some_and(|c| c.starts_with("resigned"))
+                {
+                    row.4.push(n.name.clone());
                 }
             }
         }
@@ -623,7 +636,7 @@ fn units_table(s: &StatusJson) -> String {
     }
     let rows: Vec<[String; 5]> = units
         .into_iter()
-        .map(|((plane, name), (mode, on, off, holder))| {
+        .map(|((plane, name), (mode, on, off, holder, resigned))| {
             let mut running = if on.is_empty() {
                 "(nowhere)".to_string()
             } else {
@@ -631,6 +644,10 @@ fn units_table(s: &StatusJson) -> String {
             };
             if !off.is_empty() {
                 running.push_str(&format!("   not running: {}", off.join(",")));
+            }
+            if !resigned.is_empty() {
+                // The reason is in each node's status (--json: candidacy).
+                running.push_str(&format!("   resigned: {}", resigned.join(",")));
             }
             [
                 plane.to_string(),

@@ -3,8 +3,13 @@
 //! in singleton elections, starts and stops units (ordering drop-ins
 //! first), and reports each unit's state. Singletons are fenced by
 //! [`super::fence::Fence`]; the status summary of a pass is
-//! [`summary`].
+//! [`summary`]. A node whose Docker daemon does not answer ([`docker`]), or
+//! on which a singleton failed to start or stay up
+//! [`deckhand_plan::planes::FAILED_STARTS`] times within
+//! [`deckhand_plan::planes::FAILED_STARTS_WINDOW`], resigns its candidacy
+//! when another node stands.
 
+pub mod docker;
 pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +19,7 @@ use std::time::Duration;
 use deckhand_etcd::KeyEvent;
 use deckhand_etcd::election::{self, ElectionView};
 use deckhand_model::{Keyspace, Plane, PlaneConfig, UnitMode};
-use deckhand_plan::{Standing, UnitObservation, UnitPlan, plan_units};
+use deckhand_plan::{Standing, StartFailures, UnitObservation, UnitPlan, plan_units};
 use deckhand_systemd::{Systemd, write_atomic};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -59,6 +64,15 @@ pub struct Planes {
     last_start: BTreeMap<String, Instant>,
     /// Drop-ins written by this process: unit → text.
     dropins: BTreeMap<String, &'static str>,
+    /// Failed starts of each unit in this process (a start again without
+    /// a stop by deckhand in between).
+    failures: BTreeMap<String, StartFailures>,
+    /// Singleton elections this process entered (campaigned in) and has
+    /// not withdrawn from since.
+    entered: BTreeSet<String>,
+    /// The Docker probe's verdict (why the daemon counts as sick), once
+    /// [`Planes::probe_docker`] started it.
+    docker: Option<docker::DockerProbe>,
     /// The fence of this node's singleton units.
     pub fence: Fence,
     images_tx: watch::Sender<Wanted>,
@@ -93,10 +107,20 @@ impl Planes {
             managed,
             dropins: BTreeMap::new(),
             last_start: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            entered: BTreeSet::new(),
+            docker: None,
             fence,
             images_tx,
             images,
         }
+    }
+
+    /// Starts probing the local Docker daemon ([`docker::spawn`]) with the
+    /// agent's `[docker]` settings: while it does not answer, this node
+    /// resigns its singleton candidacies where another node stands.
+    pub fn probe_docker(&mut self, settings: &crate::config::DockerSettings) {
+        self.docker = Some(docker::DockerProbe::spawn(settings));
     }
 
     /// A receiver of the preseed worker's reports, to wake the loop up when
@@ -259,9 +283,24 @@ impl Planes {
         }
 
         let may_lead = self.fence.may_lead() == Some(lease) && lease != 0;
-        // Elections: enter those of singleton units this node may campaign
-        // for (decided below, so first a dry plan), observe the others of
-        // its planes.
+        let now = Instant::now().into_std();
+        let sick = self.docker.as_ref().and_then(|d| d.verdict());
+        let failing: BTreeMap<String, String> = self
+            .failures
+            .iter()
+            .filter(|(_, f)| f.failing(now))
+            .map(|(u, f)| {
+                (
+                    u.clone(),
+                    format!(
+                        "{u} failed to start or stay up {} times within {} s here \
+                         (see journalctl -u {u})",
+                        f.recent(now),
+                        deckhand_plan::planes::FAILED_STARTS_WINDOW.as_secs()
+                    ),
+                )
+            })
+            .collect();
         let mut obs = UnitObservation {
             planes: my_planes.clone(),
             configs: self.configs.clone(),
@@ -270,10 +309,11 @@ impl Planes {
             images_settled,
             standing: BTreeMap::new(),
             may_lead,
+            sick,
+            failing,
+            other_candidates: BTreeMap::new(),
         };
-        let dry = plan_units(&obs);
         let mut views: BTreeMap<String, ElectionView> = BTreeMap::new();
-        let mut errors: Vec<String> = dry.errors.clone();
         let singletons_of_mine: BTreeSet<String> = self
             .configs
             .iter()
@@ -282,24 +322,37 @@ impl Planes {
             .filter(|u| modes.get(&u.name) == Some(&UnitMode::Singleton))
             .map(|u| u.name.clone())
             .collect();
+        // Elections: read each singleton's candidates (to count the other
+        // nodes standing), plan, enter those the plan campaigns for, and
+        // plan again with the standing that gives.
         for name in &singletons_of_mine {
-            let election = self.ks.election(name);
-            let res = if dry.campaign.contains(name) && lease != 0 {
-                election::campaign(kv, &election, lease, &self.node_name).await
-            } else {
-                election::leader(kv, &election).await
-            };
-            match res {
+            match election::leader(kv, &self.ks.election(name)).await {
                 Ok(view) => {
-                    let standing = if view.leads(lease) {
-                        Standing::Leader
-                    } else {
-                        Standing::Follower
-                    };
-                    obs.standing.insert(name.clone(), standing);
+                    self.observe_election(&mut obs, name, lease, &view);
                     views.insert(name.clone(), view);
                 }
                 Err(e) => tracing::debug!("cannot read the election of {name}: {e}"),
+            }
+        }
+        let dry = plan_units(&obs);
+        let mut errors: Vec<String> = dry.errors.clone();
+        for name in &dry.campaign {
+            if lease == 0
+                || views
+                    .get(name)
+                    .is_some_and(|v| v.candidates.iter().any(|c| c.lease == lease))
+            {
+                continue;
+            }
+            // Marked before the request: one that timed out may still have
+            // entered.
+            self.entered.insert(name.clone());
+            match election::campaign(kv, &self.ks.election(name), lease, &self.node_name).await {
+                Ok(view) => {
+                    self.observe_election(&mut obs, name, lease, &view);
+                    views.insert(name.clone(), view);
+                }
+                Err(e) => tracing::debug!("cannot enter the election of {name}: {e}"),
             }
         }
         let plan = plan_units(&obs);
@@ -364,6 +417,30 @@ impl Planes {
         })
     }
 
+    /// Notes what an election `view` says of `name` in `obs`: this node's
+    /// standing, and how many other nodes stand.
+    fn observe_election(
+        &self,
+        obs: &mut UnitObservation,
+        name: &str,
+        lease: i64,
+        view: &ElectionView,
+    ) {
+        let standing = if view.leads(lease) {
+            Standing::Leader
+        } else {
+            Standing::Follower
+        };
+        obs.standing.insert(name.to_string(), standing);
+        let others: BTreeSet<&str> = view
+            .candidates
+            .iter()
+            .map(|c| c.value.as_str())
+            .filter(|v| *v != self.node_name)
+            .collect();
+        obs.other_candidates.insert(name.to_string(), others.len());
+    }
+
     async fn act(
         &mut self,
         kv: &mut etcd_client::Client,
@@ -402,11 +479,17 @@ impl Planes {
         // may start it as soon as the candidacy is gone.
         let still_running = |u: &str| plan.stop.iter().any(|s| s == u) && self.managed.contains(u);
         for unit in &plan.withdraw {
-            if still_running(unit) {
+            // Only elections this process entered can hold a candidacy on
+            // its lease (a moved one included): no request for the others.
+            if still_running(unit) || !self.entered.contains(unit) {
                 continue;
             }
-            if let Err(e) = election::resign(kv, &self.ks.election(unit), lease).await {
-                tracing::debug!("cannot withdraw from the election of {unit}: {e}");
+            match election::resign(kv, &self.ks.election(unit), lease).await {
+                Ok(()) => {
+                    tracing::info!("withdrew from the election of {unit}");
+                    self.entered.remove(unit);
+                }
+                Err(e) => tracing::debug!("cannot withdraw from the election of {unit}: {e}"),
             }
         }
         // Candidacies this node left behind on an older lease (an earlier
@@ -429,6 +512,19 @@ impl Planes {
                     }
                 }
             }
+        }
+        // A stopped Docker daemon is not started again through a unit's
+        // Requires=docker.service: no start while it does not answer.
+        let docker_down = match &self.docker {
+            Some(d) if !plan.start.is_empty() => d.ping_now().await.err(),
+            _ => None,
+        };
+        if let Some(why) = docker_down {
+            errors.push(format!(
+                "not starting {}: {why} (a unit requiring docker.service would start it again)",
+                plan.start.join(", ")
+            ));
+            return;
         }
         for unit in &plan.start {
             let singleton = views.contains_key(unit);
@@ -464,6 +560,18 @@ impl Planes {
                     ""
                 }
             );
+            // Started before by this process and not stopped by deckhand
+            // since: that start did not stay up.
+            if self.last_start.contains_key(unit) {
+                let now = Instant::now().into_std();
+                let f = self.failures.entry(unit.clone()).or_default();
+                f.record(now);
+                tracing::warn!(
+                    "plane unit {unit} did not stay up: {} failed starts within {} s",
+                    f.recent(now),
+                    deckhand_plan::planes::FAILED_STARTS_WINDOW.as_secs()
+                );
+            }
             self.managed.insert(unit.clone());
             self.save_managed();
             self.last_start.insert(unit.clone(), Instant::now());

@@ -77,6 +77,7 @@ pub fn summarize(s: &Summary<'_>) -> PlanesOutcome {
                 mode: u.mode,
                 state,
                 holder,
+                candidacy: s.plan.candidacy.get(&u.name).cloned(),
             });
         }
         planes.push(PlaneStatus {
