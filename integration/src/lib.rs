@@ -239,6 +239,18 @@ fn reusable(n: usize) -> Result<()> {
             used == image,
             "{k} runs image {used}, not the current {tag} ({image})"
         );
+        // Booted by this checkout: its dist dir is the one mounted (another
+        // worktree's cluster runs that worktree's binary, whatever `build`
+        // stages here).
+        let dist = repo().join("integration/.cache/dist").canonicalize()?;
+        let mounts = docker_out(&["inspect", "-f", "{{range .Mounts}}{{.Source}} {{end}}", k])?;
+        ensure!(
+            mounts
+                .split_whitespace()
+                .any(|m| std::path::Path::new(m) == dist),
+            "{k} mounts another checkout's dist dir ({mounts}), not {}",
+            dist.display()
+        );
         let seed = repo().join(format!("integration/.cache/nodes/{k}/seed/user-data"));
         ensure!(
             std::fs::read(&seed).ok().as_deref() == Some(&cloud_config[..]),
