@@ -196,11 +196,13 @@ fn unstarted_voter_is_reported_with_fault_tolerance() -> Result<()> {
         st["cluster"]
     );
     // The leader's agent reports it in its own status (`since`).
+    let mut last = Value::Null;
     let st = wait_for(
         "the leader's agent to report the voter in its status",
         Duration::from_secs(60),
         || {
             let st = status("node1")?;
+            last = st.clone();
             let reported = st["nodes"].as_array().into_iter().flatten().any(|n| {
                 n["etcd"]["leader"] == true
                     && n["voter_problems"]
@@ -209,7 +211,8 @@ fn unstarted_voter_is_reported_with_fault_tolerance() -> Result<()> {
             });
             Ok((reported && problem(&st).is_some_and(|p| p["since"].is_u64())).then_some(st))
         },
-    )?;
+    )
+    .with_context(|| format!("last status: {last:#}"))?;
     println!(
         "[figure] voter added, never started -> the leader's agent reports it in status: {:.1} s",
         t.elapsed().as_secs_f64()

@@ -18,20 +18,18 @@ use super::observe::{HEALTH_TIMEOUT, member_views, unix_now};
 
 /// How often the leader's agent checks the voters.
 pub const VOTER_CHECK_EVERY: Duration = Duration::from_secs(10);
-/// How often, at most, the node keys are read again to learn the deckhand
-/// nodes' peer URLs when a voter's is not among those known.
-const NODES_REREAD_EVERY: Duration = Duration::from_secs(60);
 
 /// The voter watch's memory between iterations.
 #[derive(Default)]
 pub struct VoterWatch {
     last_check: Option<Instant>,
-    /// Peer URLs of the deckhand nodes (`http://<address>:2380`), and when
-    /// they were read.
-    node_peer_urls: Option<(Vec<String>, Instant)>,
-    /// Troubles seen in the previous round (a voter reported not answering
-    /// only when it did not answer two rounds in a row: a member restart
-    /// is not trouble).
+    /// Peer URLs of the deckhand nodes (`http://<address>:2380`), as last
+    /// read.
+    node_peer_urls: Vec<String>,
+    /// Troubles seen in the previous round. A voter is reported not
+    /// answering, or without a deckhand node, only when two rounds in a
+    /// row saw it so: a member restart is not trouble, and neither is a
+    /// node that has not written its status yet (a cluster's first boot).
     previous: BTreeSet<(u64, VoterTrouble)>,
     /// The problems reported, ordered by member id.
     problems: Vec<VoterProblem>,
@@ -48,8 +46,17 @@ impl VoterWatch {
             .me()
             .is_some_and(|m| !m.is_learner && cluster.leader == Some(m.id));
         if !leads {
+            if self.last_check.is_some() {
+                tracing::info!("not the leader's agent: no longer watching the voters");
+            }
             *self = VoterWatch::default();
             return &self.problems;
+        }
+        if self.last_check.is_none() {
+            tracing::info!(
+                "the leader's agent: watching the voters every {} s",
+                VOTER_CHECK_EVERY.as_secs()
+            );
         }
         if self
             .last_check
@@ -76,7 +83,7 @@ impl VoterWatch {
         self.problems = troubles
             .into_iter()
             .filter(|(id, _, t)| {
-                *t != VoterTrouble::NotAnswering || self.previous.contains(&(*id, *t))
+                *t == VoterTrouble::NotStarted || self.previous.contains(&(*id, *t))
             })
             .map(|(id, peer_url, trouble)| VoterProblem {
                 member_id: format!("{id:x}"),
@@ -86,35 +93,55 @@ impl VoterWatch {
             })
             .collect();
         self.previous = seen;
+        if self.problems.len() != since.len()
+            || self.problems.iter().any(|p| {
+                u64::from_str_radix(&p.member_id, 16)
+                    .is_ok_and(|id| !since.contains_key(&(id, p.trouble)))
+            })
+        {
+            let words: Vec<String> = self
+                .problems
+                .iter()
+                .map(|p| format!("{} {}: {}", p.member_id, p.peer_url, p.trouble))
+                .collect();
+            tracing::info!("voters in trouble: [{}]", words.join("; "));
+        }
         &self.problems
     }
 
     /// The deckhand nodes' peer URLs from their status documents, read
-    /// again only when a voter's peer URL is not among those known (and at
-    /// most every [`NODES_REREAD_EVERY`]). When they cannot be read, every
-    /// voter counts as having a node: "no deckhand node" is never guessed.
+    /// again only when a voter's peer URL is not among those known (so at
+    /// most once a round, and only while some voter seems to have no
+    /// node). A voter whose member name is a node's name (its name key,
+    /// which outlives its status) counts as having a node too. When the
+    /// node keys cannot be read, every voter counts as having a node: "no
+    /// deckhand node" is never guessed.
     async fn node_peer_urls(&mut self, ctx: &Context, views: &[MemberView]) -> Vec<String> {
-        let known = |urls: &[String]| {
+        let unknown = |urls: &[String]| -> Vec<MemberView> {
             views
                 .iter()
-                .filter(|m| !m.is_learner)
-                .all(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+                .filter(|m| !m.is_learner && !m.peer_urls.iter().any(|u| urls.contains(u)))
+                .cloned()
+                .collect()
         };
-        match &self.node_peer_urls {
-            Some((urls, at)) if known(urls) || at.elapsed() < NODES_REREAD_EVERY => {
-                return urls.clone();
-            }
-            _ => {}
+        if unknown(&self.node_peer_urls).is_empty() {
+            return self.node_peer_urls.clone();
         }
         match ctx.store.nodes().await {
             Ok(nodes) => {
-                let urls: Vec<String> = nodes
+                self.node_peer_urls = nodes
                     .values()
                     .filter_map(|k| k.status.as_ref())
                     .filter_map(|s| s.address.parse().ok())
                     .map(crate::identity::peer_url_of)
                     .collect();
-                self.node_peer_urls = Some((urls.clone(), Instant::now()));
+                let names: Vec<String> = nodes.values().map(|k| k.display_name()).collect();
+                let mut urls = self.node_peer_urls.clone();
+                for m in unknown(&urls) {
+                    if !m.name.is_empty() && names.contains(&m.name) {
+                        urls.extend(m.peer_urls.iter().cloned());
+                    }
+                }
                 urls
             }
             Err(e) => {

@@ -123,6 +123,9 @@ struct NodeJson {
     /// The node's checks as its agent last ran them; empty for a node
     /// without status.
     checks: Vec<Check>,
+    /// The voters this node's agent reports in trouble (only the leader's
+    /// agent watches them).
+    voter_problems: Vec<deckhand_model::VoterProblem>,
 }
 
 #[derive(Debug, Serialize)]
@@ -405,6 +408,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             planes: s.planes.clone(),
             images: s.images.clone(),
             checks: s.checks.clone(),
+            voter_problems: s.voter_problems.clone(),
         },
         None => NodeJson {
             id: id.to_string(),
@@ -434,6 +438,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             planes: Vec::new(),
             images: ImagesStatus::default(),
             checks: Vec::new(),
+            voter_problems: Vec::new(),
         },
     }
 }
@@ -865,6 +870,8 @@ mod tests {
             (a.alarm.as_str(), a.member_id.as_str(), a.node.as_deref()),
             ("NOSPACE", "2", Some("node2"))
         );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["nodes"][2]["voter_problems"][0]["member_id"], "9");
         let t = table(&r);
         assert!(
             t.contains("fault tolerance: quorum 3 of 4, 3 up: one more failure loses quorum\n"),
@@ -918,6 +925,13 @@ mod tests {
         );
         assert!(json["cluster"]["voter_problems"][0]["since"].is_null());
         assert_eq!(json["cluster"]["fault_tolerance"]["spare"], 0);
+        assert_eq!(json["nodes"][2]["name"], "node3");
+        assert!(
+            json["nodes"][2]["voter_problems"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
