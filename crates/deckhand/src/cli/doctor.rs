@@ -37,8 +37,6 @@ pub const WARNINGS: u8 = exit::USAGE;
 
 /// How long each voter may take to answer a status request.
 const VOTER_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a member list may take, per endpoint tried.
-const MEMBER_LIST_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `deckhand doctor` arguments.
 #[derive(Args)]
@@ -274,36 +272,12 @@ pub async fn gather(target: &Target) -> Snapshot {
     let nodes = store.nodes().await.map_err(text);
     let planes = store.plane_configs().await.map_err(text);
     let cluster = store.cluster_config().await.map(|(c, _)| c).map_err(text);
-    let reported: Vec<String> = nodes
-        .iter()
-        .flat_map(|n| n.values())
-        .filter_map(|k| k.status.as_ref())
-        .filter(|s| s.etcd.mode == EtcdMode::Member)
-        .map(|s| format!("http://{}:2379", s.address))
-        .collect();
-    let mut member_client = None;
-    let mut tried = Vec::new();
-    for eps in [
-        reported,
-        target.config_endpoints.clone(),
-        target.cli_endpoints.clone(),
-    ] {
-        if eps.is_empty() {
-            continue;
-        }
-        match Cluster::connect(&eps, MEMBER_LIST_TIMEOUT).await {
-            Ok(c) => match c.member_list().await {
-                Ok(list) => {
-                    member_client = Some((c, list));
-                    break;
-                }
-                Err(e) => tried.push(format!("{}: {e}", eps.join(","))),
-            },
-            Err(e) => tried.push(format!("{}: {e}", eps.join(","))),
-        }
-    }
+    let no_nodes = BTreeMap::new();
+    let member_client = session
+        .member_list(nodes.as_ref().unwrap_or(&no_nodes))
+        .await;
     let (members, leader, alarms) = match member_client {
-        Some((c, list)) => {
+        Ok((c, list)) => {
             let health: BTreeMap<u64, bool> = c
                 .voter_health(&list, VOTER_TIMEOUT)
                 .await
@@ -337,12 +311,8 @@ pub async fn gather(target: &Target) -> Snapshot {
             );
             (Ok(views), leader, member_store.alarms().await.map_err(text))
         }
-        None => (
-            Err(if tried.is_empty() {
-                "no member to ask for the member list: no node reports a member and no endpoint is configured (give --endpoints of a member)".to_string()
-            } else {
-                format!("no member answered a member list: {}", tried.join("; "))
-            }),
+        Err(e) => (
+            Err(format!("{e:#}")),
             None,
             store.alarms().await.map_err(text),
         ),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 use deckhand_etcd::{Cluster, LockOutcome, Member};
-use deckhand_model::{EtcdMode, EtcdRole, Role};
+use deckhand_model::{EtcdRole, Role};
 use deckhand_plan::check_removal;
 
 use super::session::Session;
@@ -87,7 +87,7 @@ pub async fn member(target: crate::connect::Target, cmd: MemberCommand) -> Resul
     }
     let mut session = Session::connect(target).await?;
     let nodes = session.store.nodes().await?;
-    let members = member_list(&session, &nodes).await?;
+    let (_, members) = session.member_list(&nodes).await?;
     let (member, node) = find(&nodes, &members, what.trim()).map_err(Failure::usage)?;
     remove(
         &mut session,
@@ -99,37 +99,6 @@ pub async fn member(target: crate::connect::Target, cmd: MemberCommand) -> Resul
     )
     .await
     .map_err(Failure::failed)
-}
-
-/// The member list, from the first that answers of: the members the nodes
-/// report, the agent config's endpoints, the command's endpoints.
-///
-/// # Errors
-/// No endpoint answered.
-pub async fn member_list(
-    session: &Session,
-    nodes: &BTreeMap<String, NodeKeys>,
-) -> Result<Vec<Member>> {
-    let reported: Vec<String> = nodes
-        .values()
-        .filter_map(|k| k.status.as_ref())
-        .filter(|s| s.etcd.mode == EtcdMode::Member)
-        .map(|s| format!("http://{}:2379", s.address))
-        .collect();
-    let t = &session.target;
-    for eps in [&reported, &t.config_endpoints, &t.endpoints] {
-        for ep in eps {
-            if let Ok(c) = Cluster::connect(std::slice::from_ref(ep), Duration::from_secs(2)).await
-                && let Ok(list) = c.member_list().await
-                && !list.is_empty()
-            {
-                return Ok(list);
-            }
-        }
-    }
-    bail!(
-        "no etcd member answered a member list request (tried the nodes' members and the endpoints)"
-    )
 }
 
 /// Whether `member` is the member of the node with these keys: by name, or
@@ -414,7 +383,7 @@ mod tests {
             ..Default::default()
         };
         nodes.insert("1".repeat(32), k1);
-        let mut s = node_status("node2", EtcdMode::Member);
+        let mut s = node_status("node2", deckhand_model::EtcdMode::Member);
         s.address = "10.0.0.2".into();
         let k2 = NodeKeys {
             status: Some(s),

@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
 
-use super::member::{is_node_member, member_list};
+use super::member::is_node_member;
 use super::session::Session;
 use crate::exit::Failure;
 
@@ -58,8 +58,10 @@ pub async fn node(target: crate::connect::Target, cmd: NodeCommand) -> Result<()
                 "node {name} ({id}) is alive: its status key exists, so its agent's lease has not expired; stop its agent or host and wait lease_ttl_seconds first"
             );
         }
-        let members = member_list(&session, &nodes)
+        let members = session
+            .member_list(&nodes)
             .await
+            .map(|(_, list)| list)
             .map_err(|e| e.context("cannot check that the node is no longer a member"))?;
         if let Some(m) = members.iter().find(|m| is_node_member(keys, m)) {
             bail!(

@@ -145,33 +145,12 @@ struct MemberJson {
 pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
     let session = Session::connect(target).await?;
     let nodes = session.store.nodes().await?;
-    // The member list must come from a real member, never a grpc-proxy:
-    // ask the nodes that report a member, then the configured endpoints,
-    // then the endpoints given on the command line.
-    let reported: Vec<String> = nodes
-        .values()
-        .filter_map(|k| k.status.as_ref())
-        .filter(|s| s.etcd.mode == EtcdMode::Member)
-        .map(|s| format!("http://{}:2379", s.address))
-        .collect();
-    let mut members = Vec::new();
-    for eps in [
-        reported,
-        session.target.config_endpoints.clone(),
-        session.target.cli_endpoints.clone(),
-    ] {
-        if eps.is_empty() {
-            continue;
-        }
-        // A short timeout per endpoint: right after a member died its node
-        // still reports it for up to a lease TTL.
-        if let Ok(c) = Cluster::connect(&eps, Duration::from_secs(1)).await
-            && let Ok(list) = c.member_list().await
-        {
-            members = list;
-            break;
-        }
-    }
+    // Without a member list the report says so (no cluster section).
+    let members = session
+        .member_list(&nodes)
+        .await
+        .map(|(_, list)| list)
+        .unwrap_or_default();
     let (health, leader) = voter_statuses(&members).await;
     let alarms = session.store.alarms().await.map_err(|e| format!("{e:#}"));
     let live = Live {
