@@ -55,10 +55,16 @@ fn five_node_cluster_roles() -> Result<()> {
         assert_eq!(node(&st, n).unwrap()["version"], version, "{st:#}");
     }
     let table = sh_ok("node1", "deckhand status")?;
-    let header = table.lines().nth(1).unwrap_or_default();
-    assert!(header.contains("VERSION"), "{table}");
+    // The node table follows the cluster section: its header starts "NODE".
+    let lines: Vec<&str> = table.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("NODE "))
+        .with_context(|| format!("no node table header in:\n{table}"))?;
+    assert!(lines[header].contains("VERSION"), "{table}");
+    let rows = &lines[header + 1..];
     assert!(
-        table.lines().skip(2).take(5).all(|l| l.contains(version)),
+        rows.len() >= 5 && rows[..5].iter().all(|l| l.contains(version)),
         "{table}"
     );
     for n in ["node4", "node5"] {
