@@ -130,6 +130,9 @@ pub fn unstarted_voter(o: &Observation) -> Option<&MemberView> {
     cluster.members.iter().find(|m| {
         !m.is_learner
             && !m.is_started()
+            // A member that answers a health check has started, whatever
+            // the member list says yet (its name is published after start).
+            && m.healthy != Some(true)
             && Some(m.id) != me
             && o.pending
                 .get(&m.id)
