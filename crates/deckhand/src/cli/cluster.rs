@@ -180,15 +180,15 @@ fn changes(a: &ClusterConfig, b: &ClusterConfig) -> Vec<String> {
 /// [`crate::exit::FAILED`] when no endpoint answers, a request fails, or the
 /// key changed since it was read.
 pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure> {
-    // Validate before connecting: bad input changes nothing.
+    // Validate before connecting: bad input changes nothing. A file (or
+    // stdin, which can be read only once) is read here, once.
+    let mut document = None;
     if let ClusterCommand::Set {
         assignments, file, ..
     } = &cmd
     {
         match file {
-            Some(f) => {
-                from_file(f).map_err(Failure::usage)?;
-            }
+            Some(f) => document = Some(from_file(f).map_err(Failure::usage)?),
             None => {
                 apply(None, assignments).map_err(Failure::usage)?;
             }
@@ -226,18 +226,18 @@ pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure>
         }
         ClusterCommand::Set {
             assignments,
-            file,
+            file: _,
             if_revision,
         } => {
             let (old_bytes, rev) = match &stored {
                 Some((v, r)) => (Some(v.as_slice()), *r),
                 None => (None, 0),
             };
-            let (bytes, config) = match &file {
-                Some(f) => from_file(f),
-                None => apply(old_bytes, &assignments),
-            }
-            .map_err(Failure::usage)?;
+            // `--file` was read and validated above.
+            let (bytes, config) = match document {
+                Some(d) => d,
+                None => apply(old_bytes, &assignments).map_err(Failure::usage)?,
+            };
             let expected = if_revision.unwrap_or(rev);
             let old = old_bytes
                 .and_then(|v| ClusterConfig::parse(v).ok())

@@ -578,7 +578,7 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
             "{v} voters, an even number: they tolerate no more failures than {} would, with a larger quorum",
             v - 1
         ));
-        todo.push("make the number of voters odd (3 or 5): promote one proxy or demote one voter");
+        todo.push("make the number of voters odd (3 or 5): `deckhand role set NODE --etcd member` or `--etcd proxy` (a voter that never started must go first: `deckhand member remove ID`)");
     } else if v == 7 {
         warns
             .push("7 voters: writes wait for 4; 5 tolerate two failures with faster writes".into());
@@ -588,7 +588,11 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
     let ft_ok = ft.spare().is_some_and(|n| n >= 1);
     if !ft_ok {
         fails.push(format!("fault tolerance: {ft}"));
-        todo.push("bring the voters that do not answer back, or replace them, until one more failure keeps quorum");
+        if ft.up < ft.voters {
+            todo.push("bring the voters that do not answer back, or replace them, until one more failure keeps quorum");
+        } else {
+            todo.push("run at least 3 voters (`deckhand role set NODE --etcd member`): with fewer, any voter's failure loses quorum");
+        }
     }
     // The voters in trouble, as the agents judge them (one place for the
     // rule: deckhand_plan::voter_troubles).
@@ -598,6 +602,16 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         .map(|s| format!("http://{}:2380", s.address))
         .collect();
     for (id, peer, trouble) in voter_troubles(members, &peer_urls) {
+        // A node is also known by its name key (the member's name), as
+        // `deckhand status` and the agents match it: a node that cannot
+        // write its status (NOSPACE) still has one behind its voter.
+        if trouble == VoterTrouble::NoNode
+            && members
+                .iter()
+                .any(|m| m.id == id && !m.name.is_empty() && nodes.iter().any(|n| n.name == m.name))
+        {
+            continue;
+        }
         let label = members
             .iter()
             .find(|m| m.id == id)
@@ -606,7 +620,7 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
         match trouble {
             VoterTrouble::NotStarted => {
                 fails.push(format!("voter {label} was added but never started"));
-                todo.push("start the member on that host, or remove it (etcdctl member remove ID) if the started voters keep quorum");
+                todo.push("start the member on that host, or remove it (`deckhand member remove ID`, which checks that the started voters keep quorum)");
             }
             VoterTrouble::NotAnswering => {
                 fails.push(format!("voter {label} does not answer"));

@@ -4,11 +4,10 @@
 //! cluster its quorum.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Subcommand;
-use deckhand_etcd::{Cluster, LockOutcome, Member};
+use deckhand_etcd::{LockOutcome, Member};
 use deckhand_model::{EtcdRole, Role};
 use deckhand_plan::check_removal;
 
@@ -89,16 +88,9 @@ pub async fn member(target: crate::connect::Target, cmd: MemberCommand) -> Resul
     let nodes = session.store.nodes().await?;
     let (_, members) = session.member_list(&nodes).await?;
     let (member, node) = find(&nodes, &members, what.trim()).map_err(Failure::usage)?;
-    remove(
-        &mut session,
-        &nodes,
-        &members,
-        &member,
-        node.as_deref(),
-        force,
-    )
-    .await
-    .map_err(Failure::failed)
+    remove(&mut session, &member, node.as_deref(), force)
+        .await
+        .map_err(Failure::failed)
 }
 
 /// Whether `member` is the member of the node with these keys: by name, or
@@ -156,6 +148,13 @@ pub fn find(
     {
         return Ok((m.clone(), node_of(m)));
     }
+    // An etcd member name with no deckhand node of that name.
+    if let Some(m) = members
+        .iter()
+        .find(|m| !m.name.is_empty() && m.name == what)
+    {
+        return Ok((m.clone(), node_of(m)));
+    }
     let listed: Vec<String> = members
         .iter()
         .map(|m| {
@@ -203,37 +202,25 @@ pub fn refusal(
         Ok(()) => None,
         Err(_) if force => None,
         Err(reason) => Some(format!(
-            "removing voter {member:x} ({}) is not safe: {reason}. Start the voters that are down first, or lower min_voters (`etcdctl put <prefix>/config/cluster`); --force removes it anyway, at the risk of losing quorum",
+            "removing voter {member:x} ({}) is not safe: {reason}. Bring back the voters that do not answer, or lower min_voters (`deckhand cluster set min_voters=N`) where min_voters is the rule; --force removes it anyway, at the risk of losing quorum",
             m.display_name()
         )),
     }
 }
 
+/// Removes `member` (found in `members`, of `node` when a deckhand node's)
+/// under the membership lock. Everything is decided under the lock, on what
+/// is read there: the member list, the voters' health, the cluster config
+/// and the node's role key (an agent's change made just before cannot slip
+/// between the check and the removal). A role key that says member is set
+/// to proxy BEFORE the member is removed, with a compare on its revision,
+/// so the node's agent never adds the member back in between.
 async fn remove(
     session: &mut Session,
-    nodes: &BTreeMap<String, NodeKeys>,
-    members: &[Member],
     member: &Member,
     node: Option<&str>,
     force: bool,
 ) -> Result<()> {
-    let voter_urls: Vec<String> = members
-        .iter()
-        .filter(|m| !m.is_learner && m.id != member.id)
-        .flat_map(|m| m.client_urls.clone())
-        .collect();
-    let via = if voter_urls.is_empty() {
-        session.target.endpoints.clone()
-    } else {
-        voter_urls
-    };
-    let cluster = Cluster::connect(&via, Duration::from_secs(5)).await?;
-    let health = cluster.voter_health(members, HEALTH_TIMEOUT).await;
-    let views = member_views(members, &health);
-    let (config, _) = session.store.cluster_config().await?;
-    if let Some(why) = refusal(&views, member.id, config.min_voters, force) {
-        bail!("{why}");
-    }
     let label = format!(
         "{} {:x} ({})",
         if member.is_learner {
@@ -248,14 +235,6 @@ async fn remove(
             member.name.clone()
         }
     );
-    if force
-        && !member.is_learner
-        && let Err(why) = check_removal(&views, member.id, Some(config.min_voters))
-    {
-        eprintln!(
-            "deckhand: --force: removing {label} although {why}; if too few healthy voters are left, etcd takes no writes until enough voters run again"
-        );
-    }
     // The membership lock, on a lease of our own: a command killed
     // half-way frees it after LOCK_LEASE_TTL seconds.
     let mut kv = session.store.client();
@@ -275,6 +254,28 @@ async fn remove(
                 "the membership lock is held by {holder}: a membership change is under way; try again once it is done (`deckhand status`)"
             ),
         }
+        let nodes = session.store.nodes().await?;
+        let (cluster, members) = session.member_list(&nodes).await?;
+        if !members.iter().any(|m| m.id == member.id) {
+            bail!("{label} is no longer a member: nothing to remove");
+        }
+        let health = cluster.voter_health(&members, HEALTH_TIMEOUT).await;
+        let views = member_views(&members, &health);
+        let (config, _) = session.store.cluster_config().await?;
+        if let Some(why) = refusal(&views, member.id, config.min_voters, force) {
+            bail!("{why}");
+        }
+        if force
+            && !member.is_learner
+            && let Err(why) = check_removal(&views, member.id, Some(config.min_voters))
+        {
+            eprintln!(
+                "deckhand: --force: removing {label} although {why}; if too few healthy voters are left, etcd takes no writes until enough voters run again"
+            );
+        }
+        if let Some(node) = node {
+            demote_role_key(session, &nodes, node).await?;
+        }
         cluster.remove(member.id).await?;
         Ok(())
     }
@@ -283,40 +284,49 @@ async fn remove(
     let _ = kv.lease_revoke(lease).await;
     result?;
     println!("removed {label} from the etcd cluster");
-    if let Some(node) = node {
-        demote_role_key(session, nodes, node).await;
-    }
     Ok(())
 }
 
-/// Sets the role key of `node` to proxy when it says member, so that its
-/// agent does not add the removed member back; says what it did.
-async fn demote_role_key(session: &Session, nodes: &BTreeMap<String, NodeKeys>, node: &str) {
-    let Some(keys) = nodes.get(node) else { return };
+/// Sets the role key of `node` to proxy when it says member (planes kept,
+/// compare on the revision read), so that its agent does not add the
+/// removed member back; says what it did.
+///
+/// # Errors
+/// The role key changed since it was read, or could not be written:
+/// nothing is removed then (the caller stops).
+async fn demote_role_key(
+    session: &Session,
+    nodes: &BTreeMap<String, NodeKeys>,
+    node: &str,
+) -> Result<()> {
+    let Some(keys) = nodes.get(node) else {
+        return Ok(());
+    };
     let name = keys.display_name();
-    match keys.role() {
-        Some(role) if role.etcd == EtcdRole::Member => {
-            let proxy = Role {
-                etcd: EtcdRole::Proxy,
-                planes: role.planes.clone(),
-            };
-            match session
-                .store
-                .put_role_if(node, &proxy, keys.role_revision())
-                .await
-            {
-                Ok(Some(rev)) => println!(
-                    "{name} ({node}): role key set to {proxy} at revision {rev}, so that its agent does not add it back; `deckhand role set {name} --etcd member` makes it a member again"
-                ),
-                Ok(None) => eprintln!(
-                    "deckhand: warning: {name}'s role key changed meanwhile and was left as it is now; if it says member, its agent adds the node back"
-                ),
-                Err(e) => eprintln!(
-                    "deckhand: warning: could not set {name}'s role key to proxy ({e:#}); while it says member, its agent adds the node back"
-                ),
-            }
+    let Some(role) = keys.role().filter(|r| r.etcd == EtcdRole::Member) else {
+        return Ok(());
+    };
+    let proxy = Role {
+        etcd: EtcdRole::Proxy,
+        planes: role.planes.clone(),
+    };
+    match session
+        .store
+        .put_role_if(node, &proxy, keys.role_revision())
+        .await
+    {
+        Ok(Some(rev)) => {
+            println!(
+                "{name} ({node}): role key set to {proxy} at revision {rev}, so that its agent does not add it back; `deckhand role set {name} --etcd member` makes it a member again"
+            );
+            Ok(())
         }
-        _ => {}
+        Ok(None) => bail!(
+            "{name}'s role key changed while it was read; nothing was removed: run the command again"
+        ),
+        Err(e) => Err(e.context(format!(
+            "could not set {name}'s role key to proxy, so nothing was removed (its agent would add it back)"
+        ))),
     }
 }
 
@@ -324,7 +334,9 @@ async fn demote_role_key(session: &Session, nodes: &BTreeMap<String, NodeKeys>, 
 mod tests {
     use super::*;
     use crate::testing::{Etcd, node_status};
+    use deckhand_etcd::Cluster;
     use deckhand_plan::MemberView;
+    use std::time::Duration;
 
     fn view(id: u64, learner: bool, healthy: bool) -> MemberView {
         MemberView {

@@ -76,6 +76,11 @@ impl Session {
             }
             match Cluster::connect(eps, MEMBER_LIST_TIMEOUT).await {
                 Ok(c) => match c.member_list().await {
+                    // A grpc-proxy answers with itself: member id 0, no peer URLs.
+                    Ok(list) if list.iter().any(|m| m.id == 0) => tried.push(format!(
+                        "{}: a grpc-proxy (it lists itself, not the members)",
+                        eps.join(",")
+                    )),
                     Ok(list) if !list.is_empty() => return Ok((c, list)),
                     Ok(_) => tried.push(format!("{}: an empty member list", eps.join(","))),
                     Err(e) => tried.push(format!("{}: {e}", eps.join(","))),
