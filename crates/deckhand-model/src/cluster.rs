@@ -99,6 +99,12 @@ impl ClusterConfig {
             if v.is_multiple_of(2) {
                 return Err(ClusterConfigError::EvenVoters(v));
             }
+            if v < cfg.min_voters {
+                return Err(ClusterConfigError::VotersBelowMin {
+                    voters: v,
+                    min_voters: cfg.min_voters,
+                });
+            }
         }
         if !(5..=86_400).contains(&cfg.dead_grace_seconds) {
             return Err(ClusterConfigError::OutOfRange {
@@ -149,8 +155,19 @@ pub enum ClusterConfigError {
     #[error("cluster config is not valid JSON of the expected shape ({0})")]
     Json(String),
     /// An even voter count: it tolerates no more failures than one fewer.
-    #[error("cluster config voters = {0} is even: {0} voters tolerate no more failures than {fewer}; use an odd number", fewer = .0 - 1)]
+    #[error("cluster config voters = {0} is even: {0} voters tolerate no more failures than {fewer} voters do; use an odd number", fewer = .0 - 1)]
     EvenVoters(usize),
+    /// `voters` below `min_voters`: the replacer would keep fewer voters
+    /// than operators' demotions may leave.
+    #[error(
+        "cluster config voters = {voters} is below min_voters = {min_voters}: set voters to at least min_voters, or lower min_voters"
+    )]
+    VotersBelowMin {
+        /// The `voters` value.
+        voters: usize,
+        /// The `min_voters` value.
+        min_voters: usize,
+    },
     /// A number outside its allowed range.
     #[error("cluster config field {field} = {value} is outside {range}")]
     OutOfRange {
@@ -189,6 +206,19 @@ mod tests {
         assert_eq!(
             ClusterConfig::parse(br#"{"voters":3}"#).unwrap().voters,
             Some(3)
+        );
+        assert_eq!(
+            ClusterConfig::parse(br#"{"voters":1}"#),
+            Err(ClusterConfigError::VotersBelowMin {
+                voters: 1,
+                min_voters: 3
+            })
+        );
+        assert_eq!(
+            ClusterConfig::parse(br#"{"voters":1,"min_voters":1}"#)
+                .unwrap()
+                .voters,
+            Some(1)
         );
         assert!(
             ClusterConfig::parse(br#"{"voters":4}"#)
