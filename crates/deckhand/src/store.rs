@@ -389,16 +389,12 @@ impl Store {
     /// # Errors
     /// The request failed, or the value is invalid (naming the key).
     pub async fn cluster_config(&self) -> Result<(ClusterConfig, Revision)> {
-        let mut c = self.client();
-        let key = self.ks.cluster_config();
-        let resp = self
-            .bounded("reading the cluster config", c.get(key.clone(), None))
-            .await?;
-        match resp.kvs().first() {
-            Some(kv) => Ok((
-                ClusterConfig::parse(kv.value())
-                    .with_context(|| format!("the cluster config {key} is invalid"))?,
-                kv.mod_revision(),
+        match self.cluster_config_raw().await? {
+            Some((value, rev)) => Ok((
+                ClusterConfig::parse(&value).with_context(|| {
+                    format!("the cluster config {} is invalid", self.ks.cluster_config())
+                })?,
+                rev,
             )),
             None => Ok((ClusterConfig::default(), 0)),
         }

@@ -53,6 +53,17 @@ fn free_port() -> u16 {
 }
 
 impl Etcd {
+    /// A CLI target at this etcd alone, under the prefix `/t`.
+    pub fn target(&self) -> crate::connect::Target {
+        crate::connect::Target {
+            endpoints: vec![self.url.clone()],
+            cli_endpoints: vec![self.url.clone()],
+            config_endpoints: vec![],
+            keyspace: deckhand_model::Keyspace::new("/t"),
+            settings: None,
+        }
+    }
+
     /// Starts one and waits until it answers (at most 10 s).
     pub async fn start() -> Etcd {
         let dir = tempfile::tempdir().expect("a temp dir");

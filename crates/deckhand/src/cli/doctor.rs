@@ -1697,13 +1697,7 @@ mod tests {
     #[tokio::test]
     async fn gather_reads_a_real_cluster() {
         let etcd = crate::testing::Etcd::start().await;
-        let target = crate::connect::Target {
-            endpoints: vec![etcd.url.clone()],
-            cli_endpoints: vec![etcd.url.clone()],
-            config_endpoints: vec![],
-            keyspace: deckhand_model::Keyspace::new("/t"),
-            settings: None,
-        };
+        let target = etcd.target();
         let s = gather(&target).await;
         let m = s.members.as_ref().unwrap();
         assert_eq!(m.len(), 1);

@@ -426,16 +426,6 @@ mod tests {
         assert!(find(&nodes, &members, "ff").is_err());
     }
 
-    fn target(etcd: &Etcd) -> crate::connect::Target {
-        crate::connect::Target {
-            endpoints: vec![etcd.url.clone()],
-            cli_endpoints: vec![etcd.url.clone()],
-            config_endpoints: vec![],
-            keyspace: deckhand_model::Keyspace::new("/t"),
-            settings: None,
-        }
-    }
-
     #[tokio::test]
     async fn against_etcd_unknown_targets_are_usage_errors_and_the_last_voter_stays() {
         let etcd = Etcd::start().await;
@@ -443,11 +433,11 @@ mod tests {
             target: what.into(),
             force,
         };
-        let e = member(target(&etcd), remove("nosuch", false))
+        let e = member(etcd.target(), remove("nosuch", false))
             .await
             .unwrap_err();
         assert_eq!(e.code, crate::exit::USAGE, "{:#}", e.error);
-        let e = member(target(&etcd), remove("", false)).await.unwrap_err();
+        let e = member(etcd.target(), remove("", false)).await.unwrap_err();
         assert_eq!(e.code, crate::exit::USAGE);
         // The one member of this etcd, by id: refused even with --force,
         // and nothing changed (still listed, no lock left behind).
@@ -455,7 +445,7 @@ mod tests {
             .await
             .unwrap();
         let id = c.member_list().await.unwrap()[0].id;
-        let e = member(target(&etcd), remove(&format!("{id:x}"), true))
+        let e = member(etcd.target(), remove(&format!("{id:x}"), true))
             .await
             .unwrap_err();
         assert_eq!(e.code, crate::exit::FAILED);

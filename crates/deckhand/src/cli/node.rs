@@ -93,13 +93,7 @@ mod tests {
     #[tokio::test]
     async fn forget_refuses_unknown_live_and_member_nodes_and_removes_only_a_dead_ones_keys() {
         let etcd = Etcd::start().await;
-        let target = crate::connect::Target {
-            endpoints: vec![etcd.url.clone()],
-            cli_endpoints: vec![etcd.url.clone()],
-            config_endpoints: vec![],
-            keyspace: deckhand_model::Keyspace::new("/t"),
-            settings: None,
-        };
+        let target = etcd.target();
         let forget = |n: &str| NodeCommand::Forget { node: n.into() };
         let mut kv = etcd.client().await;
         // The test etcd's one member is named "t".
