@@ -62,6 +62,18 @@ pub fn status(node: &str) -> Result<Value> {
     serde_json::from_str(&out).with_context(|| format!("status JSON from {node}: {out}"))
 }
 
+/// Every node's status events (`deckhand status --json`'s `nodes[].events`),
+/// as seen from `via`.
+pub fn all_events(via: &str) -> Result<Vec<String>> {
+    Ok(status(via)?["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e.as_str().map(String::from))
+        .collect())
+}
+
 /// The entry of the node named `name` in a status document.
 pub fn node<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
     status["nodes"]

@@ -48,16 +48,6 @@ fn voter_names() -> Result<Vec<String>> {
     Ok(v)
 }
 
-fn events(via: &str) -> Result<Vec<String>> {
-    Ok(status(via)?["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e.as_str().map(String::from))
-        .collect())
-}
-
 /// Every node alive and converged, with voters node1..node3.
 fn boot_layout_holds(via: &str) -> Result<()> {
     let st = status(via)?;
@@ -113,7 +103,7 @@ fn unstarted_voter_is_removed_after_the_bound() -> Result<()> {
         removed.as_secs_f64()
     );
     let ev = wait_for("the removal in a status", Duration::from_secs(30), || {
-        Ok(events("node1")?
+        Ok(all_events("node1")?
             .into_iter()
             .find(|e| e.contains("was added but did not start within 10 s")))
     })?;
@@ -276,7 +266,7 @@ fn a_stepped_wall_clock_changes_no_decision() -> Result<()> {
         stepped.as_secs_f64()
     );
     let ev = wait_for("the reap in a status", Duration::from_secs(30), || {
-        Ok(events("node1")?
+        Ok(all_events("node1")?
             .into_iter()
             .find(|e| e.contains("did not start or catch up within 20 s")))
     })?;

@@ -43,17 +43,6 @@ const LEAVE_POINTS: [&str; 12] = [
     "after-release-lock",
 ];
 
-/// Every node's status events, as seen from `via`.
-fn all_events(via: &str) -> Result<Vec<String>> {
-    Ok(status(via)?["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|n| n["events"].as_array().cloned().unwrap_or_default())
-        .filter_map(|e| e.as_str().map(String::from))
-        .collect())
-}
-
 fn config(json: &str) -> Result<()> {
     sh_ok(
         "node1",
