@@ -59,3 +59,6 @@ pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CA_KEY_FILE: &str = "ca.key";
 /// The CA's default common name.
 pub const CA_DEFAULT_NAME: &str = "deckhand-ca";
+
+#[cfg(test)]
+mod tests;
