@@ -69,6 +69,16 @@ impl CertInfo {
         self.not_after_unix as i64 - now_unix as i64
     }
 
+    /// notBefore as RFC 3339 UTC, `2026-12-02T10:15:16Z`.
+    pub fn not_before_utc(&self) -> String {
+        utc_rfc3339(self.not_before_unix)
+    }
+
+    /// notAfter as RFC 3339 UTC, `2027-12-02T10:15:16Z`.
+    pub fn not_after_utc(&self) -> String {
+        utc_rfc3339(self.not_after_unix)
+    }
+
     /// Whether `now_unix` lies within notBefore..=notAfter.
     pub fn is_valid_at(&self, now_unix: u64) -> bool {
         self.not_before_unix <= now_unix && now_unix <= self.not_after_unix
@@ -125,6 +135,23 @@ pub fn key_matches(cert_pem: &str, key_pem: &str) -> Result<bool> {
         reason: e.to_string(),
     })?;
     Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
+/// Unix seconds as RFC 3339 UTC with seconds, `2026-12-02T10:15:16Z`
+/// (times past year 9999 print as unix seconds).
+pub fn utc_rfc3339(unix: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix as i64) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("@{unix}"),
+    }
 }
 
 pub(crate) fn parse_pem(text: &str, what: &str) -> Result<Pem> {

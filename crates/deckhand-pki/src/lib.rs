@@ -41,7 +41,7 @@ mod names;
 pub use ca::{Ca, Issued, generate_csr};
 pub use error::{Error, Result};
 pub use files::{CERT_MODE, KEY_MODE, write_new_file};
-pub use info::{CertInfo, key_matches, verify_issued_by};
+pub use info::{CertInfo, key_matches, utc_rfc3339, verify_issued_by};
 pub use names::{check_node_name, check_operator_name, node_common_name};
 
 /// The CA's default lifetime, days (10 years, as kubeadm's etcd CA).

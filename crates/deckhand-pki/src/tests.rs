@@ -421,3 +421,9 @@ fn a_csr_with_a_broken_signature_or_another_key_type_is_refused() {
         Err(Error::BadPem { .. })
     ));
 }
+
+#[test]
+fn times_print_as_rfc3339_utc() {
+    assert_eq!(utc_rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(utc_rfc3339(1_796_206_516), "2026-12-02T10:15:16Z");
+}
