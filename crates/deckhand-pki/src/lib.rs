@@ -57,6 +57,22 @@ pub const BACKDATE_SECONDS: i64 = 5 * 60;
 pub const CA_CERT_FILE: &str = "ca.crt";
 /// The CA key's file name in a CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// Where a node's certificate files are installed (the agent config's
+/// defaults point here): `ca.crt`, [`NODE_CERT_FILE`], [`NODE_KEY_FILE`],
+/// [`PROXY_CERT_FILE`], [`PROXY_KEY_FILE`].
+pub const NODE_PKI_DIR: &str = "/etc/deckhand/pki";
+/// A node's certificate file name (server and client, CN `node:<name>`).
+pub const NODE_CERT_FILE: &str = "node.crt";
+/// A node's key file name.
+pub const NODE_KEY_FILE: &str = "node.key";
+/// A node's grpc-proxy client certificate file name (empty CN).
+pub const PROXY_CERT_FILE: &str = "proxy.crt";
+/// A node's grpc-proxy key file name.
+pub const PROXY_KEY_FILE: &str = "proxy.key";
+/// An operator's certificate file name (under `DIR/operators/<name>/`).
+pub const OPERATOR_CERT_FILE: &str = "operator.crt";
+/// An operator's key file name.
+pub const OPERATOR_KEY_FILE: &str = "operator.key";
 /// The CA's default common name.
 pub const CA_DEFAULT_NAME: &str = "deckhand-ca";
 

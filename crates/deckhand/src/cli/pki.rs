@@ -9,26 +9,13 @@ use anyhow::{Context, anyhow};
 use clap::{ArgGroup, Subcommand};
 use deckhand_pki::{
     CA_CERT_FILE, CA_DAYS, CA_DEFAULT_NAME, CA_KEY_FILE, CERT_MODE, Ca, CertInfo, Error, KEY_MODE,
-    LEAF_DAYS, check_node_name, check_operator_name, utc_rfc3339, write_new_file,
+    LEAF_DAYS, NODE_CERT_FILE, NODE_KEY_FILE, NODE_PKI_DIR, OPERATOR_CERT_FILE, OPERATOR_KEY_FILE,
+    PROXY_CERT_FILE, PROXY_KEY_FILE, check_node_name, check_operator_name, utc_rfc3339,
+    write_new_file,
 };
 use serde::Serialize;
 
 use crate::exit::Failure;
-
-/// Where a node's files go, and the agent config's defaults for them.
-pub const NODE_PKI_DIR: &str = "/etc/deckhand/pki";
-/// A node's certificate file name (server and client, CN `node:<name>`).
-pub const NODE_CERT_FILE: &str = "node.crt";
-/// A node's key file name.
-pub const NODE_KEY_FILE: &str = "node.key";
-/// A node's grpc-proxy certificate file name (empty CN).
-pub const PROXY_CERT_FILE: &str = "proxy.crt";
-/// A node's grpc-proxy key file name.
-pub const PROXY_KEY_FILE: &str = "proxy.key";
-/// An operator's certificate file name.
-pub const OPERATOR_CERT_FILE: &str = "operator.crt";
-/// An operator's key file name.
-pub const OPERATOR_KEY_FILE: &str = "operator.key";
 
 /// `deckhand pki ...`
 #[derive(Subcommand)]
