@@ -331,8 +331,12 @@ impl Ca {
     /// identity towards the members (`etcd grpc-proxy --cert/--key`). Its
     /// subject is empty (no CN): etcd's grpc-proxy refuses a client
     /// certificate with a CN, which etcd would take as the user of every
-    /// request the proxy forwards. EKU clientAuth and serverAuth, SAN IP
-    /// `address`. `name` is only checked ([`check_node_name`]), not written.
+    /// request the proxy forwards. etcd 3.4.23 prints `cert has non empty
+    /// Common Name (<cn>)` and exits 1 (`TLSInfo.ClientConfig` with
+    /// `EmptyCN`, <https://github.com/etcd-io/etcd/blob/v3.4.23/pkg/transport/listener.go>,
+    /// set by `etcdmain/grpc_proxy.go`; tested in `tests/etcd_tls.rs`).
+    /// EKU clientAuth and serverAuth, SAN IP `address`. `name` is only
+    /// checked ([`check_node_name`]), not written.
     ///
     /// # Errors
     /// As [`Ca::issue_node`].
