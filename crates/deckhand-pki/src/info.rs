@@ -10,9 +10,9 @@ use x509_parser::pem::Pem;
 
 use crate::{Error, Result};
 
-/// What a certificate says, as `deckhand pki show` prints it.
+/// What a certificate says, as `deckhand pki show` prints it. Plain data:
+/// tests of code that reports expiry may build one directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct CertInfo {
     /// The subject's first CN; `None` when the subject has none (a proxy's
     /// certificate).
