@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use deckhand::cli::{Cli, Command, cluster, doctor, member, node, plane, role, status};
+use deckhand::cli::{Cli, Command, cluster, doctor, member, node, pki, plane, role, status};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, member_check, preseed};
 
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Agent => "deckhand agent",
         Command::Preseed(_) => "deckhand preseed",
         Command::CheckMember(_) => "deckhand check-member",
+        Command::Pki(_) => "deckhand pki",
         _ => "deckhand",
     };
     let target = || connect::target(&config_path, endpoints.clone(), prefix.clone());
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
                     Failure::failed(e)
                 })
             }
+            Command::Pki(cmd) => pki::pki(cmd),
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
             Command::Member(cmd) => member::member(target()?, cmd).await,

@@ -1,11 +1,12 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane`, `cluster`, `status`, `doctor`, `member` and `node` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `cluster`, `status`, `doctor`, `member`, `node` and `pki` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
 pub mod cluster;
 pub mod doctor;
 pub mod member;
 pub mod node;
+pub mod pki;
 pub mod plane;
 pub mod role;
 pub mod session;
@@ -70,6 +71,9 @@ pub enum Command {
     /// Read or change the cluster config (`cluster get`, `cluster set KEY=VALUE...`).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Make the cluster CA and the certificates of static installs (offline; no etcd).
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
     /// Show every node: desired and applied role, etcd mode, leader, health, convergence, version.
     Status(status::StatusArgs),
     // about and long help: on PreseedArgs.
