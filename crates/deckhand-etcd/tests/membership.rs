@@ -18,7 +18,7 @@ fn by_peer<'a>(members: &'a [Member], peer_url: &str) -> Vec<&'a Member> {
 async fn leader(etcd: &EtcdCluster) -> u64 {
     eventually(Duration::from_secs(10), "a leader", || async {
         for url in etcd.client_urls() {
-            match Cluster::endpoint_status(&url, TIMEOUT).await {
+            match Cluster::endpoint_status(&url, TIMEOUT, None).await {
                 Ok(s) if s.leader != 0 => return Some(s.leader),
                 _ => {}
             }
@@ -115,7 +115,7 @@ async fn promote_waits_until_the_learner_is_in_sync() {
 
     // A re-run of the promote is a no-op.
     cluster.promote(id).await.expect("promote a voter");
-    let status = Cluster::endpoint_status(&etcd.nodes[i].client_url, TIMEOUT)
+    let status = Cluster::endpoint_status(&etcd.nodes[i].client_url, TIMEOUT, None)
         .await
         .expect("status");
     assert!(!status.is_learner, "{status:?}");
@@ -163,7 +163,7 @@ async fn remove_is_idempotent() {
         Duration::from_secs(10),
         "the removed member to exit",
         || async {
-            Cluster::endpoint_status(&etcd.nodes[v].client_url, Duration::from_millis(300))
+            Cluster::endpoint_status(&etcd.nodes[v].client_url, Duration::from_millis(300), None)
                 .await
                 .is_err()
                 .then_some(())
@@ -195,7 +195,7 @@ async fn remove_refuses_to_break_quorum() {
 
     // etcd's strict reconfiguration check wants every voter connected for
     // 5 s before it counts it as active: let that pass first.
-    let cluster = Cluster::connect(std::slice::from_ref(&etcd.nodes[ask].client_url), TIMEOUT)
+    let cluster = Cluster::connect(std::slice::from_ref(&etcd.nodes[ask].client_url), TIMEOUT, None)
         .await
         .expect("connect");
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -237,7 +237,7 @@ async fn move_leader_to_a_follower() {
 
     // etcd only takes MoveLeader on the leader.
     let follower_url = target.client_urls[0].clone();
-    let mut direct = Cluster::connect(std::slice::from_ref(&follower_url), TIMEOUT)
+    let mut direct = Cluster::connect(std::slice::from_ref(&follower_url), TIMEOUT, None)
         .await
         .expect("connect")
         .client();
@@ -250,13 +250,13 @@ async fn move_leader_to_a_follower() {
             Duration::from_secs(5),
             "every member to see the new leader",
             || async {
-                let s = Cluster::endpoint_status(&url, TIMEOUT).await.ok()?;
+                let s = Cluster::endpoint_status(&url, TIMEOUT, None).await.ok()?;
                 (s.leader == target.id).then_some(())
             },
         )
         .await;
     }
-    let status = Cluster::endpoint_status(&follower_url, TIMEOUT)
+    let status = Cluster::endpoint_status(&follower_url, TIMEOUT, None)
         .await
         .expect("status");
     assert!(status.is_leader(), "{status:?}");
@@ -284,7 +284,7 @@ async fn member_list_fails_over_to_a_live_endpoint() {
     let mut etcd = EtcdCluster::start(3).await;
     let urls = etcd.client_urls();
     etcd.stop_node(0);
-    let cluster = Cluster::connect(&urls, TIMEOUT).await.expect("connect");
+    let cluster = Cluster::connect(&urls, TIMEOUT, None).await.expect("connect");
     for _ in 0..5 {
         let members = cluster
             .member_list()

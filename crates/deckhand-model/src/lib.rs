@@ -18,7 +18,7 @@ pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};
 pub use role::{EtcdRole, Plane, Role, RoleError};
 pub use status::{
-    Check, CheckState, EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus,
+    CertificateStatus, Check, CheckState, EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus,
     UnitStatus, VoterProblem, VoterTrouble,
 };
 

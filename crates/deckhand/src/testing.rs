@@ -34,6 +34,7 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         images: Default::default(),
         checks: Vec::new(),
         voter_problems: Vec::new(),
+        certificate: None,
     }
 }
 
@@ -61,6 +62,8 @@ impl Etcd {
             config_endpoints: vec![],
             keyspace: deckhand_model::Keyspace::new("/t"),
             settings: None,
+            tls: None,
+            tls_error: None,
         }
     }
 
@@ -103,7 +106,7 @@ impl Etcd {
     pub async fn client(&self) -> Client {
         let eps = [self.url.clone()];
         for _ in 0..100 {
-            if let Ok(c) = crate::connect::first_answering(&eps, Duration::from_secs(2)).await {
+            if let Ok(c) = crate::connect::first_answering(&eps, Duration::from_secs(2), None).await {
                 return c;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

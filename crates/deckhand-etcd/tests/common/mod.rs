@@ -220,7 +220,7 @@ impl EtcdCluster {
 
     /// A `Cluster` bound to every running member.
     pub async fn connect(&self) -> Cluster {
-        Cluster::connect(&self.client_urls(), TIMEOUT)
+        Cluster::connect(&self.client_urls(), TIMEOUT, None)
             .await
             .expect("connect")
     }
@@ -247,7 +247,7 @@ impl EtcdCluster {
                 return Err(format!("{} exited: {status}", self.nodes[i].name));
             }
             let url = self.nodes[i].client_url.clone();
-            match Cluster::endpoint_status(&url, Duration::from_millis(500)).await {
+            match Cluster::endpoint_status(&url, Duration::from_millis(500), None).await {
                 Ok(s) if s.leader != 0 => return Ok(s),
                 other => {
                     if Instant::now() > deadline {
@@ -270,7 +270,7 @@ impl EtcdCluster {
 
     /// The leader's member id, as node `i` sees it.
     pub async fn leader_seen_by(&self, i: usize) -> u64 {
-        Cluster::endpoint_status(&self.nodes[i].client_url, TIMEOUT)
+        Cluster::endpoint_status(&self.nodes[i].client_url, TIMEOUT, None)
             .await
             .map(|s| s.leader)
             .unwrap_or(0)

@@ -286,7 +286,7 @@ pub async fn gather(target: &Target) -> Snapshot {
             let mut leader = None;
             for m in list.iter().filter(|m| health.get(&m.id) == Some(&true)) {
                 if let Some(ep) = m.client_urls.first()
-                    && let Ok(st) = Cluster::endpoint_status(ep, VOTER_TIMEOUT).await
+                    && let Ok(st) = Cluster::endpoint_status(ep, VOTER_TIMEOUT, c.tls()).await
                     && st.leader != 0
                 {
                     leader = Some(st.leader);

@@ -97,7 +97,7 @@ mod tests {
         let forget = |n: &str| NodeCommand::Forget { node: n.into() };
         let mut kv = etcd.client().await;
         // The test etcd's one member is named "t".
-        let c = Cluster::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        let c = Cluster::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2), None)
             .await
             .unwrap();
         assert_eq!(c.member_list().await.unwrap()[0].name, "t");

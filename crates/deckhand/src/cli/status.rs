@@ -151,7 +151,7 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
         .await
         .map(|(_, list)| list)
         .unwrap_or_default();
-    let (health, leader) = voter_statuses(&members).await;
+    let (health, leader) = voter_statuses(&members, session.target.tls()).await;
     let alarms = session.store.alarms().await.map_err(|e| format!("{e:#}"));
     let live = Live {
         members: &members,
@@ -172,13 +172,19 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
 /// Every voter's `Status`, asked at once (2 s each): `(member id,
 /// healthy)` for each voter (healthy: it answered and knows a leader), and
 /// the leader's member id as the first answer names it.
-async fn voter_statuses(members: &[Member]) -> (Vec<(u64, bool)>, Option<u64>) {
+async fn voter_statuses(
+    members: &[Member],
+    tls: Option<&deckhand_etcd::Tls>,
+) -> (Vec<(u64, bool)>, Option<u64>) {
     let mut tasks = JoinSet::new();
     for m in members.iter().filter(|m| !m.is_learner) {
         let (id, urls) = (m.id, m.client_urls.clone());
+        let tls = tls.cloned();
         tasks.spawn(async move {
             for url in urls {
-                if let Ok(st) = Cluster::endpoint_status(&url, Duration::from_secs(2)).await {
+                if let Ok(st) =
+                    Cluster::endpoint_status(&url, Duration::from_secs(2), tls.as_ref()).await
+                {
                     return (id, st.leader);
                 }
             }
@@ -266,7 +272,13 @@ fn cluster_json(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> ClusterJ
     let node_urls: Vec<String> = statuses
         .iter()
         .filter_map(|s| s.address.parse().ok())
-        .map(crate::identity::peer_url_of)
+        // The status records the address, not the scheme: both match.
+        .flat_map(|a| {
+            [
+                crate::identity::peer_url_of(a, false),
+                crate::identity::peer_url_of(a, true),
+            ]
+        })
         .collect();
     // A node whose status is missing (e.g. it cannot write it under
     // NOSPACE) still has its name key: a voter of that name has a node.
