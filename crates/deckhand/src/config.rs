@@ -656,6 +656,81 @@ mod tests {
     }
 
     #[test]
+    fn tls_decides_the_scheme_of_every_url() {
+        let err = |t: &str| format!("{:#}", parse_fragment(t).and_then(validate).unwrap_err());
+        // https:// without [tls]: refused, naming the URL and what to add.
+        let e = err("[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]");
+        assert!(
+            e.contains("\"https://10.0.0.1:2379\"") && e.contains("add a [tls] section"),
+            "{e}"
+        );
+        // http:// with [tls]: refused, naming the URL.
+        let e = err("[tls]\n[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]");
+        assert!(
+            e.contains("\"http://10.0.0.1:2379\"") && e.contains("must start with https://"),
+            "{e}"
+        );
+        let e = err(
+            "[tls]\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\ninitial_cluster=\"a=http://10.0.0.1:2380\"",
+        );
+        assert!(e.contains("a=http://10.0.0.1:2380"), "{e}");
+        let e = err("[tls]\nca_file=\"ca.crt\"\n[etcd]\nendpoints=[\"https://a:1\"]");
+        assert!(e.contains("tls.ca_file"), "{e}");
+        assert!(err("[tls]\ncafile=\"/x\"").contains("unknown field"));
+        // [tls] on: the defaults, https everywhere.
+        let s = parse_fragment(
+            "[tls]\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\ninitial_cluster=\"a=https://10.0.0.1:2380\"",
+        )
+        .and_then(validate)
+        .unwrap();
+        let t = s.tls.as_ref().unwrap();
+        assert_eq!(t.ca_file, PathBuf::from("/etc/deckhand/pki/ca.crt"));
+        assert_eq!(t.cert_file, PathBuf::from("/etc/deckhand/pki/node.crt"));
+        assert_eq!(t.key_file, PathBuf::from("/etc/deckhand/pki/node.key"));
+        assert_eq!(t.proxy_cert_file, PathBuf::from("/etc/deckhand/pki/proxy.crt"));
+        assert_eq!(t.proxy_key_file, PathBuf::from("/etc/deckhand/pki/proxy.key"));
+        assert_eq!(s.scheme(), "https");
+        // No [tls]: off, http.
+        let s = parse_fragment("[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]")
+            .and_then(validate)
+            .unwrap();
+        assert!(s.tls.is_none());
+        assert_eq!(s.scheme(), "http");
+    }
+
+    #[test]
+    fn a_dropin_can_turn_tls_off_or_move_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(
+            &main,
+            "[tls]\nenabled=true\ncert_file=\"/pki/a.crt\"\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(
+            dir.path().join("config.d/50-tls.toml"),
+            "[tls]\nkey_file=\"/pki/a.key\"\n",
+        )
+        .unwrap();
+        let s = load(&main).unwrap();
+        let t = s.tls.unwrap();
+        assert_eq!(
+            (t.cert_file, t.key_file),
+            ("/pki/a.crt".into(), "/pki/a.key".into())
+        );
+        // Off in a drop-in: the https:// endpoint of the main file is now
+        // an error that names it.
+        std::fs::write(
+            dir.path().join("config.d/60-off.toml"),
+            "[tls]\nenabled=false\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load(&main).unwrap_err());
+        assert!(e.contains("https://10.0.0.1:2379") && e.contains("TLS is off"), "{e}");
+    }
+
+    #[test]
     fn checks_defaults_and_dropins() {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("config.toml");

@@ -366,6 +366,94 @@ mod tests {
         assert_eq!(both, later);
     }
 
+    /// A CA and the node's files in `dir` as `deckhand pki issue` lays
+    /// them out, and the [tls] settings naming them.
+    fn node_dir(dir: &Path) -> (deckhand_pki::Ca, TlsSettings) {
+        let ca = deckhand_pki::Ca::create("test-ca", 30).unwrap();
+        let addr = "10.0.0.1".parse().unwrap();
+        let node = ca.issue_node("n1", addr, 30).unwrap();
+        let proxy = ca.issue_proxy("n1", addr, 30).unwrap();
+        for (name, text) in [
+            ("ca.crt", ca.cert_pem()),
+            ("node.crt", &node.cert_pem),
+            ("node.key", &node.key_pem),
+            ("proxy.crt", &proxy.cert_pem),
+            ("proxy.key", &proxy.key_pem),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        let s = TlsSettings {
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("node.crt"),
+            key_file: dir.join("node.key"),
+            proxy_cert_file: dir.join("proxy.crt"),
+            proxy_key_file: dir.join("proxy.key"),
+        };
+        (ca, s)
+    }
+
+    #[test]
+    fn node_files_are_checked_and_each_refusal_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, s) = node_dir(dir.path());
+        let t = load_node(&s).unwrap();
+        assert_eq!(t.node.common_name, "node:n1");
+        assert_eq!(t.proxy.common_name, "");
+        assert!(t.node.not_after_unix > t.node.not_before_unix);
+        let err = |s: &TlsSettings| format!("{:#}", load_node(s).unwrap_err());
+
+        // A missing file.
+        let mut bad = s.clone();
+        bad.cert_file = dir.path().join("absent.crt");
+        let e = err(&bad);
+        assert!(e.contains("absent.crt") && e.contains("cannot read"), "{e}");
+        // Not a certificate.
+        std::fs::write(dir.path().join("junk.crt"), "not a pem").unwrap();
+        bad.cert_file = dir.path().join("junk.crt");
+        let e = err(&bad);
+        assert!(e.contains("junk.crt") && e.contains("not a valid PEM certificate"), "{e}");
+        // The key of another certificate.
+        let mut bad = s.clone();
+        bad.key_file = s.proxy_key_file.clone();
+        let e = err(&bad);
+        assert!(
+            e.contains("does not match the certificate") && e.contains("node.crt"),
+            "{e}"
+        );
+        // A certificate from another CA.
+        let other = deckhand_pki::Ca::create("other-ca", 30).unwrap();
+        let foreign = other.issue_node("n1", "10.0.0.1".parse().unwrap(), 30).unwrap();
+        std::fs::write(dir.path().join("foreign.crt"), &foreign.cert_pem).unwrap();
+        std::fs::write(dir.path().join("foreign.key"), &foreign.key_pem).unwrap();
+        let mut bad = s.clone();
+        bad.cert_file = dir.path().join("foreign.crt");
+        bad.key_file = dir.path().join("foreign.key");
+        let e = err(&bad);
+        assert!(e.contains("foreign.crt") && e.contains("not issued by the CA"), "{e}");
+        // A proxy certificate with a CN (the node certificate in its place).
+        let mut bad = s.clone();
+        bad.proxy_cert_file = s.cert_file.clone();
+        bad.proxy_key_file = s.key_file.clone();
+        let e = err(&bad);
+        assert!(e.contains("tls.proxy_cert_file") && e.contains("empty CN"), "{e}");
+        // The CLI's own pair: an expired certificate is an error there.
+        let files = CliFiles {
+            cacert: Some(s.ca_file.clone()),
+            cert: Some(s.cert_file.clone()),
+            key: Some(s.key_file.clone()),
+        };
+        assert!(files.load(None, super::super::agent::observe::unix_now()).is_ok());
+        let e = format!("{:#}", files.load(None, t.node.not_after_unix + 1).unwrap_err());
+        assert!(e.contains("expired at") && e.contains("--renew"), "{e}");
+        // Missing options come from the config's [tls].
+        let only_ca = CliFiles {
+            cacert: Some(s.ca_file.clone()),
+            ..CliFiles::default()
+        };
+        assert!(only_ca.load(Some(&s), t.node.not_before_unix + 1).is_ok());
+        drop(ca);
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");

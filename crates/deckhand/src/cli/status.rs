@@ -126,6 +126,12 @@ struct NodeJson {
     /// The voters this node's agent reports in trouble (only the leader's
     /// agent watches them).
     voter_problems: Vec<deckhand_model::VoterProblem>,
+    /// The node's TLS certificate as its agent reports it; `None` without
+    /// TLS (or from an older agent).
+    certificate: Option<deckhand_model::CertificateStatus>,
+    /// Whole days left on `certificate` by this host's clock; negative
+    /// once expired.
+    certificate_days_left: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -249,7 +255,7 @@ pub fn report(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> StatusJson
             .collect(),
         nodes: nodes
             .iter()
-            .map(|(id, k)| node_json(id, k, nospace))
+            .map(|(id, k)| node_json(id, k, nospace, live.now))
             .collect(),
         cluster: cluster_json(nodes, live),
     };
@@ -377,7 +383,7 @@ fn how_long(secs: u64) -> String {
     }
 }
 
-fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
+fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
     match &k.status {
         Some(s) => NodeJson {
             id: id.to_string(),
@@ -400,6 +406,8 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             images: s.images.clone(),
             checks: s.checks.clone(),
             voter_problems: s.voter_problems.clone(),
+            certificate: s.certificate.clone(),
+            certificate_days_left: s.certificate.as_ref().map(|c| c.days_left(now)),
         },
         None => NodeJson {
             id: id.to_string(),
@@ -430,6 +438,8 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             images: ImagesStatus::default(),
             checks: Vec::new(),
             voter_problems: Vec::new(),
+            certificate: None,
+            certificate_days_left: None,
         },
     }
 }
@@ -446,7 +456,7 @@ pub fn table(s: &StatusJson) -> String {
     );
     out.push_str(&cluster_lines(&s.cluster));
     let nospace = s.cluster.alarms.iter().any(|a| a.alarm == "NOSPACE");
-    let rows: Vec<[String; 12]> = s
+    let rows: Vec<[String; 13]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -487,6 +497,7 @@ pub fn table(s: &StatusJson) -> String {
                 },
                 images_cell(&n.images),
                 checks_cell(n.alive, &n.checks),
+                cert_cell(n.certificate_days_left),
                 n.version.clone().unwrap_or_else(|| "-".into()),
                 note,
             ]
@@ -503,6 +514,7 @@ pub fn table(s: &StatusJson) -> String {
         "CONVERGED",
         "IMAGES",
         "CHECKS",
+        "CERT",
         "VERSION",
         "NOTE",
     ];
@@ -553,6 +565,16 @@ fn cluster_lines(c: &ClusterJson) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The node certificate's days left (`312d`), `EXPIRED`, or `-` without
+/// TLS.
+fn cert_cell(days: Option<i64>) -> String {
+    match days {
+        None => "-".into(),
+        Some(d) if d < 0 => "EXPIRED".into(),
+        Some(d) => format!("{d}d"),
+    }
 }
 
 /// "ok", or the failing checks' names (warnings as `name(warn)`); "-"
@@ -758,6 +780,47 @@ mod tests {
             state,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn cert_column_shows_days_left() {
+        let mut nodes = BTreeMap::new();
+        let day = 86_400;
+        let cert = |after: u64| {
+            Some(deckhand_model::CertificateStatus {
+                not_after_unix: after,
+                common_name: "node:x".into(),
+            })
+        };
+        let mut a = alive("node1", "0.1.0", true);
+        a.status.as_mut().unwrap().certificate = cert(100 * day + 300 * day + 7);
+        let mut b = alive("node2", "0.1.0", false);
+        b.status.as_mut().unwrap().certificate = cert(100 * day - 1);
+        nodes.insert("a".repeat(32), a);
+        nodes.insert("b".repeat(32), b);
+        nodes.insert("c".repeat(32), alive("node3", "0.1.0", false));
+        let members = [member(1, "node1", false)];
+        let live = Live {
+            members: &members,
+            leader: Some(1),
+            health: &[(1, true)],
+            alarms: Ok(vec![]),
+            now: 100 * day,
+        };
+        let r = report(&nodes, &live);
+        let t = table(&r);
+        let header = t.lines().find(|l| l.starts_with("NODE")).unwrap();
+        let col = header.find("CERT").unwrap();
+        let cell = |node: &str| {
+            let line = t.lines().find(|l| l.starts_with(node)).unwrap();
+            line[col..].split_whitespace().next().unwrap().to_string()
+        };
+        assert_eq!(cell("node1"), "300d", "{t}");
+        assert_eq!(cell("node2"), "EXPIRED", "{t}");
+        assert_eq!(cell("node3"), "-", "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["nodes"][0]["certificate_days_left"], 300);
+        assert_eq!(json["nodes"][0]["certificate"]["common_name"], "node:x");
     }
 
     #[test]
