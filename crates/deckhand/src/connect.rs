@@ -301,4 +301,79 @@ mod tests {
         assert!(t.settings.is_none());
         assert_eq!(t.keyspace.prefix(), "/x");
     }
+
+    #[test]
+    fn endpoints_fall_back_to_etcdctl_endpoints() {
+        let env = |k: &str| (k == "ETCDCTL_ENDPOINTS").then(|| "https://a:1, https://b:2".into());
+        assert_eq!(
+            endpoints_or_env(vec![], env),
+            ["https://a:1", "https://b:2"]
+        );
+        assert_eq!(endpoints_or_env(vec!["http://c:3".into()], env), ["http://c:3"]);
+        assert!(endpoints_or_env(vec![], |_| None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn first_answering_over_tls_with_options_env_or_the_config() {
+        let etcd = crate::testing::Etcd::start_tls().await;
+        let dir = tempfile::tempdir().unwrap();
+        let none = dir.path().join("none.toml");
+        let t = Duration::from_secs(2);
+        let eps = vec![etcd.url.clone()];
+        // --cacert/--cert/--key (the operator's certificate).
+        let tgt = target(&none, eps.clone(), Some("/t".into()), etcd.operator_files()).unwrap();
+        let mut c = first_answering(&tgt.endpoints, t, tgt.tls()).await.unwrap();
+        c.put("/t/k", "v", None).await.unwrap();
+        // The same files through ETCDCTL_*, endpoints through ETCDCTL_ENDPOINTS.
+        let op = etcd.operator_files();
+        let env = |k: &str| {
+            let p = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+            match k {
+                "ETCDCTL_CACERT" => p(&op.cacert),
+                "ETCDCTL_CERT" => p(&op.cert),
+                "ETCDCTL_KEY" => p(&op.key),
+                "ETCDCTL_ENDPOINTS" => Some(etcd.url.clone()),
+                _ => None,
+            }
+        };
+        let files = CliFiles::default().or_env(env);
+        let tgt = target(&none, endpoints_or_env(vec![], env), Some("/t".into()), files).unwrap();
+        assert_eq!(tgt.endpoints, eps);
+        first_answering(&tgt.endpoints, t, tgt.tls()).await.unwrap();
+        // Nothing given: refused before connecting, saying what to give.
+        let e = match first_answering(&eps, t, None).await {
+            Ok(_) => panic!("an https endpoint answered without TLS"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(e.contains("--cacert, --cert and --key") && e.contains("ETCDCTL_CACERT"), "{e}");
+        // A client certificate from another CA: etcd refuses it.
+        let other = deckhand_pki::Ca::create("other", 30).unwrap();
+        let o = other.issue_operator("root", 30).unwrap();
+        let ca = std::fs::read(etcd.operator_files().cacert.unwrap()).unwrap();
+        let foreign = Tls::from_pem(ca, o.cert_pem, o.key_pem);
+        assert!(first_answering(&eps, t, Some(&foreign)).await.is_err());
+        // A file given that cannot be used: a usage error naming it.
+        let bad = CliFiles {
+            key: Some(dir.path().join("missing.key")),
+            ..etcd.operator_files()
+        };
+        let f = target(&none, eps.clone(), Some("/t".into()), bad).unwrap_err();
+        assert_eq!(f.code, crate::exit::USAGE);
+        assert!(format!("{:#}", f.error).contains("missing.key"), "{:#}", f.error);
+        // No option: the agent config's [tls] files and its https endpoints.
+        let n = etcd.tls.as_ref().unwrap();
+        let cfg = write(
+            dir.path(),
+            "config.toml",
+            &format!(
+                "key_prefix = \"/t\"\n[tls]\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+                 proxy_cert_file = {:?}\nproxy_key_file = {:?}\n[etcd]\nendpoints = [{:?}]\n",
+                n.ca_file, n.cert_file, n.key_file, n.proxy_cert_file, n.proxy_key_file, etcd.url
+            ),
+        );
+        let tgt = target(&cfg, vec![], None, CliFiles::default()).unwrap();
+        assert!(tgt.tls.is_some() && tgt.tls_error.is_none(), "{:?}", tgt.tls_error);
+        let mut c = first_answering(&tgt.config_endpoints, t, tgt.tls()).await.unwrap();
+        assert_eq!(c.get("/t/k", None).await.unwrap().kvs()[0].value(), b"v");
+    }
 }

@@ -287,6 +287,34 @@ mod tests {
         assert_eq!(cluster_identity(&[dead], VOTER_TIMEOUT, None).await, None);
     }
 
+    #[tokio::test]
+    async fn the_start_check_asks_the_voters_over_tls_with_the_members_files() {
+        let etcd = Etcd::start_tls().await;
+        let t = etcd.tls.clone().unwrap();
+        let vars: BTreeMap<String, String> = [
+            ("ETCD_TRUSTED_CA_FILE", &t.ca_file),
+            ("ETCD_CERT_FILE", &t.cert_file),
+            ("ETCD_KEY_FILE", &t.key_file),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
+        .collect();
+        let tls = env_tls(&vars).unwrap().expect("TLS from the member env");
+        let eps = std::slice::from_ref(&etcd.url);
+        let got = cluster_identity(eps, VOTER_TIMEOUT, Some(&tls))
+            .await
+            .expect("the voter answers over TLS");
+        assert_eq!(got.members.len(), 1);
+        assert!(got.members[0].1[0].starts_with("https://"), "{got:?}");
+        // Without the member's files the TLS voter cannot be asked.
+        assert_eq!(cluster_identity(eps, VOTER_TIMEOUT, None).await, None);
+        // A plaintext member's env has none; a broken file is an error.
+        assert_eq!(env_tls(&BTreeMap::new()).unwrap(), None);
+        let mut bad = vars.clone();
+        bad.insert("ETCD_KEY_FILE".into(), "/nonexistent/node.key".into());
+        assert!(format!("{:#}", env_tls(&bad).unwrap_err()).contains("/nonexistent/node.key"));
+    }
+
     #[test]
     fn the_refusal_sits_beside_the_data_dir_and_records_parse_as_hex() {
         assert_eq!(
