@@ -195,9 +195,13 @@ async fn remove_refuses_to_break_quorum() {
 
     // etcd's strict reconfiguration check wants every voter connected for
     // 5 s before it counts it as active: let that pass first.
-    let cluster = Cluster::connect(std::slice::from_ref(&etcd.nodes[ask].client_url), TIMEOUT, None)
-        .await
-        .expect("connect");
+    let cluster = Cluster::connect(
+        std::slice::from_ref(&etcd.nodes[ask].client_url),
+        TIMEOUT,
+        None,
+    )
+    .await
+    .expect("connect");
     tokio::time::sleep(Duration::from_secs(5)).await;
     etcd.stop_node(down);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -284,7 +288,9 @@ async fn member_list_fails_over_to_a_live_endpoint() {
     let mut etcd = EtcdCluster::start(3).await;
     let urls = etcd.client_urls();
     etcd.stop_node(0);
-    let cluster = Cluster::connect(&urls, TIMEOUT, None).await.expect("connect");
+    let cluster = Cluster::connect(&urls, TIMEOUT, None)
+        .await
+        .expect("connect");
     for _ in 0..5 {
         let members = cluster
             .member_list()

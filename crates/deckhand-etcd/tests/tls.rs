@@ -28,8 +28,14 @@ async fn membership_over_mutual_tls() {
     let members = cluster.member_list().await.expect("member list over TLS");
     assert_eq!(members.len(), 3, "{members:?}");
     for m in &members {
-        assert!(m.peer_urls.iter().all(|u| u.starts_with("https://")), "{m:?}");
-        assert!(m.client_urls.iter().all(|u| u.starts_with("https://")), "{m:?}");
+        assert!(
+            m.peer_urls.iter().all(|u| u.starts_with("https://")),
+            "{m:?}"
+        );
+        assert!(
+            m.client_urls.iter().all(|u| u.starts_with("https://")),
+            "{m:?}"
+        );
     }
     // Every voter answers a status over TLS (the cluster's own TLS).
     let health = cluster.voter_health(&members, TIMEOUT).await;
@@ -97,11 +103,17 @@ async fn clients_without_the_right_certificate_are_refused() {
         Ok(mut c) => c.status().await.map(drop),
         Err(e) => Err(e),
     };
-    assert!(refused.is_err(), "a client without a certificate was served");
+    assert!(
+        refused.is_err(),
+        "a client without a certificate was served"
+    );
 
     // A certificate of another CA: refused (and it does not trust ours).
     let foreign = Cluster::endpoint_status(&url, timeout, Some(&foreign_client())).await;
-    assert!(foreign.is_err(), "another CA's client was served: {foreign:?}");
+    assert!(
+        foreign.is_err(),
+        "another CA's client was served: {foreign:?}"
+    );
 
     // Our CA trusted, but a client certificate from another CA: refused by
     // the server's client-certificate check.
@@ -109,7 +121,10 @@ async fn clients_without_the_right_certificate_are_refused() {
     let op = other.issue_operator("root", 30).unwrap();
     let mixed = Tls::from_pem(ca.clone(), op.cert_pem, op.key_pem);
     let mixed = Cluster::endpoint_status(&url, timeout, Some(&mixed)).await;
-    assert!(mixed.is_err(), "a foreign client certificate was served: {mixed:?}");
+    assert!(
+        mixed.is_err(),
+        "a foreign client certificate was served: {mixed:?}"
+    );
 
     // Plaintext gRPC on the TLS client port: no answer.
     let plain = url.replace("https://", "http://");
@@ -148,16 +163,28 @@ async fn plaintext_is_refused_on_the_peer_and_client_listeners() {
     // Plaintext etcd answers a plain HTTP request on its peer port (the
     // peer API's /members) and client port (/version): the probe works.
     let plain = EtcdCluster::start(1).await;
-    let peer = plain.nodes[0].peer_url.trim_start_matches("http://").to_string();
-    let client = plain.nodes[0].client_url.trim_start_matches("http://").to_string();
+    let peer = plain.nodes[0]
+        .peer_url
+        .trim_start_matches("http://")
+        .to_string();
+    let client = plain.nodes[0]
+        .client_url
+        .trim_start_matches("http://")
+        .to_string();
     assert!(plain_http_status(&peer, "/members").contains(" 200"));
     assert!(plain_http_status(&client, "/version").contains(" 200"));
     drop(plain);
 
     // With TLS, neither listener serves plaintext.
     let tls = EtcdCluster::start_tls(1).await;
-    let peer = tls.nodes[0].peer_url.trim_start_matches("https://").to_string();
-    let client = tls.nodes[0].client_url.trim_start_matches("https://").to_string();
+    let peer = tls.nodes[0]
+        .peer_url
+        .trim_start_matches("https://")
+        .to_string();
+    let client = tls.nodes[0]
+        .client_url
+        .trim_start_matches("https://")
+        .to_string();
     for (what, hostport, path) in [("peer", &peer, "/members"), ("client", &client, "/version")] {
         let got = plain_http_status(hostport, path);
         assert!(

@@ -687,8 +687,14 @@ mod tests {
         assert_eq!(t.ca_file, PathBuf::from("/etc/deckhand/pki/ca.crt"));
         assert_eq!(t.cert_file, PathBuf::from("/etc/deckhand/pki/node.crt"));
         assert_eq!(t.key_file, PathBuf::from("/etc/deckhand/pki/node.key"));
-        assert_eq!(t.proxy_cert_file, PathBuf::from("/etc/deckhand/pki/proxy.crt"));
-        assert_eq!(t.proxy_key_file, PathBuf::from("/etc/deckhand/pki/proxy.key"));
+        assert_eq!(
+            t.proxy_cert_file,
+            PathBuf::from("/etc/deckhand/pki/proxy.crt")
+        );
+        assert_eq!(
+            t.proxy_key_file,
+            PathBuf::from("/etc/deckhand/pki/proxy.key")
+        );
         assert_eq!(s.scheme(), "https");
         // No [tls]: off, http.
         let s = parse_fragment("[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]")
@@ -727,7 +733,10 @@ mod tests {
         )
         .unwrap();
         let e = format!("{:#}", load(&main).unwrap_err());
-        assert!(e.contains("https://10.0.0.1:2379") && e.contains("TLS is off"), "{e}");
+        assert!(
+            e.contains("https://10.0.0.1:2379") && e.contains("TLS is off"),
+            "{e}"
+        );
     }
 
     #[test]

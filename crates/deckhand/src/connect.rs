@@ -139,7 +139,9 @@ pub fn target(
             Ok(tls) => (Some(tls), None),
             Err(e) => (
                 None,
-                Some(format!("the agent config's [tls] files cannot be used: {e:#}")),
+                Some(format!(
+                    "the agent config's [tls] files cannot be used: {e:#}"
+                )),
             ),
         }
     } else {
@@ -265,7 +267,13 @@ mod tests {
         assert_eq!(t.config_endpoints, ["http://10.0.0.1:2379"]);
         assert_eq!(t.keyspace.prefix(), "/p");
         // No config file at all: the defaults.
-        let t = target(&dir.path().join("none.toml"), vec![], None, CliFiles::default()).unwrap();
+        let t = target(
+            &dir.path().join("none.toml"),
+            vec![],
+            None,
+            CliFiles::default(),
+        )
+        .unwrap();
         assert_eq!(t.endpoints, [LOCALHOST_CLIENT_URL]);
         assert_eq!(t.keyspace.prefix(), Keyspace::DEFAULT_PREFIX);
     }
@@ -309,7 +317,10 @@ mod tests {
             endpoints_or_env(vec![], env),
             ["https://a:1", "https://b:2"]
         );
-        assert_eq!(endpoints_or_env(vec!["http://c:3".into()], env), ["http://c:3"]);
+        assert_eq!(
+            endpoints_or_env(vec!["http://c:3".into()], env),
+            ["http://c:3"]
+        );
         assert!(endpoints_or_env(vec![], |_| None).is_empty());
     }
 
@@ -337,7 +348,13 @@ mod tests {
             }
         };
         let files = CliFiles::default().or_env(env);
-        let tgt = target(&none, endpoints_or_env(vec![], env), Some("/t".into()), files).unwrap();
+        let tgt = target(
+            &none,
+            endpoints_or_env(vec![], env),
+            Some("/t".into()),
+            files,
+        )
+        .unwrap();
         assert_eq!(tgt.endpoints, eps);
         first_answering(&tgt.endpoints, t, tgt.tls()).await.unwrap();
         // Nothing given: refused before connecting, saying what to give.
@@ -345,7 +362,10 @@ mod tests {
             Ok(_) => panic!("an https endpoint answered without TLS"),
             Err(e) => format!("{e:#}"),
         };
-        assert!(e.contains("--cacert, --cert and --key") && e.contains("ETCDCTL_CACERT"), "{e}");
+        assert!(
+            e.contains("--cacert, --cert and --key") && e.contains("ETCDCTL_CACERT"),
+            "{e}"
+        );
         // A client certificate from another CA: etcd refuses it.
         let other = deckhand_pki::Ca::create("other", 30).unwrap();
         let o = other.issue_operator("root", 30).unwrap();
@@ -359,7 +379,11 @@ mod tests {
         };
         let f = target(&none, eps.clone(), Some("/t".into()), bad).unwrap_err();
         assert_eq!(f.code, crate::exit::USAGE);
-        assert!(format!("{:#}", f.error).contains("missing.key"), "{:#}", f.error);
+        assert!(
+            format!("{:#}", f.error).contains("missing.key"),
+            "{:#}",
+            f.error
+        );
         // No option: the agent config's [tls] files and its https endpoints.
         let n = etcd.tls.as_ref().unwrap();
         let cfg = write(
@@ -372,8 +396,14 @@ mod tests {
             ),
         );
         let tgt = target(&cfg, vec![], None, CliFiles::default()).unwrap();
-        assert!(tgt.tls.is_some() && tgt.tls_error.is_none(), "{:?}", tgt.tls_error);
-        let mut c = first_answering(&tgt.config_endpoints, t, tgt.tls()).await.unwrap();
+        assert!(
+            tgt.tls.is_some() && tgt.tls_error.is_none(),
+            "{:?}",
+            tgt.tls_error
+        );
+        let mut c = first_answering(&tgt.config_endpoints, t, tgt.tls())
+            .await
+            .unwrap();
         assert_eq!(c.get("/t/k", None).await.unwrap().kvs()[0].value(), b"v");
     }
 }

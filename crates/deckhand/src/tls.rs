@@ -137,7 +137,11 @@ pub fn load_node(s: &TlsSettings) -> Result<NodeTls> {
             proxy.common_name
         );
     }
-    Ok(NodeTls { client, node, proxy })
+    Ok(NodeTls {
+        client,
+        node,
+        proxy,
+    })
 }
 
 /// Fails for a certificate outside its validity at `now_unix`, saying when
@@ -186,13 +190,13 @@ pub fn certificate_check(certs: &[(&str, Result<CertFile, String>)], now_unix: u
                 c.path.display(),
                 utc(c.not_before_unix)
             )),
-            Ok(c) if (c.not_after_unix - now_unix) < WARN_DAYS as u64 * 86_400 => warns.push(
-                format!(
+            Ok(c) if (c.not_after_unix - now_unix) < WARN_DAYS as u64 * 86_400 => {
+                warns.push(format!(
                     "{} expires at {}, in less than {WARN_DAYS} days",
                     c.path.display(),
                     utc(c.not_after_unix)
-                ),
-            ),
+                ))
+            }
             Ok(c) => fine.push(format!(
                 "{} valid until {}",
                 c.path.display(),
@@ -210,10 +214,7 @@ pub fn certificate_check(certs: &[(&str, Result<CertFile, String>)], now_unix: u
             ),
         )
     } else if !warns.is_empty() {
-        (
-            CheckState::Warn,
-            format!("{}: {RENEW}", warns.join("; ")),
-        )
+        (CheckState::Warn, format!("{}: {RENEW}", warns.join("; ")))
     } else {
         (CheckState::Pass, fine.join("; "))
     };
@@ -335,7 +336,10 @@ mod tests {
         assert!(pass.detail.contains("valid until"), "{pass:?}");
         let warn = at(Ok(cert(now - day, now + 29 * day)));
         assert_eq!(warn.state, CheckState::Warn, "{warn:?}");
-        assert!(warn.detail.contains("deckhand pki issue --renew"), "{warn:?}");
+        assert!(
+            warn.detail.contains("deckhand pki issue --renew"),
+            "{warn:?}"
+        );
         let expired = at(Ok(cert(now - 2 * day, now - 1)));
         assert_eq!(expired.state, CheckState::Fail, "{expired:?}");
         assert!(
@@ -346,7 +350,10 @@ mod tests {
         assert_eq!(early.state, CheckState::Fail, "{early:?}");
         let gone = at(Err("cannot read".into()));
         assert_eq!(gone.state, CheckState::Fail);
-        assert!(gone.detail.contains("tls.cert_file: cannot read"), "{gone:?}");
+        assert!(
+            gone.detail.contains("tls.cert_file: cannot read"),
+            "{gone:?}"
+        );
         // The worst of several wins; the detail does not drift by the day.
         let both = certificate_check(
             &[
@@ -411,7 +418,10 @@ mod tests {
         std::fs::write(dir.path().join("junk.crt"), "not a pem").unwrap();
         bad.cert_file = dir.path().join("junk.crt");
         let e = err(&bad);
-        assert!(e.contains("junk.crt") && e.contains("not a valid PEM certificate"), "{e}");
+        assert!(
+            e.contains("junk.crt") && e.contains("not a valid PEM certificate"),
+            "{e}"
+        );
         // The key of another certificate.
         let mut bad = s.clone();
         bad.key_file = s.proxy_key_file.clone();
@@ -422,28 +432,43 @@ mod tests {
         );
         // A certificate from another CA.
         let other = deckhand_pki::Ca::create("other-ca", 30).unwrap();
-        let foreign = other.issue_node("n1", "10.0.0.1".parse().unwrap(), 30).unwrap();
+        let foreign = other
+            .issue_node("n1", "10.0.0.1".parse().unwrap(), 30)
+            .unwrap();
         std::fs::write(dir.path().join("foreign.crt"), &foreign.cert_pem).unwrap();
         std::fs::write(dir.path().join("foreign.key"), &foreign.key_pem).unwrap();
         let mut bad = s.clone();
         bad.cert_file = dir.path().join("foreign.crt");
         bad.key_file = dir.path().join("foreign.key");
         let e = err(&bad);
-        assert!(e.contains("foreign.crt") && e.contains("not issued by the CA"), "{e}");
+        assert!(
+            e.contains("foreign.crt") && e.contains("not issued by the CA"),
+            "{e}"
+        );
         // A proxy certificate with a CN (the node certificate in its place).
         let mut bad = s.clone();
         bad.proxy_cert_file = s.cert_file.clone();
         bad.proxy_key_file = s.key_file.clone();
         let e = err(&bad);
-        assert!(e.contains("tls.proxy_cert_file") && e.contains("empty CN"), "{e}");
+        assert!(
+            e.contains("tls.proxy_cert_file") && e.contains("empty CN"),
+            "{e}"
+        );
         // The CLI's own pair: an expired certificate is an error there.
         let files = CliFiles {
             cacert: Some(s.ca_file.clone()),
             cert: Some(s.cert_file.clone()),
             key: Some(s.key_file.clone()),
         };
-        assert!(files.load(None, super::super::agent::observe::unix_now()).is_ok());
-        let e = format!("{:#}", files.load(None, t.node.not_after_unix + 1).unwrap_err());
+        assert!(
+            files
+                .load(None, super::super::agent::observe::unix_now())
+                .is_ok()
+        );
+        let e = format!(
+            "{:#}",
+            files.load(None, t.node.not_after_unix + 1).unwrap_err()
+        );
         assert!(e.contains("expired at") && e.contains("--renew"), "{e}");
         // Missing options come from the config's [tls].
         let only_ca = CliFiles {

@@ -98,8 +98,7 @@ pub(super) async fn build_client(
         return Err(invalid("the list is empty".to_owned()));
     }
     let opts = tls::apply(connect_options(timeout), endpoints, tls).map_err(invalid)?;
-    match tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await
-    {
+    match tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await {
         Err(_) => Err(Error::Timeout {
             op: "connect",
             timeout,

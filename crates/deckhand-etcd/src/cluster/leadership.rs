@@ -43,12 +43,12 @@ impl Cluster {
                 debug!(to, "member already leads");
                 return Ok(());
             }
-            let mut client =
-                build_client(
-                    std::slice::from_ref(&leader.endpoint),
-                    self.timeout(),
-                    self.tls(),
-                ).await?;
+            let mut client = build_client(
+                std::slice::from_ref(&leader.endpoint),
+                self.timeout(),
+                self.tls(),
+            )
+            .await?;
             match timed(OP, self.timeout(), client.move_leader(to)).await {
                 Ok(_) => {
                     debug!(from = leader.member_id, to, "moved leadership");

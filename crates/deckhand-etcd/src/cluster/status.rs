@@ -93,7 +93,8 @@ impl Cluster {
             let tls = self.tls.clone();
             tasks.spawn(async move {
                 for url in urls {
-                    if let Ok(status) = Cluster::endpoint_status(&url, timeout, tls.as_ref()).await {
+                    if let Ok(status) = Cluster::endpoint_status(&url, timeout, tls.as_ref()).await
+                    {
                         return (index, status.leader != 0);
                     }
                 }

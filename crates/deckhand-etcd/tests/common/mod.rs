@@ -98,7 +98,10 @@ impl TestPki {
             .ca
             .issue_node(name, "127.0.0.1".parse().unwrap(), 30)
             .expect("node cert");
-        let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         std::fs::write(&crt, issued.cert_pem).expect("write node cert");
         std::fs::write(&key, issued.key_pem).expect("write node key");
         (crt, key)

@@ -108,10 +108,8 @@ pub fn tls_round(tls: &TlsSettings, now_unix: u64) -> (Check, Option<Certificate
     let node = read(&tls.cert_file);
     let proxy = read(&tls.proxy_cert_file);
     let status = node.as_ref().ok().map(crate::tls::CertFile::status);
-    let check = crate::tls::certificate_check(
-        &[("cert_file", node), ("proxy_cert_file", proxy)],
-        now_unix,
-    );
+    let check =
+        crate::tls::certificate_check(&[("cert_file", node), ("proxy_cert_file", proxy)], now_unix);
     (check, status)
 }
 

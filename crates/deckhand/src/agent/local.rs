@@ -319,7 +319,10 @@ pub fn member_env(
         ("ETCD_ADVERTISE_CLIENT_URLS", &ip_client),
         ("ETCD_INITIAL_CLUSTER", initial_cluster),
         ("ETCD_INITIAL_CLUSTER_STATE", state),
-        ("ETCD_INITIAL_CLUSTER_TOKEN", &settings.initial_cluster_token),
+        (
+            "ETCD_INITIAL_CLUSTER_TOKEN",
+            &settings.initial_cluster_token,
+        ),
         // A member coming back from a partition asks before it campaigns,
         // instead of forcing an election on the healthy majority.
         ("ETCD_PRE_VOTE", "true"),
@@ -371,7 +374,9 @@ pub fn proxy_env(settings: &Settings, endpoints: &[String]) -> Result<String> {
                 .iter()
                 .find(|p| p.to_string_lossy().contains(char::is_whitespace))
             {
-                anyhow::bail!("the TLS file path {p:?} holds whitespace; the proxy unit cannot pass it");
+                anyhow::bail!(
+                    "the TLS file path {p:?} holds whitespace; the proxy unit cannot pass it"
+                );
             }
             format!(
                 "--cacert={} --cert={} --key={}",
@@ -430,7 +435,10 @@ mod tests {
         .unwrap();
         let v = parse_env_file(&text);
         assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "https://10.0.0.1:2380");
-        assert_eq!(v["ETCD_INITIAL_ADVERTISE_PEER_URLS"], "https://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_INITIAL_ADVERTISE_PEER_URLS"],
+            "https://10.0.0.1:2380"
+        );
         assert_eq!(
             v["ETCD_LISTEN_CLIENT_URLS"],
             "https://10.0.0.1:2379,http://127.0.0.1:2379"
@@ -449,8 +457,16 @@ mod tests {
             assert_eq!(v.get(k).map(String::as_str), Some(want), "{k} in {text}");
         }
         // The learner (no localhost listener) and the localhost check.
-        let learner = member_env(&identity(true), &s, "x", "existing", false, Some(0xab), None)
-            .unwrap();
+        let learner = member_env(
+            &identity(true),
+            &s,
+            "x",
+            "existing",
+            false,
+            Some(0xab),
+            None,
+        )
+        .unwrap();
         let v = parse_env_file(&learner);
         assert_eq!(v["ETCD_LISTEN_CLIENT_URLS"], "https://10.0.0.1:2379");
         assert_eq!(v["DECKHAND_MEMBER_ID"], "ab");
@@ -459,8 +475,16 @@ mod tests {
 
     #[test]
     fn member_env_without_tls_has_no_tls_variables() {
-        let text = member_env(&identity(false), &settings(PLAIN), "x", "new", true, None, None)
-            .unwrap();
+        let text = member_env(
+            &identity(false),
+            &settings(PLAIN),
+            "x",
+            "new",
+            true,
+            None,
+            None,
+        )
+        .unwrap();
         let v = parse_env_file(&text);
         assert_eq!(
             v["ETCD_LISTEN_CLIENT_URLS"],
@@ -468,21 +492,29 @@ mod tests {
         );
         assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "http://10.0.0.1:2380");
         assert!(
-            v.keys().all(|k| !k.contains("CERT") && !k.contains("CA_FILE")),
+            v.keys()
+                .all(|k| !k.contains("CERT") && !k.contains("CA_FILE")),
             "{text}"
         );
     }
 
     #[test]
     fn proxy_env_passes_the_proxy_certificate_with_tls_only() {
-        let eps = ["https://10.0.0.2:2379".to_string(), "https://10.0.0.3:2379".to_string()];
+        let eps = [
+            "https://10.0.0.2:2379".to_string(),
+            "https://10.0.0.3:2379".to_string(),
+        ];
         let v = parse_env_file(&proxy_env(&settings(TLS), &eps).unwrap());
-        assert_eq!(v["PROXY_ENDPOINTS"], "https://10.0.0.2:2379,https://10.0.0.3:2379");
+        assert_eq!(
+            v["PROXY_ENDPOINTS"],
+            "https://10.0.0.2:2379,https://10.0.0.3:2379"
+        );
         assert_eq!(
             v["PROXY_TLS_ARGS"],
             "--cacert=/etc/deckhand/pki/ca.crt --cert=/etc/deckhand/pki/proxy.crt --key=/etc/deckhand/pki/proxy.key"
         );
-        let v = parse_env_file(&proxy_env(&settings(PLAIN), &["http://10.0.0.2:2379".into()]).unwrap());
+        let v =
+            parse_env_file(&proxy_env(&settings(PLAIN), &["http://10.0.0.2:2379".into()]).unwrap());
         assert_eq!(v["PROXY_ENDPOINTS"], "http://10.0.0.2:2379");
         assert_eq!(v["PROXY_TLS_ARGS"], "");
         // A path with a space cannot be split right by the unit: refused.

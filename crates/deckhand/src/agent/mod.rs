@@ -103,8 +103,8 @@ pub async fn run(settings: Settings, tls: Option<crate::tls::NodeTls>) -> Result
         REQUEST_TIMEOUT,
         tls.as_ref().map(|t| &t.client),
     )
-        .await
-        .context("setting up the etcd cluster client")?;
+    .await
+    .context("setting up the etcd cluster client")?;
     // Keys, watches and the lease go through localhost:2379, which the
     // local member or proxy serves on every node; a restart of either
     // breaks a stream for a moment, and the watches resume from their

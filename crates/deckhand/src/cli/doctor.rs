@@ -989,9 +989,7 @@ pub fn clock(_s: &Snapshot) -> Finding {
 /// Whether a URL's host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
 fn on_loopback(url: &str) -> bool {
     let h = host(url);
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// **security**: TLS on every etcd hop between hosts, from the URL schemes
@@ -1049,8 +1047,7 @@ pub fn certificates(s: &Snapshot) -> Finding {
         Err(e) => return Finding::cannot_run(name, e),
     };
     let renew = "renew with `deckhand pki issue --renew --node NAME --address ADDR DIR`, replace the node's files in /etc/deckhand/pki and restart its etcd unit and deckhand (docs/tls.md)";
-    let (mut fails, mut warns, mut ok, mut none) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut fails, mut warns, mut ok, mut none) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for n in &nodes {
         let Some(st) = n.status else {
             fails.push(format!("{}: {}", n.name, no_status(&s.alarms)));
@@ -1766,13 +1763,21 @@ mod tests {
             CheckState::Pass,
             &["days left: node1 200 d, node2 200 d"],
         );
-        status_mut(&mut s, 2).certificate.as_mut().unwrap().not_after_unix = now + 10 * day;
+        status_mut(&mut s, 2)
+            .certificate
+            .as_mut()
+            .unwrap()
+            .not_after_unix = now + 10 * day;
         expect(
             &certificates(&s),
             CheckState::Warn,
             &["node2: 10 d left", "--renew"],
         );
-        status_mut(&mut s, 3).certificate.as_mut().unwrap().not_after_unix = now - 1;
+        status_mut(&mut s, 3)
+            .certificate
+            .as_mut()
+            .unwrap()
+            .not_after_unix = now - 1;
         expect(
             &certificates(&s),
             CheckState::Fail,
@@ -1795,7 +1800,10 @@ mod tests {
         expect(
             &security(&s),
             CheckState::Warn,
-            &["not configured: 6 of 6 etcd URLs are plain http", "docs/tls.md"],
+            &[
+                "not configured: 6 of 6 etcd URLs are plain http",
+                "docs/tls.md",
+            ],
         );
         // localhost:2379 is plaintext by design; a CLI endpoint on a node
         // address counts.

@@ -155,9 +155,7 @@ pub fn env_tls(vars: &BTreeMap<String, String>) -> anyhow::Result<Option<Tls>> {
         get("ETCD_CERT_FILE"),
         get("ETCD_KEY_FILE"),
     ) {
-        (Some(ca), Some(cert), Some(key)) => {
-            Ok(Some(crate::tls::load_pair(&ca, &cert, &key)?.0))
-        }
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(crate::tls::load_pair(&ca, &cert, &key)?.0)),
         _ => Ok(None),
     }
 }

@@ -162,8 +162,7 @@ pub async fn run(
                         .map_err(|e| eprintln!("deckhand preseed: warning: {e:#}"))
                         .ok()
                 });
-            let read =
-                async { from_etcd(&eps, &ks, &identity::machine_id()?, tls.as_ref()).await };
+            let read = async { from_etcd(&eps, &ks, &identity::machine_id()?, tls.as_ref()).await };
             match tokio::time::timeout(ETCD_TIMEOUT, read).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow!(
