@@ -9,7 +9,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{EtcdCluster, TIMEOUT, retry_unhealthy};
+use common::{EtcdCluster, TIMEOUT, eventually, retry_unhealthy};
 use deckhand_etcd::{Cluster, Error, Tls};
 use deckhand_pki::Ca;
 use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions};
@@ -60,17 +60,22 @@ async fn membership_over_mutual_tls() {
         .promote_until_in_sync(id, Duration::from_secs(20))
         .await
         .expect("promote over TLS");
-    let members = cluster.member_list().await.expect("member list");
-    assert!(
-        members.iter().any(|m| m.id == id && !m.is_learner),
-        "{members:?}"
-    );
+    // The member list is not linearizable in 3.4: wait until the member
+    // asked has applied each change.
+    eventually(Duration::from_secs(5), "the promotion listed", || async {
+        let members = cluster.member_list().await.ok()?;
+        members.iter().any(|m| m.id == id && !m.is_learner).then_some(())
+    })
+    .await;
     retry_unhealthy(|| cluster.remove(id))
         .await
         .expect("remove over TLS");
     etcd.forget(i);
-    let members = cluster.member_list().await.expect("member list");
-    assert_eq!(members.len(), 3, "{members:?}");
+    eventually(Duration::from_secs(5), "the removal listed", || async {
+        let members = cluster.member_list().await.ok()?;
+        (members.len() == 3 && members.iter().all(|m| m.id != id)).then_some(())
+    })
+    .await;
     // A KV round trip through the cluster's client.
     let mut kv = cluster.client();
     kv.put("/tls/k", "v", None).await.expect("put over TLS");
