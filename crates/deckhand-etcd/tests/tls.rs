@@ -64,7 +64,10 @@ async fn membership_over_mutual_tls() {
     // asked has applied each change.
     eventually(Duration::from_secs(5), "the promotion listed", || async {
         let members = cluster.member_list().await.ok()?;
-        members.iter().any(|m| m.id == id && !m.is_learner).then_some(())
+        members
+            .iter()
+            .any(|m| m.id == id && !m.is_learner)
+            .then_some(())
     })
     .await;
     retry_unhealthy(|| cluster.remove(id))
