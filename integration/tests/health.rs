@@ -260,8 +260,8 @@ fn unstarted_voter_is_reported_with_fault_tolerance() -> Result<()> {
 }
 
 const MEMBERS: [&str; 3] = ["node1", "node2", "node3"];
-const ENDPOINTS: &str =
-    "http://172.29.77.11:2379,http://172.29.77.12:2379,http://172.29.77.13:2379";
+/// The members' addresses (their client URLs: [`etcdctl_at`]).
+const MEMBER_IPS: [&str; 3] = ["172.29.77.11", "172.29.77.12", "172.29.77.13"];
 /// The drop-in giving the member a small backend quota (`reset` removes it).
 const QUOTA_DROPIN: &str = "/run/systemd/system/deckhand-etcd-member.service.d/60-e2e-quota.conf";
 
@@ -279,7 +279,8 @@ fn restart_member(node: &str) -> Result<()> {
             Ok(sh(
                 node,
                 &format!(
-                    "etcdctl --endpoints=http://{ip}:2379 --command-timeout=3s endpoint health"
+                    "{} --command-timeout=3s endpoint health",
+                    etcdctl_at(&[&ip])?
                 ),
             )?
             .0
@@ -361,7 +362,7 @@ fn full_etcd_nospace_is_shown_and_recovers() -> Result<()> {
     // A quota a few MiB above the largest backend now.
     let out = sh_ok(
         "node1",
-        &format!("etcdctl --endpoints={ENDPOINTS} endpoint status -w json"),
+        &format!("{} endpoint status -w json", etcdctl_at(&MEMBER_IPS)?),
     )?;
     let eps: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
     let db = eps
