@@ -1024,7 +1024,10 @@ fn leftovers(_m: &Shared) -> (bool, String) {
             Err(e) => return (false, format!("{e:#}")),
         }
     } else {
-        format!("etcdctl --endpoints={} {tls} member list -w json", eps.join(","))
+        format!(
+            "etcdctl --endpoints={} {tls} member list -w json",
+            eps.join(",")
+        )
     };
     let list: Value = match sh_ok("node1", &script, SHORT)
         .and_then(|o| serde_json::from_str(&o).context("member list JSON"))
