@@ -247,7 +247,7 @@ fn localhost_is_plaintext_and_a_proxy_listens_on_loopback_only() -> Result<()> {
     };
     let m = listening(MEMBER.0, 2379)?;
     ensure!(
-        m == [format!("127.0.0.1:2379"), format!("{}:2379", MEMBER.1)],
+        m == ["127.0.0.1:2379".to_string(), format!("{}:2379", MEMBER.1)],
         "{}: 2379 listeners {m:?}",
         MEMBER.0
     );
