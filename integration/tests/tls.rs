@@ -196,6 +196,11 @@ fn member_address_serves_only_mutual_tls() -> Result<()> {
             "{n}: certificate CN {}",
             c["common_name"]
         );
+        let days = node(&st, n).unwrap()["certificate_days_left"].as_i64();
+        ensure!(
+            days.is_some_and(|d| d >= 1),
+            "{n}: certificate_days_left {days:?}"
+        );
     }
     let (ok, table, err) = host(&format!("{} status {cli_tls}", cli.display()))?;
     ensure!(ok, "deckhand status from the host: {table} {err}");
@@ -208,14 +213,27 @@ fn member_address_serves_only_mutual_tls() -> Result<()> {
         header.contains("CERT"),
         "the node table has no certificate column: {header}"
     );
+    // Every node's row shows its days left (`312d`).
+    for n in NODES {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(n))
+            .with_context(|| format!("no row for {n}:\n{table}"))?;
+        ensure!(
+            row.split_whitespace().any(|w| w
+                .strip_suffix('d')
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))),
+            "{n}'s row shows no certificate days left: {row}"
+        );
+    }
     Ok(())
 }
 
 /// (b) `localhost:2379` answers plaintext on a member node and on a proxy
 /// node (etcdctl's default endpoint and the CLI's); the proxy listens on
 /// loopback only (2379 on 127.0.0.1, no 2380), so from another node its
-/// address refuses the connection while a member's address, with the same
-/// node certificate, answers.
+/// address refuses the connection (curl's exit 7: TCP connect failed)
+/// while a member's address, with the same node certificate, answers.
 #[test]
 fn localhost_is_plaintext_and_a_proxy_listens_on_loopback_only() -> Result<()> {
     let _c = ClusterGuard::shared_mode(Mode::Tls)?;
@@ -273,7 +291,7 @@ fn localhost_is_plaintext_and_a_proxy_listens_on_loopback_only() -> Result<()> {
         &format!("{curl} https://{}:2379/version; echo \"exit $?\"", PROXY.1),
     )?;
     ensure!(
-        ok && out.trim().ends_with("exit 7") && err.contains("Connection refused"),
+        ok && out.trim().ends_with("exit 7") && err.contains("Failed to connect"),
         "the proxy's address from node2: {out} {err}"
     );
     // And from this host, in plaintext too.
@@ -282,7 +300,7 @@ fn localhost_is_plaintext_and_a_proxy_listens_on_loopback_only() -> Result<()> {
         PROXY.1
     ))?;
     ensure!(
-        out.trim().ends_with("exit 7") && err.contains("Connection refused"),
+        out.trim().ends_with("exit 7") && err.contains("Failed to connect"),
         "the proxy's address from the host: {out} {err}"
     );
     Ok(())
@@ -358,9 +376,12 @@ fn member_proxy_member_on_tls_keeps_localhost_serving() -> Result<()> {
     change("node3", "member")?;
     let out = sh_ok(
         "node2",
-        &format!("{} endpoint health", etcdctl_at(&["172.29.77.13"])?),
+        &format!("{} endpoint health -w json", etcdctl_at(&["172.29.77.13"])?),
     )?;
-    ensure!(out.contains("is healthy"), "node3's member over TLS: {out}");
+    ensure!(
+        out.contains("\"health\":true"),
+        "node3's member over TLS: {out}"
+    );
 
     for n in NODES {
         sh_ok(n, "touch /tmp/probe.stop")?;
