@@ -151,7 +151,7 @@ impl Mode {
 }
 
 /// The harness's CA and operator certificate on this host (made by a TLS
-/// `integration/cluster up`): `ca.crt`, `operators/admin/operator.{crt,key}`.
+/// `integration/cluster up`): `ca.crt`, `operators/root/operator.{crt,key}`.
 pub fn pki_dir() -> PathBuf {
     repo().join("integration/.cache/pki")
 }
@@ -185,7 +185,7 @@ pub fn node_url(ip: &str, port: u16) -> Result<String> {
 
 /// The operator certificate's files on this host: (CA, certificate, key).
 pub fn operator_files() -> (PathBuf, PathBuf, PathBuf) {
-    let d = pki_dir().join("operators/admin");
+    let d = pki_dir().join("operators/root");
     (
         d.join("ca.crt"),
         d.join("operator.crt"),
