@@ -74,6 +74,28 @@ fn can_write(node: &str, unit: &str, path: &str) -> Result<(bool, String)> {
     Ok((ok, format!("{out}{err}").trim().to_string()))
 }
 
+/// The preseed unit's test drop-in on node4 (removed on drop, with the
+/// image it pulled).
+const PRESEED_DROPIN: &str = "/run/systemd/system/deckhand-preseed.service.d/90-test.conf";
+
+struct PreseedDropIn;
+
+impl Drop for PreseedDropIn {
+    fn drop(&mut self) {
+        let _ = sh(
+            "node4",
+            &format!(
+                "rm -f {PRESEED_DROPIN}; rmdir {dir} 2>/dev/null; systemctl daemon-reload; docker image rm -f {image} >/dev/null 2>&1; true",
+                dir = PRESEED_DROPIN.trim_end_matches("/90-test.conf"),
+                image = ROUTER_IMAGE
+            ),
+        );
+    }
+}
+
+/// An image of the harness registry that no node has after the reset.
+const ROUTER_IMAGE: &str = "172.29.77.2:5000/deckhand/router:1";
+
 #[test]
 fn exposure_lines_are_parsed() -> Result<()> {
     let out = "  NAME  DESCRIPTION  EXPOSURE\n✗ PrivateNetwork=  ...  0.5\n\n→ Overall exposure level for deckhand.service: 2.4 OK 🙂\n";
@@ -236,5 +258,36 @@ fn units_meet_their_exposure_goals_and_run_sandboxed() -> Result<()> {
             );
         }
     }
+
+    // The preseed unit, sandboxed as shipped (a drop-in changes only its
+    // command line to name an image), reaches the Docker socket and pulls.
+    let _dropin = PreseedDropIn;
+    let (ok, ..) = sh(
+        "node4",
+        &format!("docker image inspect {ROUTER_IMAGE} >/dev/null 2>&1"),
+    )?;
+    ensure!(!ok, "node4 has {ROUTER_IMAGE} before the preseed");
+    sh_ok(
+        "node4",
+        &format!(
+            "mkdir -p {dir} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/deckhand preseed {ROUTER_IMAGE}\\n' > {PRESEED_DROPIN} && systemctl daemon-reload",
+            dir = PRESEED_DROPIN.trim_end_matches("/90-test.conf")
+        ),
+    )?;
+    let (ok, out, err) = sh("node4", "systemctl start deckhand-preseed.service")?;
+    let log = sh_ok(
+        "node4",
+        "journalctl -u deckhand-preseed --no-pager -o cat -n 5",
+    )?;
+    ensure!(ok, "the preseed unit failed: {out}{err}\n{log}");
+    sh_ok(
+        "node4",
+        &format!("docker image inspect {ROUTER_IMAGE} >/dev/null"),
+    )
+    .context("the preseed unit succeeded, but the image is not in node4's Docker")?;
+    println!(
+        "node4: deckhand-preseed.service pulled {ROUTER_IMAGE}:\n{}",
+        log.trim()
+    );
     Ok(())
 }
