@@ -160,6 +160,29 @@ fn units_meet_their_exposure_goals_and_run_sandboxed() -> Result<()> {
         );
     }
 
+    // The agent reads home directories (a docker.config may be in
+    // /root/.docker) but cannot write them; the etcd units see none.
+    for (node, unit, visible) in [
+        ("node1", "deckhand.service", true),
+        ("node1", "deckhand-etcd-member.service", false),
+        ("node4", "deckhand-etcd-proxy.service", false),
+    ] {
+        let (ok, ..) = sh(
+            node,
+            &format!("nsenter -t $(systemctl show -P MainPID {unit}) -m test -e /root/.profile"),
+        )?;
+        println!("{node}: {unit}: /root/.profile visible: {ok}");
+        ensure!(
+            ok == visible,
+            "{node}: {unit}: /root/.profile visible: {ok}"
+        );
+    }
+    let (ok, why) = can_write("node1", "deckhand.service", "/root/.hardening-probe")?;
+    ensure!(
+        !ok && why.contains("Read-only file system"),
+        "node1: deckhand.service: writing /root: {why}"
+    );
+
     // Writes tried in each sandbox: refused outside what the unit opens,
     // allowed where the unit needs them.
     for (node, unit, path, allowed) in [
