@@ -1835,7 +1835,10 @@ mod tests {
         expect(
             &security(&s),
             CheckState::Warn,
-            &["every etcd URL between hosts is https (6)", "etcd auth is off"],
+            &[
+                "every etcd URL between hosts is https (6)",
+                "etcd auth is off",
+            ],
         );
         s.endpoints.push("http://10.0.0.9:2379".into());
         expect(
