@@ -113,6 +113,144 @@ pub const CONVERGE: Duration = Duration::from_secs(180);
 /// The size of the shared cluster: every end-to-end test runs on 5 nodes.
 pub const SHARED_NODES: usize = 5;
 
+/// How a harness cluster's etcd hops run: `integration/cluster up --tls`
+/// (the default) or `--plaintext`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mutual TLS on every hop that leaves a node; plaintext on loopback.
+    Tls,
+    /// Plaintext everywhere (the plaintext drop-in on every node).
+    Plaintext,
+}
+
+impl Mode {
+    /// The mode the tests want: `DECKHAND_E2E_TLS=0` is plaintext, anything
+    /// else (or unset) TLS.
+    pub fn from_env() -> Mode {
+        match std::env::var("DECKHAND_E2E_TLS").as_deref() {
+            Ok("0") => Mode::Plaintext,
+            _ => Mode::Tls,
+        }
+    }
+
+    /// The `integration/cluster up` flag that boots this mode.
+    pub fn up_flag(self) -> &'static str {
+        match self {
+            Mode::Tls => "--tls",
+            Mode::Plaintext => "--plaintext",
+        }
+    }
+
+    /// `integration/cluster status`'s ETCD-HOPS column for this mode.
+    fn status_word(self) -> &'static str {
+        match self {
+            Mode::Tls => "tls",
+            Mode::Plaintext => "plaintext",
+        }
+    }
+}
+
+/// The harness's CA and operator certificate on this host (made by a TLS
+/// `integration/cluster up`): `ca.crt`, `operators/root/operator.{crt,key}`.
+pub fn pki_dir() -> PathBuf {
+    repo().join("integration/.cache/pki")
+}
+
+/// The mode the running harness cluster was booted in (node1's label),
+/// which is what the tests' commands that reach node addresses must speak.
+pub fn cluster_mode() -> Result<Mode> {
+    let t = docker_out(&[
+        "inspect",
+        "-f",
+        r#"{{index .Config.Labels "io.deckhand.tls"}}"#,
+        "node1",
+    ])?;
+    match t.as_str() {
+        "1" => Ok(Mode::Tls),
+        "0" => Ok(Mode::Plaintext),
+        other => bail!(
+            "node1 has no io.deckhand.tls label ({other:?}): boot it with this integration/cluster"
+        ),
+    }
+}
+
+/// The URL of `port` (2379 clients, 2380 peers) on a node address, with the
+/// scheme of the running cluster's mode.
+pub fn node_url(ip: &str, port: u16) -> Result<String> {
+    Ok(match cluster_mode()? {
+        Mode::Tls => format!("https://{ip}:{port}"),
+        Mode::Plaintext => format!("http://{ip}:{port}"),
+    })
+}
+
+/// The operator certificate's files on this host: (CA, certificate, key).
+pub fn operator_files() -> (PathBuf, PathBuf, PathBuf) {
+    let d = pki_dir().join("operators/root");
+    (
+        d.join("ca.crt"),
+        d.join("operator.crt"),
+        d.join("operator.key"),
+    )
+}
+
+/// etcdctl's flags for the operator certificate, for an etcdctl run on
+/// this host against node addresses of a TLS cluster.
+pub fn operator_etcdctl_tls() -> String {
+    let (ca, cert, key) = operator_files();
+    format!(
+        "--cacert={} --cert={} --key={}",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+/// The etcd client's TLS options with the operator certificate (for
+/// clients on this host).
+pub fn operator_tls() -> Result<etcd_client::TlsOptions> {
+    let (ca, cert, key) = operator_files();
+    let read = |p: &PathBuf| {
+        std::fs::read(p).with_context(|| format!("the harness's operator files: {}", p.display()))
+    };
+    Ok(etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&ca)?))
+        .identity(etcd_client::Identity::from_pem(read(&cert)?, read(&key)?)))
+}
+
+/// The node's own certificate files on every TLS node (the cloud-config
+/// installs them there), as etcdctl flags.
+pub const NODE_ETCDCTL_TLS: &str = "--cacert=/etc/deckhand/pki/ca.crt --cert=/etc/deckhand/pki/node.crt --key=/etc/deckhand/pki/node.key";
+
+/// `etcdctl` run on a node against the client URLs of `ips` (node
+/// addresses): the URLs in the cluster's scheme and, with TLS, the node's
+/// own certificate. Append the etcdctl command.
+pub fn etcdctl_at(ips: &[&str]) -> Result<String> {
+    let urls: Vec<String> = ips
+        .iter()
+        .map(|ip| node_url(ip, 2379))
+        .collect::<Result<_>>()?;
+    let tls = match cluster_mode()? {
+        Mode::Tls => NODE_ETCDCTL_TLS,
+        Mode::Plaintext => "",
+    };
+    Ok(format!("etcdctl --endpoints={} {tls}", urls.join(",")))
+}
+
+/// An etcdctl, run in a node, that dials every node's client URL
+/// (`https://172.29.77.1K:2379` with the node's certificate on a TLS
+/// cluster) rather than `localhost:2379`: for what dials the members'
+/// advertised URLs too (`defrag --cluster`, `endpoint health --cluster`).
+/// Proxy nodes refuse on their address; etcdctl's balancer takes a member
+/// that answers. Not localhost: etcdctl 3.4 given `--cacert/--cert/--key`
+/// speaks TLS to an `http://127.0.0.1:2379` endpoint too, and fails there.
+pub fn etcdctl_members() -> Result<String> {
+    let ips: Vec<String> = (1..=SHARED_NODES)
+        .map(|k| format!("172.29.77.{}", 10 + k))
+        .collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    etcdctl_at(&ips)
+}
+
 /// A harness cluster ready for one test, in the boot layout: node1..node3
 /// etcd members (the 3 voters), the others proxies, no plane, no plane
 /// config, no cluster config, no failpoint armed, every node running and
@@ -135,14 +273,22 @@ impl ClusterGuard {
     /// The shared cluster of [`SHARED_NODES`] nodes: reused and reset if one
     /// is up (a reset that cannot be verified boots a fresh one instead),
     /// booted otherwise.
+    ///
+    /// The mode is [`Mode::from_env`]; a running cluster of the other mode
+    /// is not reused.
     pub fn shared() -> Result<ClusterGuard> {
+        Self::shared_mode(Mode::from_env())
+    }
+
+    /// [`ClusterGuard::shared`] in `mode`, whatever the environment says.
+    pub fn shared_mode(mode: Mode) -> Result<ClusterGuard> {
         let n = SHARED_NODES;
         let t = Instant::now();
-        match reusable(n) {
+        match reusable(n, mode) {
             Ok(()) => match reset(n) {
                 Ok(()) => {
                     println!(
-                        "[fixture] reused the running {n}-node cluster: reset and verified in {:.1} s",
+                        "[fixture] reused the running {n}-node {mode:?} cluster: reset and verified in {:.1} s",
                         t.elapsed().as_secs_f64()
                     );
                     return Ok(Self::ready());
@@ -152,21 +298,27 @@ impl ClusterGuard {
                     t.elapsed().as_secs_f64()
                 ),
             },
-            Err(e) => println!("[fixture] booting a fresh cluster: {e:#}"),
+            Err(e) => println!("[fixture] booting a fresh {mode:?} cluster: {e:#}"),
         }
-        Self::fresh(n)
+        Self::fresh_mode(n, mode)
     }
 
-    /// A freshly booted cluster of `n` nodes (`down`, then `up n`), once
-    /// every node is alive and converged with 3 voters.
+    /// A freshly booted cluster of `n` nodes (`down`, then `up n`) in the
+    /// mode of [`Mode::from_env`], once every node is alive and converged
+    /// with 3 voters.
     pub fn fresh(n: usize) -> Result<ClusterGuard> {
+        Self::fresh_mode(n, Mode::from_env())
+    }
+
+    /// [`ClusterGuard::fresh`] in `mode`.
+    pub fn fresh_mode(n: usize, mode: Mode) -> Result<ClusterGuard> {
         let t = Instant::now();
         let _ = cluster(&["down"]);
-        cluster(&["up", &n.to_string()])?;
+        cluster(&["up", mode.up_flag(), &n.to_string()])?;
         let booted = t.elapsed();
         wait_boot_layout(n, &[])?;
         println!(
-            "[fixture] fresh {n}-node cluster: up in {:.1} s, converged {:.1} s later",
+            "[fixture] fresh {n}-node {mode:?} cluster: up in {:.1} s, converged {:.1} s later",
             booted.as_secs_f64(),
             (t.elapsed() - booted).as_secs_f64()
         );
@@ -190,8 +342,8 @@ pub fn unix_now() -> u64 {
 }
 
 /// A harness node in `integration/cluster status`: name, container state,
-/// connected to the harness network.
-type NodeState = (String, String, bool);
+/// connected to the harness network, ETCD-HOPS (`tls`, `plaintext`).
+type NodeState = (String, String, bool, String);
 
 /// The harness nodes, and whether the registry runs and answers.
 fn harness_state() -> Result<(Vec<NodeState>, bool)> {
@@ -200,8 +352,13 @@ fn harness_state() -> Result<(Vec<NodeState>, bool)> {
     let mut registry = false;
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 4 && f[0].starts_with("node") {
-            nodes.push((f[0].to_string(), f[2].to_string(), f[3] == "connected"));
+        if f.len() >= 5 && f[0].starts_with("node") {
+            nodes.push((
+                f[0].to_string(),
+                f[2].to_string(),
+                f[3] == "connected",
+                f[4].to_string(),
+            ));
         }
         if line.starts_with("registry ") {
             registry = line.contains(": running,") && line.ends_with("API answering");
@@ -227,12 +384,13 @@ fn docker_out(args: &[&str]) -> Result<String> {
 
 /// Whether the running harness can serve as this checkout's `n`-node
 /// cluster: exactly node1..nodeN exist, booted by this checkout (its staged
-/// dist mounted) from the current node image with the current
-/// cloud-config. (The binary and units are compared, and
-/// reinstalled if they differ, by [`reset`].)
-fn reusable(n: usize) -> Result<()> {
+/// dist mounted) in `mode` from the current node image with the current
+/// cloud-config, with TLS each node's certificates from this checkout's
+/// harness CA mounted. (The binary and units are compared, and reinstalled
+/// if they differ, by [`reset`].)
+fn reusable(n: usize, mode: Mode) -> Result<()> {
     let (nodes, _) = harness_state()?;
-    let names: Vec<&str> = nodes.iter().map(|(x, _, _)| x.as_str()).collect();
+    let names: Vec<&str> = nodes.iter().map(|(x, _, _, _)| x.as_str()).collect();
     let want: Vec<String> = (1..=n).map(|k| format!("node{k}")).collect();
     ensure!(
         names == want.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -246,6 +404,13 @@ fn reusable(n: usize) -> Result<()> {
     let image = docker_out(&["image", "inspect", "-f", "{{.Id}}", &tag])
         .with_context(|| format!("node image {tag}"))?;
     let cloud_config = std::fs::read(repo().join("packaging/cloud-config.yaml"))?;
+    for (k, _, _, hops) in &nodes {
+        ensure!(
+            hops == mode.status_word(),
+            "{k} runs with etcd hops {hops}, not {} ({mode:?} wanted)",
+            mode.status_word()
+        );
+    }
     for k in &want {
         let used = docker_out(&["inspect", "-f", "{{.Image}}", k])?;
         ensure!(
@@ -267,6 +432,29 @@ fn reusable(n: usize) -> Result<()> {
             "{k} runs the binary staged by another checkout ({dist}), not {}",
             mine.display()
         );
+        if mode == Mode::Tls {
+            // Its certificates are this checkout's harness CA's (the mount
+            // of pki/nodes/<k>, whose CA certificate is the current one).
+            let pki = docker_out(&[
+                "inspect",
+                "-f",
+                r#"{{range .Mounts}}{{if eq .Destination "/opt/deckhand/pki"}}{{.Source}}{{end}}{{end}}"#,
+                k,
+            ])?;
+            let mine = pki_dir().join("nodes").join(k);
+            ensure!(
+                std::fs::canonicalize(pki.trim()).ok() == std::fs::canonicalize(&mine).ok()
+                    && mine.join("node.crt").exists(),
+                "{k}'s certificates ({pki}) are not this checkout's {}",
+                mine.display()
+            );
+            let ca = std::fs::read(pki_dir().join("ca.crt")).context("the harness CA")?;
+            ensure!(
+                std::fs::read(mine.join("ca.crt")).ok().as_deref() == Some(&ca[..]),
+                "{k}'s certificates are not from the harness CA {}",
+                pki_dir().join("ca.crt").display()
+            );
+        }
         let seed = repo().join(format!("integration/.cache/nodes/{k}/seed/user-data"));
         ensure!(
             std::fs::read(&seed).ok().as_deref() == Some(&cloud_config[..]),
@@ -349,7 +537,7 @@ fn reset(n: usize) -> Result<()> {
     cluster(&["build"])?;
     // Nodes, network, registry.
     let (nodes, _) = harness_state()?;
-    for (name, state, connected) in &nodes {
+    for (name, state, connected, _) in &nodes {
         if state != "running" {
             cluster(&["start", name])?;
         }
@@ -383,11 +571,14 @@ fn reset(n: usize) -> Result<()> {
     if !alarms.trim().is_empty() {
         sh_ok(
             "node1",
-            "set -e
+            &format!(
+                "set -e
              rev=$(etcdctl endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p')
              etcdctl --command-timeout=30s compact \"$rev\" >/dev/null
-             etcdctl --command-timeout=60s defrag --cluster >/dev/null
+             {} --command-timeout=60s defrag --cluster >/dev/null
              etcdctl alarm disarm >/dev/null",
+                etcdctl_members()?
+            ),
         )?;
         println!(
             "[fixture] disarmed etcd alarms left by a test: {}",
@@ -465,7 +656,7 @@ fn reset(n: usize) -> Result<()> {
     }
     let (nodes, registry) = harness_state()?;
     ensure!(
-        nodes.iter().all(|(_, s, c)| s == "running" && *c),
+        nodes.iter().all(|(_, s, c, _)| s == "running" && *c),
         "nodes not all running and connected: {nodes:?}"
     );
     ensure!(registry, "the registry is not running and answering");
@@ -632,16 +823,15 @@ pub fn journal_since(node: &str, since: u64) -> Result<String> {
     )
 }
 
-/// `etcdctl member list` as JSON from `node`'s localhost:2379... through a
-/// real member: the client URL of a member node.
+/// `etcdctl member list` as JSON, not through `via_member`'s
+/// localhost:2379 (a grpc-proxy lists only itself) but through a real
+/// member: the client URL on the node address of a member node (https and
+/// the node's certificate on a TLS cluster).
 pub fn members(via_member: &str) -> Result<Value> {
     let ip = cluster(&["ip", via_member])?;
     let out = sh_ok(
         via_member,
-        &format!(
-            "etcdctl --endpoints=http://{}:2379 member list -w json",
-            ip.trim()
-        ),
+        &format!("{} member list -w json", etcdctl_at(&[ip.trim()])?),
     )?;
     serde_json::from_str(&out).context("member list JSON")
 }

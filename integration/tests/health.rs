@@ -47,8 +47,19 @@ impl Drop for DockerBack {
 fn docker_daemon_stopped_fails_its_check_and_recovers() -> Result<()> {
     let _c = ClusterGuard::shared()?;
     let n = "node4";
+    // The node checks, then `tls-certificate` on a TLS cluster.
+    let want: &[&str] = match Mode::from_env() {
+        Mode::Tls => &[
+            "local-etcd",
+            "docker",
+            "disk-docker",
+            "disk-etcd",
+            "tls-certificate",
+        ],
+        Mode::Plaintext => &["local-etcd", "docker", "disk-docker", "disk-etcd"],
+    };
     wait_for(
-        "every node to report its four checks, docker passing",
+        "every node to report its node checks, docker passing",
         Duration::from_secs(60),
         || {
             let st = status("node1")?;
@@ -61,7 +72,7 @@ fn docker_daemon_stopped_fails_its_check_and_recovers() -> Result<()> {
                         .flatten()
                         .filter_map(|c| c["name"].as_str())
                         .collect();
-                    names == ["local-etcd", "docker", "disk-docker", "disk-etcd"]
+                    names == want
                 });
             Ok((ok && check(&st, n, "docker").is_some_and(|c| c["state"] == "pass")).then_some(()))
         },
@@ -260,8 +271,8 @@ fn unstarted_voter_is_reported_with_fault_tolerance() -> Result<()> {
 }
 
 const MEMBERS: [&str; 3] = ["node1", "node2", "node3"];
-const ENDPOINTS: &str =
-    "http://172.29.77.11:2379,http://172.29.77.12:2379,http://172.29.77.13:2379";
+/// The members' addresses (their client URLs: [`etcdctl_at`]).
+const MEMBER_IPS: [&str; 3] = ["172.29.77.11", "172.29.77.12", "172.29.77.13"];
 /// The drop-in giving the member a small backend quota (`reset` removes it).
 const QUOTA_DROPIN: &str = "/run/systemd/system/deckhand-etcd-member.service.d/60-e2e-quota.conf";
 
@@ -279,7 +290,8 @@ fn restart_member(node: &str) -> Result<()> {
             Ok(sh(
                 node,
                 &format!(
-                    "etcdctl --endpoints=http://{ip}:2379 --command-timeout=3s endpoint health"
+                    "{} --command-timeout=3s endpoint health",
+                    etcdctl_at(&[&ip])?
                 ),
             )?
             .0
@@ -293,12 +305,15 @@ fn restart_member(node: &str) -> Result<()> {
 fn free_and_disarm() -> Result<()> {
     sh_ok(
         "node1",
-        "set -e
+        &format!(
+            "set -e
          etcdctl --command-timeout=30s del --prefix /e2e/fill/ >/dev/null
          rev=$(etcdctl endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p')
          etcdctl --command-timeout=30s compact \"$rev\" >/dev/null
-         etcdctl --command-timeout=60s defrag --cluster >/dev/null
+         {} --command-timeout=60s defrag --cluster >/dev/null
          etcdctl alarm disarm >/dev/null",
+            etcdctl_members()?
+        ),
     )?;
     Ok(())
 }
@@ -361,7 +376,7 @@ fn full_etcd_nospace_is_shown_and_recovers() -> Result<()> {
     // A quota a few MiB above the largest backend now.
     let out = sh_ok(
         "node1",
-        &format!("etcdctl --endpoints={ENDPOINTS} endpoint status -w json"),
+        &format!("{} endpoint status -w json", etcdctl_at(&MEMBER_IPS)?),
     )?;
     let eps: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
     let db = eps

@@ -21,7 +21,7 @@ pub enum Error {
     /// The endpoint list is empty or an endpoint is not a valid URL.
     #[error(
         "cannot use etcd endpoints {endpoints:?}: {reason}; pass the client URLs of real \
-         etcd members, e.g. http://10.0.0.1:2379"
+         etcd members, e.g. http://10.0.0.1:2379 (https:// with TLS)"
     )]
     InvalidEndpoints {
         /// The endpoints as given.

@@ -6,6 +6,7 @@
 //! - [`try_lock`] / [`unlock`] — one change at a time, cluster-wide ([`lock`]).
 //! - [`LeaseKeeper`] — the node's lease, kept alive and replaced when lost
 //!   ([`lease`]).
+//! - [`Tls`] — mutual TLS for `https://` endpoints ([`tls`]).
 //! - [`election`] — singleton elections in etcd's own key layout.
 //! - [`watch_key`] — a key or prefix as a snapshot plus changes, across broken
 //!   streams and compactions ([`watch`]).
@@ -19,6 +20,7 @@ pub mod election;
 pub mod error;
 pub mod lease;
 pub mod lock;
+pub mod tls;
 pub mod watch;
 
 use std::time::Duration;
@@ -28,6 +30,7 @@ pub use election::{Candidate, ElectionView};
 pub use error::{Error, Result};
 pub use lease::{LeaseKeeper, Renewal};
 pub use lock::{LockOutcome, try_lock, unlock};
+pub use tls::Tls;
 pub use watch::{KeyEvent, WATCH_PROGRESS_INTERVAL, watch_key};
 
 /// The timeout of requests made through a bare [`etcd_client::Client`] (lock,

@@ -18,7 +18,7 @@ fn by_peer<'a>(members: &'a [Member], peer_url: &str) -> Vec<&'a Member> {
 async fn leader(etcd: &EtcdCluster) -> u64 {
     eventually(Duration::from_secs(10), "a leader", || async {
         for url in etcd.client_urls() {
-            match Cluster::endpoint_status(&url, TIMEOUT).await {
+            match Cluster::endpoint_status(&url, TIMEOUT, None).await {
                 Ok(s) if s.leader != 0 => return Some(s.leader),
                 _ => {}
             }
@@ -107,15 +107,23 @@ async fn promote_waits_until_the_learner_is_in_sync() {
         .promote_until_in_sync(id, Duration::from_secs(20))
         .await
         .expect("promote");
-    let members = cluster.member_list().await.expect("member list");
+    // The member list is not linearizable in 3.4: the member asked may
+    // not have applied the promotion yet.
+    let members = eventually(Duration::from_secs(5), "the promotion listed", || async {
+        let members = cluster.member_list().await.ok()?;
+        by_peer(&members, &peer)
+            .first()
+            .is_some_and(|m| !m.is_learner)
+            .then_some(members)
+    })
+    .await;
     let me = by_peer(&members, &peer);
     assert_eq!(me.len(), 1, "{members:?}");
-    assert!(!me[0].is_learner, "still a learner: {members:?}");
     assert!(me[0].is_started(), "{members:?}");
 
     // A re-run of the promote is a no-op.
     cluster.promote(id).await.expect("promote a voter");
-    let status = Cluster::endpoint_status(&etcd.nodes[i].client_url, TIMEOUT)
+    let status = Cluster::endpoint_status(&etcd.nodes[i].client_url, TIMEOUT, None)
         .await
         .expect("status");
     assert!(!status.is_learner, "{status:?}");
@@ -135,14 +143,17 @@ async fn remove_is_idempotent() {
         .expect("a follower");
     let victim = by_peer(&members, &etcd.nodes[v].peer_url)[0].clone();
 
-    retry_unhealthy(|| cluster.remove(victim.id))
-        .await
-        .expect("remove");
+    // Ask the other members: a member that takes its own removal stops
+    // before it answers ("etcdserver: server stopped"), though the removal
+    // was committed (seen in CI's run of this test).
     etcd.forget(v);
     cluster
         .set_endpoints(&etcd.client_urls())
         .await
         .expect("set endpoints");
+    retry_unhealthy(|| cluster.remove(victim.id))
+        .await
+        .expect("remove");
     // MemberList is answered from the answering member's applied state: the
     // member that did not take the request may lag for a moment.
     eventually(
@@ -163,7 +174,7 @@ async fn remove_is_idempotent() {
         Duration::from_secs(10),
         "the removed member to exit",
         || async {
-            Cluster::endpoint_status(&etcd.nodes[v].client_url, Duration::from_millis(300))
+            Cluster::endpoint_status(&etcd.nodes[v].client_url, Duration::from_millis(300), None)
                 .await
                 .is_err()
                 .then_some(())
@@ -195,9 +206,13 @@ async fn remove_refuses_to_break_quorum() {
 
     // etcd's strict reconfiguration check wants every voter connected for
     // 5 s before it counts it as active: let that pass first.
-    let cluster = Cluster::connect(std::slice::from_ref(&etcd.nodes[ask].client_url), TIMEOUT)
-        .await
-        .expect("connect");
+    let cluster = Cluster::connect(
+        std::slice::from_ref(&etcd.nodes[ask].client_url),
+        TIMEOUT,
+        None,
+    )
+    .await
+    .expect("connect");
     tokio::time::sleep(Duration::from_secs(5)).await;
     etcd.stop_node(down);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -237,7 +252,7 @@ async fn move_leader_to_a_follower() {
 
     // etcd only takes MoveLeader on the leader.
     let follower_url = target.client_urls[0].clone();
-    let mut direct = Cluster::connect(std::slice::from_ref(&follower_url), TIMEOUT)
+    let mut direct = Cluster::connect(std::slice::from_ref(&follower_url), TIMEOUT, None)
         .await
         .expect("connect")
         .client();
@@ -250,13 +265,13 @@ async fn move_leader_to_a_follower() {
             Duration::from_secs(5),
             "every member to see the new leader",
             || async {
-                let s = Cluster::endpoint_status(&url, TIMEOUT).await.ok()?;
+                let s = Cluster::endpoint_status(&url, TIMEOUT, None).await.ok()?;
                 (s.leader == target.id).then_some(())
             },
         )
         .await;
     }
-    let status = Cluster::endpoint_status(&follower_url, TIMEOUT)
+    let status = Cluster::endpoint_status(&follower_url, TIMEOUT, None)
         .await
         .expect("status");
     assert!(status.is_leader(), "{status:?}");
@@ -284,7 +299,9 @@ async fn member_list_fails_over_to_a_live_endpoint() {
     let mut etcd = EtcdCluster::start(3).await;
     let urls = etcd.client_urls();
     etcd.stop_node(0);
-    let cluster = Cluster::connect(&urls, TIMEOUT).await.expect("connect");
+    let cluster = Cluster::connect(&urls, TIMEOUT, None)
+        .await
+        .expect("connect");
     for _ in 0..5 {
         let members = cluster
             .member_list()

@@ -48,16 +48,21 @@ async fn setup() -> (EtcdCluster, etcd_client::Client, etcd_client::Client) {
         .expect("m1")
         .id;
     all.move_leader(m1).await.expect("move leader to m1");
-    let only_m0 = Cluster::connect(std::slice::from_ref(&etcd.nodes[0].client_url), TIMEOUT)
-        .await
-        .expect("connect")
-        .client();
+    let only_m0 = Cluster::connect(
+        std::slice::from_ref(&etcd.nodes[0].client_url),
+        TIMEOUT,
+        None,
+    )
+    .await
+    .expect("connect")
+    .client();
     let others = Cluster::connect(
         &[
             etcd.nodes[1].client_url.clone(),
             etcd.nodes[2].client_url.clone(),
         ],
         TIMEOUT,
+        None,
     )
     .await
     .expect("connect")

@@ -18,8 +18,8 @@ pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};
 pub use role::{EtcdRole, Plane, Role, RoleError};
 pub use status::{
-    Check, CheckState, EtcdMode, EtcdStatus, ImageFailure, ImagesStatus, NodeStatus, PlaneStatus,
-    UnitStatus, VoterProblem, VoterTrouble,
+    CertificateStatus, Check, CheckState, EtcdMode, EtcdStatus, ImageFailure, ImagesStatus,
+    NodeStatus, PlaneStatus, UnitStatus, VoterProblem, VoterTrouble,
 };
 
 /// Largest value, in bytes, that deckhand accepts in a role or config key.

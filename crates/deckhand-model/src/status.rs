@@ -97,6 +97,30 @@ pub struct NodeStatus {
     /// deckhand node behind them), each with when this agent first saw it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub voter_problems: Vec<VoterProblem>,
+    /// The node's TLS certificate (`tls.cert_file`), when TLS is on: what
+    /// `deckhand status` and `doctor` show the days left of. Absent on a
+    /// plaintext node and from agents that predate TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// A certificate as its node's agent last read it from disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateStatus {
+    /// The end of its validity, seconds since the Unix epoch (UTC).
+    pub not_after_unix: u64,
+    /// Its subject's common name (`node:<name>` for a node certificate);
+    /// empty when it has none.
+    #[serde(default)]
+    pub common_name: String,
+}
+
+impl CertificateStatus {
+    /// Whole days left at `now_unix` (seconds since the epoch), rounded
+    /// down; negative once expired (-1 on the first day after).
+    pub fn days_left(&self, now_unix: u64) -> i64 {
+        (self.not_after_unix as i64 - now_unix as i64).div_euclid(86_400)
+    }
 }
 
 /// The outcome of one check.
@@ -227,4 +251,28 @@ pub struct ImageFailure {
     /// Why, in words (e.g. the registry's answer, "no progress for 60 s",
     /// "not enough free disk space").
     pub reason: String,
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+
+    #[test]
+    fn days_left_round_down_and_go_negative() {
+        let c = CertificateStatus {
+            not_after_unix: 10 * 86_400,
+            common_name: "node:n1".into(),
+        };
+        assert_eq!(c.days_left(0), 10);
+        assert_eq!(c.days_left(86_400 + 1), 8);
+        assert_eq!(c.days_left(10 * 86_400), 0);
+        assert_eq!(c.days_left(10 * 86_400 + 1), -1);
+    }
+
+    #[test]
+    fn an_old_status_without_certificate_parses() {
+        let json = r#"{"not_after_unix": 5}"#;
+        let c: CertificateStatus = serde_json::from_str(json).unwrap();
+        assert_eq!(c.common_name, "");
+    }
 }

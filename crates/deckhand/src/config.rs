@@ -34,6 +34,30 @@ pub struct Fragment {
     /// `[checks]`.
     #[serde(default)]
     pub checks: ChecksFragment,
+    /// `[tls]`: present in any file turns TLS on, unless `enabled = false`.
+    pub tls: Option<TlsFragment>,
+}
+
+/// `[tls]` of a config file: mutual TLS on every etcd connection between
+/// hosts (peers, clients on node addresses, the proxy to the members, the
+/// agent and the CLI to the members). `localhost:2379` stays plaintext on
+/// loopback. See `docs/tls.md`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFragment {
+    /// On when the `[tls]` table is present; a drop-in can set `false`.
+    pub enabled: Option<bool>,
+    /// The cluster CA's certificate (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM): etcd's server and peer certificate,
+    /// and the agent's client certificate.
+    pub cert_file: Option<PathBuf>,
+    /// The key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The grpc-proxy's client certificate towards the members (empty CN).
+    pub proxy_cert_file: Option<PathBuf>,
+    /// The key of `proxy_cert_file` (PEM).
+    pub proxy_key_file: Option<PathBuf>,
 }
 
 /// `[checks]` of a config file: how often the agent checks its node and
@@ -140,7 +164,81 @@ impl Fragment {
         over(&mut c.docker_fail_free_bytes, o.docker_fail_free_bytes);
         over(&mut c.etcd_warn_free_bytes, o.etcd_warn_free_bytes);
         over(&mut c.etcd_fail_free_bytes, o.etcd_fail_free_bytes);
+        if let Some(o) = other.tls {
+            let t = self.tls.get_or_insert_with(TlsFragment::default);
+            over(&mut t.enabled, o.enabled);
+            over(&mut t.ca_file, o.ca_file);
+            over(&mut t.cert_file, o.cert_file);
+            over(&mut t.key_file, o.key_file);
+            over(&mut t.proxy_cert_file, o.proxy_cert_file);
+            over(&mut t.proxy_key_file, o.proxy_key_file);
+        }
     }
+}
+
+/// Default `tls.ca_file`.
+pub const DEFAULT_CA_FILE: &str = "/etc/deckhand/pki/ca.crt";
+/// Default `tls.cert_file`.
+pub const DEFAULT_CERT_FILE: &str = "/etc/deckhand/pki/node.crt";
+/// Default `tls.key_file`.
+pub const DEFAULT_KEY_FILE: &str = "/etc/deckhand/pki/node.key";
+/// Default `tls.proxy_cert_file`.
+pub const DEFAULT_PROXY_CERT_FILE: &str = "/etc/deckhand/pki/proxy.crt";
+/// Default `tls.proxy_key_file`.
+pub const DEFAULT_PROXY_KEY_FILE: &str = "/etc/deckhand/pki/proxy.key";
+
+/// `[tls]` with its defaults filled in, when TLS is on. Only the paths:
+/// the files are read and checked by [`crate::tls::load_node`] (the agent
+/// at start-up), not by every CLI command that reads the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The CA certificate; default [`DEFAULT_CA_FILE`].
+    pub ca_file: PathBuf,
+    /// The node certificate; default [`DEFAULT_CERT_FILE`].
+    pub cert_file: PathBuf,
+    /// Its key; default [`DEFAULT_KEY_FILE`]. The member unit runs as user
+    /// `etcd`: the key must be readable by group `etcd` (root:etcd 0640).
+    pub key_file: PathBuf,
+    /// The proxy's client certificate (empty CN); default
+    /// [`DEFAULT_PROXY_CERT_FILE`].
+    pub proxy_cert_file: PathBuf,
+    /// Its key; default [`DEFAULT_PROXY_KEY_FILE`] (root:etcd 0640).
+    pub proxy_key_file: PathBuf,
+}
+
+/// Fills the defaults of `[tls]`; `None` when TLS is off (no `[tls]`
+/// table, or `enabled = false`).
+///
+/// # Errors
+/// A relative path; the message names the key.
+pub fn tls_settings(f: Option<TlsFragment>) -> Result<Option<TlsSettings>> {
+    let Some(f) = f else { return Ok(None) };
+    if f.enabled == Some(false) {
+        return Ok(None);
+    }
+    let s = TlsSettings {
+        ca_file: f.ca_file.unwrap_or_else(|| DEFAULT_CA_FILE.into()),
+        cert_file: f.cert_file.unwrap_or_else(|| DEFAULT_CERT_FILE.into()),
+        key_file: f.key_file.unwrap_or_else(|| DEFAULT_KEY_FILE.into()),
+        proxy_cert_file: f
+            .proxy_cert_file
+            .unwrap_or_else(|| DEFAULT_PROXY_CERT_FILE.into()),
+        proxy_key_file: f
+            .proxy_key_file
+            .unwrap_or_else(|| DEFAULT_PROXY_KEY_FILE.into()),
+    };
+    for (key, path) in [
+        ("ca_file", &s.ca_file),
+        ("cert_file", &s.cert_file),
+        ("key_file", &s.key_file),
+        ("proxy_cert_file", &s.proxy_cert_file),
+        ("proxy_key_file", &s.proxy_key_file),
+    ] {
+        if !path.is_absolute() {
+            bail!("tls.{key} {path:?} must be an absolute path");
+        }
+    }
+    Ok(Some(s))
 }
 
 /// Validated settings with defaults filled in.
@@ -168,6 +266,16 @@ pub struct Settings {
     pub docker: DockerSettings,
     /// `[checks]`: the node checks' cadence and disk floors.
     pub checks: ChecksSettings,
+    /// `[tls]`, when TLS is on: then every URL above is `https://`.
+    pub tls: Option<TlsSettings>,
+}
+
+impl Settings {
+    /// The scheme of every etcd URL between hosts: `https` with TLS, else
+    /// `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 /// `[checks]` with its defaults filled in. A floor of 0 turns that level
@@ -376,20 +484,22 @@ pub fn parse_fragment(text: &str) -> Result<Fragment> {
 /// Fills defaults and validates a merged fragment.
 ///
 /// # Errors
-/// Missing `etcd.endpoints`, a URL that is not `http://host:port`, or a
-/// malformed `etcd.initial_cluster`.
+/// Missing `etcd.endpoints`, a URL that is not `http://host:port`
+/// (`https://host:port` with `[tls]`), or a malformed `etcd.initial_cluster`.
 pub fn validate(f: Fragment) -> Result<Settings> {
+    let tls = tls_settings(f.tls)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let endpoints = f.etcd.endpoints.unwrap_or_default();
     if endpoints.is_empty() {
         bail!(
-            "etcd.endpoints is missing or empty: list the client URLs of the cluster's members, e.g. [\"http://10.0.0.1:2379\"]"
+            "etcd.endpoints is missing or empty: list the client URLs of the cluster's members, e.g. [\"{scheme}://10.0.0.1:2379\"]"
         );
     }
     for e in &endpoints {
-        check_url(e).with_context(|| format!("etcd.endpoints entry {e:?}"))?;
+        check_url(e, tls.is_some()).with_context(|| format!("etcd.endpoints entry {e:?}"))?;
     }
     let raw = f.etcd.initial_cluster.unwrap_or_default();
-    let initial_cluster = parse_initial_cluster(&raw)?;
+    let initial_cluster = parse_initial_cluster(&raw, tls.is_some())?;
     let key_prefix = f.key_prefix.unwrap_or_else(|| "/deckhand".into());
     if !key_prefix.starts_with('/') {
         bail!("key_prefix {key_prefix:?} must start with '/'");
@@ -414,21 +524,23 @@ pub fn validate(f: Fragment) -> Result<Settings> {
         data_dir: f.etcd.data_dir.unwrap_or_else(|| paths::DATA_DIR.into()),
         docker,
         checks,
+        tls,
     })
 }
 
-/// Parses `name=url,name=url`; empty input gives an empty list.
+/// Parses `name=url,name=url`; empty input gives an empty list. The URLs
+/// are `https://` when `tls`, else `http://`.
 ///
 /// # Errors
 /// An entry without `=`, an empty name, or a bad URL.
-pub fn parse_initial_cluster(raw: &str) -> Result<Vec<(String, String)>> {
+pub fn parse_initial_cluster(raw: &str, tls: bool) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((name, url)) = part.split_once('=') else {
             bail!("etcd.initial_cluster entry {part:?} is not name=peer-url");
         };
         check_name(name).context("etcd.initial_cluster")?;
-        check_url(url).with_context(|| format!("etcd.initial_cluster entry {part:?}"))?;
+        check_url(url, tls).with_context(|| format!("etcd.initial_cluster entry {part:?}"))?;
         out.push((name.to_string(), url.to_string()));
     }
     Ok(out)
@@ -446,16 +558,31 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks `http://host:port` (https is not supported yet: no TLS provider is built in).
-fn check_url(url: &str) -> Result<()> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        bail!("URL {url:?} must start with http:// (TLS is not supported yet)");
+/// Checks `http://host:port`, or `https://host:port` when `tls`.
+fn check_url(url: &str, tls: bool) -> Result<()> {
+    let (scheme, other) = if tls {
+        ("https://", "http://")
+    } else {
+        ("http://", "https://")
+    };
+    let Some(rest) = url.strip_prefix(scheme) else {
+        if url.starts_with(other) && tls {
+            bail!(
+                "URL {url:?} must start with https:// ([tls] is on: every etcd connection between hosts is TLS)"
+            );
+        }
+        if url.starts_with(other) {
+            bail!(
+                "URL {url:?} is https:// but TLS is off: add a [tls] section (docs/tls.md), or use http://"
+            );
+        }
+        bail!("URL {url:?} must start with {scheme}");
     };
     let Some((host, port)) = rest.trim_end_matches('/').rsplit_once(':') else {
         bail!("URL {url:?} has no port");
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        bail!("URL {url:?} must be http://host:port");
+        bail!("URL {url:?} must be {scheme}host:port");
     }
     Ok(())
 }
@@ -526,6 +653,90 @@ mod tests {
         );
         assert!(err(&format!("{ck}docker_fail_free_bytes=8589934592")).contains("docker_fail"));
         assert!(err(&format!("{ck}disk=1")).contains("unknown field"));
+    }
+
+    #[test]
+    fn tls_decides_the_scheme_of_every_url() {
+        let err = |t: &str| format!("{:#}", parse_fragment(t).and_then(validate).unwrap_err());
+        // https:// without [tls]: refused, naming the URL and what to add.
+        let e = err("[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]");
+        assert!(
+            e.contains("\"https://10.0.0.1:2379\"") && e.contains("add a [tls] section"),
+            "{e}"
+        );
+        // http:// with [tls]: refused, naming the URL.
+        let e = err("[tls]\n[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]");
+        assert!(
+            e.contains("\"http://10.0.0.1:2379\"") && e.contains("must start with https://"),
+            "{e}"
+        );
+        let e = err(
+            "[tls]\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\ninitial_cluster=\"a=http://10.0.0.1:2380\"",
+        );
+        assert!(e.contains("a=http://10.0.0.1:2380"), "{e}");
+        let e = err("[tls]\nca_file=\"ca.crt\"\n[etcd]\nendpoints=[\"https://a:1\"]");
+        assert!(e.contains("tls.ca_file"), "{e}");
+        assert!(err("[tls]\ncafile=\"/x\"").contains("unknown field"));
+        // [tls] on: the defaults, https everywhere.
+        let s = parse_fragment(
+            "[tls]\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\ninitial_cluster=\"a=https://10.0.0.1:2380\"",
+        )
+        .and_then(validate)
+        .unwrap();
+        let t = s.tls.as_ref().unwrap();
+        assert_eq!(t.ca_file, PathBuf::from("/etc/deckhand/pki/ca.crt"));
+        assert_eq!(t.cert_file, PathBuf::from("/etc/deckhand/pki/node.crt"));
+        assert_eq!(t.key_file, PathBuf::from("/etc/deckhand/pki/node.key"));
+        assert_eq!(
+            t.proxy_cert_file,
+            PathBuf::from("/etc/deckhand/pki/proxy.crt")
+        );
+        assert_eq!(
+            t.proxy_key_file,
+            PathBuf::from("/etc/deckhand/pki/proxy.key")
+        );
+        assert_eq!(s.scheme(), "https");
+        // No [tls]: off, http.
+        let s = parse_fragment("[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]")
+            .and_then(validate)
+            .unwrap();
+        assert!(s.tls.is_none());
+        assert_eq!(s.scheme(), "http");
+    }
+
+    #[test]
+    fn a_dropin_can_turn_tls_off_or_move_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        std::fs::write(
+            &main,
+            "[tls]\nenabled=true\ncert_file=\"/pki/a.crt\"\n[etcd]\nendpoints=[\"https://10.0.0.1:2379\"]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("config.d")).unwrap();
+        std::fs::write(
+            dir.path().join("config.d/50-tls.toml"),
+            "[tls]\nkey_file=\"/pki/a.key\"\n",
+        )
+        .unwrap();
+        let s = load(&main).unwrap();
+        let t = s.tls.unwrap();
+        assert_eq!(
+            (t.cert_file, t.key_file),
+            ("/pki/a.crt".into(), "/pki/a.key".into())
+        );
+        // Off in a drop-in: the https:// endpoint of the main file is now
+        // an error that names it.
+        std::fs::write(
+            dir.path().join("config.d/60-off.toml"),
+            "[tls]\nenabled=false\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load(&main).unwrap_err());
+        assert!(
+            e.contains("https://10.0.0.1:2379") && e.contains("TLS is off"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,23 +16,42 @@ pub struct Identity {
     pub name: String,
     /// The advertised address.
     pub address: IpAddr,
+    /// TLS is on (`[tls]` in the config): the node's URLs are `https://`.
+    pub tls: bool,
 }
 
 impl Identity {
-    /// Peer URL, `http://<address>:2380`.
+    /// Peer URL, `http://<address>:2380` (`https://` with TLS).
     pub fn peer_url(&self) -> String {
-        peer_url_of(self.address)
+        peer_url_of(self.address, self.tls)
     }
-    /// Client URL, `http://<address>:2379`.
+    /// Client URL, `http://<address>:2379` (`https://` with TLS).
     pub fn client_url(&self) -> String {
-        format!("http://{}", host_port(self.address, 2379))
+        client_url_of(self.address, self.tls)
     }
 }
 
-/// The peer URL of a node at `address`, `http://<address>:2380`
-/// (`[...]` around an IPv6 address).
-pub fn peer_url_of(address: IpAddr) -> String {
-    format!("http://{}", host_port(address, 2380))
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// The peer URL of a node at `address`, `http://<address>:2380`, or
+/// `https://` when `tls` (`[...]` around an IPv6 address).
+pub fn peer_url_of(address: IpAddr, tls: bool) -> String {
+    format!("{}://{}", scheme(tls), host_port(address, 2380))
+}
+
+/// The client URL of a node at `address`, `http://<address>:2379`, or
+/// `https://` when `tls`.
+pub fn client_url_of(address: IpAddr, tls: bool) -> String {
+    format!("{}://{}", scheme(tls), host_port(address, 2379))
+}
+
+/// `host:port` of a URL, without its scheme: peer URLs compared across a
+/// change of scheme (a node's status records its address, not whether
+/// the cluster it was seen in uses TLS).
+pub fn without_scheme(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, rest)| rest)
 }
 
 fn host_port(a: IpAddr, port: u16) -> String {
@@ -60,7 +79,12 @@ pub fn detect(settings: &Settings) -> Result<Identity> {
         Some(a) => a,
         None => route_source_address(&settings.endpoints)?,
     };
-    Ok(Identity { id, name, address })
+    Ok(Identity {
+        id,
+        name,
+        address,
+        tls: settings.tls.is_some(),
+    })
 }
 
 /// This node's id: `/etc/machine-id`, 32 hex characters.
@@ -86,10 +110,7 @@ pub fn machine_id() -> Result<String> {
 /// address for that network.
 fn route_source_address(endpoints: &[String]) -> Result<IpAddr> {
     let first = endpoints.first().context("no etcd endpoint to route to")?;
-    let hostport = first
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let hostport = without_scheme(first).trim_end_matches('/').to_string();
     let sock = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
     sock.connect(&hostport).with_context(|| {
         format!("no route to {hostport}; set node.advertise_address in the config")
@@ -101,4 +122,20 @@ fn route_source_address(endpoints: &[String]) -> Result<IpAddr> {
         );
     }
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_take_the_scheme_from_tls() {
+        let v4: IpAddr = "10.0.0.5".parse().unwrap();
+        let v6: IpAddr = "fd00::5".parse().unwrap();
+        assert_eq!(peer_url_of(v4, false), "http://10.0.0.5:2380");
+        assert_eq!(peer_url_of(v4, true), "https://10.0.0.5:2380");
+        assert_eq!(client_url_of(v6, true), "https://[fd00::5]:2379");
+        assert_eq!(without_scheme("https://10.0.0.5:2380"), "10.0.0.5:2380");
+        assert_eq!(without_scheme("10.0.0.5:2380"), "10.0.0.5:2380");
+    }
 }

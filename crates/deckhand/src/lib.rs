@@ -10,7 +10,8 @@
 //! - [`store`]: the typed store over the etcd keyspace; [`connect`]: which
 //!   endpoint, the first that answers, errors in few words; [`images`]: pull
 //!   options and the image cache shared by the agent and `preseed`.
-//! - [`config`] (the agent config and its drop-ins), [`identity`] (who this
+//! - [`config`] (the agent config and its drop-ins), [`tls`] (the TLS files
+//!   and the `tls-certificate` check), [`identity`] (who this
 //!   node is), [`paths`] (every file the agent uses), [`exit`] (exit
 //!   statuses), [`logging`], [`failpoint`].
 //!
@@ -30,6 +31,7 @@ pub mod member_check;
 pub mod paths;
 pub mod preseed;
 pub mod store;
+pub mod tls;
 
 #[cfg(test)]
 mod testing;

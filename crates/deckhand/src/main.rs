@@ -4,10 +4,11 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use deckhand::cli::{Cli, Command, cluster, doctor, member, node, pki, plane, role, status};
 use deckhand::exit::{self, Failure};
-use deckhand::{agent, config, connect, logging, member_check, preseed};
+use deckhand::{agent, config, connect, logging, member_check, preseed, tls};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,9 +27,14 @@ fn main() -> ExitCode {
     let Cli {
         config: config_path,
         endpoints,
+        cacert,
+        cert,
+        key,
         prefix,
         command,
     } = cli;
+    let endpoints = connect::endpoints_or_env(endpoints, |k| std::env::var(k).ok());
+    let tls_files = tls::CliFiles { cacert, cert, key }.or_env(|k| std::env::var(k).ok());
     // Errors print as `deckhand preseed: ...` / `deckhand agent: ...`.
     let label = match command {
         Command::Agent => "deckhand agent",
@@ -37,7 +43,14 @@ fn main() -> ExitCode {
         Command::Pki(_) => "deckhand pki",
         _ => "deckhand",
     };
-    let target = || connect::target(&config_path, endpoints.clone(), prefix.clone());
+    let target = || {
+        connect::target(
+            &config_path,
+            endpoints.clone(),
+            prefix.clone(),
+            tls_files.clone(),
+        )
+    };
     let result: Result<(), Failure> = runtime.block_on(async {
         match command {
             Command::Agent => {
@@ -45,7 +58,30 @@ fn main() -> ExitCode {
                     tracing::error!("configuration error: {e:#}");
                     Failure::config(e)
                 })?;
-                agent::run(settings).await.map_err(|e| {
+                let node_tls = settings
+                    .tls
+                    .as_ref()
+                    .map(tls::load_node)
+                    .transpose()
+                    .map_err(|e| {
+                        tracing::error!("configuration error: {e:#}");
+                        Failure::config(e)
+                    })?;
+                let identity = deckhand::identity::detect(&settings)
+                    .context("detecting this node's identity")
+                    .map_err(|e| {
+                        tracing::error!("agent failed: {e:#}");
+                        Failure::failed(e)
+                    })?;
+                if let Some(t) = &node_tls {
+                    tls::check_node_identity(&t.node, &identity.name, identity.address).map_err(
+                        |e| {
+                            tracing::error!("configuration error: {e:#}");
+                            Failure::config(e)
+                        },
+                    )?;
+                }
+                agent::run(settings, identity, node_tls).await.map_err(|e| {
                     tracing::error!("agent failed: {e:#}");
                     Failure::failed(e)
                 })

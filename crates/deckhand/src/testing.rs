@@ -1,5 +1,6 @@
 //! Test support: a real single-member etcd (Debian's `etcd-server`) on free
-//! loopback ports, killed when dropped, and a status document to start from.
+//! loopback ports, killed when dropped (plaintext, or mutual TLS with
+//! certificates from `deckhand-pki`), and a status document to start from.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -34,15 +35,21 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         images: Default::default(),
         checks: Vec::new(),
         voter_problems: Vec::new(),
+        certificate: None,
     }
 }
 
 /// A running etcd.
 pub struct Etcd {
-    /// Its client URL, `http://127.0.0.1:<port>`.
+    /// Its client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub url: String,
     child: Child,
     dir: tempfile::TempDir,
+    /// With TLS: the node's files as `[tls]` names them (`ca.crt`,
+    /// `node.crt`/`node.key` for 127.0.0.1, `proxy.crt`/`proxy.key`) in
+    /// the etcd's temp dir, which also holds `operator.crt`/`operator.key`
+    /// (CN `root`).
+    pub tls: Option<crate::config::TlsSettings>,
 }
 
 fn free_port() -> u16 {
@@ -61,15 +68,87 @@ impl Etcd {
             config_endpoints: vec![],
             keyspace: deckhand_model::Keyspace::new("/t"),
             settings: None,
+            tls: None,
+            tls_error: None,
         }
     }
 
     /// Starts one and waits until it answers (at most 10 s).
     pub async fn start() -> Etcd {
+        Etcd::start_with(false).await
+    }
+
+    /// [`Etcd::start`] with mutual TLS on its client and peer URLs
+    /// (`--client-cert-auth`, `--peer-client-cert-auth`), certificates
+    /// from a CA made for it.
+    pub async fn start_tls() -> Etcd {
+        Etcd::start_with(true).await
+    }
+
+    /// The operator certificate's files of a TLS etcd (`--cacert`,
+    /// `--cert`, `--key`).
+    pub fn operator_files(&self) -> crate::tls::CliFiles {
+        crate::tls::CliFiles {
+            cacert: Some(self.dir.path().join("ca.crt")),
+            cert: Some(self.dir.path().join("operator.crt")),
+            key: Some(self.dir.path().join("operator.key")),
+        }
+    }
+
+    /// The node's client material of a TLS etcd.
+    pub fn client_tls(&self) -> Option<deckhand_etcd::Tls> {
+        self.tls
+            .as_ref()
+            .map(|t| crate::tls::load_node(t).expect("test TLS files").client)
+    }
+
+    fn write_pki(dir: &std::path::Path) -> crate::config::TlsSettings {
+        let ca = deckhand_pki::Ca::create("test-ca", 30).expect("test CA");
+        let lo = "127.0.0.1".parse().expect("an address");
+        let node = ca.issue_node("t", lo, 30).expect("node cert");
+        let proxy = ca.issue_proxy("t", lo, 30).expect("proxy cert");
+        let op = ca.issue_operator("root", 30).expect("operator cert");
+        for (name, text) in [
+            ("ca.crt", ca.cert_pem()),
+            ("node.crt", &node.cert_pem),
+            ("node.key", &node.key_pem),
+            ("proxy.crt", &proxy.cert_pem),
+            ("proxy.key", &proxy.key_pem),
+            ("operator.crt", &op.cert_pem),
+            ("operator.key", &op.key_pem),
+        ] {
+            std::fs::write(dir.join(name), text).expect("write a test TLS file");
+        }
+        crate::config::TlsSettings {
+            ca_file: dir.join("ca.crt"),
+            cert_file: dir.join("node.crt"),
+            key_file: dir.join("node.key"),
+            proxy_cert_file: dir.join("proxy.crt"),
+            proxy_key_file: dir.join("proxy.key"),
+        }
+    }
+
+    async fn start_with(tls: bool) -> Etcd {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let child = Command::new("etcd")
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{}", free_port());
+        let peer = format!("{scheme}://127.0.0.1:{}", free_port());
+        let files = tls.then(|| Etcd::write_pki(dir.path()));
+        let mut cmd = Command::new("etcd");
+        if let Some(t) = &files {
+            for (flag, path) in [
+                ("--trusted-ca-file", &t.ca_file),
+                ("--cert-file", &t.cert_file),
+                ("--key-file", &t.key_file),
+                ("--peer-trusted-ca-file", &t.ca_file),
+                ("--peer-cert-file", &t.cert_file),
+                ("--peer-key-file", &t.key_file),
+            ] {
+                cmd.arg(flag).arg(path);
+            }
+            cmd.args(["--client-cert-auth", "--peer-client-cert-auth"]);
+        }
+        let child = cmd
             .args(["--name", "t", "--data-dir"])
             .arg(dir.path().join("data"))
             .args([
@@ -89,7 +168,12 @@ impl Etcd {
             .stderr(Stdio::null())
             .spawn()
             .expect("these tests need etcd (Debian's etcd-server; integration/prereqs)");
-        let etcd = Etcd { url, child, dir };
+        let etcd = Etcd {
+            url,
+            child,
+            dir,
+            tls: files,
+        };
         etcd.client().await;
         etcd
     }
@@ -102,8 +186,11 @@ impl Etcd {
     /// A client that has had an answer.
     pub async fn client(&self) -> Client {
         let eps = [self.url.clone()];
+        let tls = self.client_tls();
         for _ in 0..100 {
-            if let Ok(c) = crate::connect::first_answering(&eps, Duration::from_secs(2)).await {
+            if let Ok(c) =
+                crate::connect::first_answering(&eps, Duration::from_secs(2), tls.as_ref()).await
+            {
                 return c;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

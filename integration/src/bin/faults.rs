@@ -415,9 +415,12 @@ fn monitor(m: Shared, stop: Arc<AtomicBool>) {
 fn run(s: &Schedule) -> Result<(String, bool)> {
     let mut rep = String::new();
     let _ = harness::cluster(&["down"], Duration::from_secs(300));
-    eprintln!("[faults] integration/cluster up 5");
+    // TLS unless DECKHAND_E2E_TLS=0 (integration/test runs seed 1 in plaintext).
+    let mode = deckhand_integration::Mode::from_env();
+    eprintln!("[faults] integration/cluster up {} 5", mode.up_flag());
+    let _ = writeln!(rep, "cluster: 5 nodes, etcd hops {mode:?}");
     let st = Command::new(deckhand_integration::repo().join("integration/cluster"))
-        .args(["up", "5"])
+        .args(["up", mode.up_flag(), "5"])
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
@@ -1010,14 +1013,22 @@ fn leftovers(_m: &Shared) -> (bool, String) {
                 .collect()
         })
         .unwrap_or_default();
-    let script = format!(
-        "etcdctl --endpoints={} member list -w json",
-        if eps.is_empty() {
-            "http://172.29.77.11:2379,http://172.29.77.12:2379,http://172.29.77.13:2379".to_string()
-        } else {
-            eps.join(",")
+    let tls = match deckhand_integration::cluster_mode() {
+        Ok(deckhand_integration::Mode::Tls) => deckhand_integration::NODE_ETCDCTL_TLS,
+        Ok(deckhand_integration::Mode::Plaintext) => "",
+        Err(e) => return (false, format!("cluster mode: {e:#}")),
+    };
+    let script = if eps.is_empty() {
+        match deckhand_integration::etcdctl_at(&["172.29.77.11", "172.29.77.12", "172.29.77.13"]) {
+            Ok(c) => format!("{c} member list -w json"),
+            Err(e) => return (false, format!("{e:#}")),
         }
-    );
+    } else {
+        format!(
+            "etcdctl --endpoints={} {tls} member list -w json",
+            eps.join(",")
+        )
+    };
     let list: Value = match sh_ok("node1", &script, SHORT)
         .and_then(|o| serde_json::from_str(&o).context("member list JSON"))
     {

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use etcd_client::{Client, ConnectOptions, GetOptions};
 
-/// The client URLs the writer tries, in order (node1..node5).
-pub fn endpoints() -> Vec<String> {
+/// The client URLs the writer tries, in order (node1..node5), https on a
+/// TLS cluster.
+pub fn endpoints() -> Result<Vec<String>> {
     (1..=5)
-        .map(|k| format!("http://172.29.77.{}:2379", 10 + k))
+        .map(|k| deckhand_integration::node_url(&format!("172.29.77.{}", 10 + k), 2379))
         .collect()
 }
 
@@ -41,11 +42,17 @@ pub struct Log {
     pub last_error: [Option<String>; 5],
 }
 
-fn opts() -> ConnectOptions {
-    ConnectOptions::new()
+/// Short timeouts; on a TLS cluster the operator certificate (node
+/// addresses serve only mutual TLS).
+fn opts() -> Result<ConnectOptions> {
+    let o = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(2))
-        .with_require_leader(true)
+        .with_require_leader(true);
+    Ok(match deckhand_integration::cluster_mode()? {
+        deckhand_integration::Mode::Tls => o.with_tls(deckhand_integration::operator_tls()?),
+        deckhand_integration::Mode::Plaintext => o,
+    })
 }
 
 /// Runs the writer until `stop` is set; returns when stopped.
@@ -53,8 +60,9 @@ pub fn run(seed: u64, stop: Arc<AtomicBool>, log: Arc<Mutex<Log>>) -> Result<()>
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let eps = endpoints()?;
+    let opts = opts()?;
     rt.block_on(async move {
-        let eps = endpoints();
         let mut clients: Vec<Option<Client>> = vec![None, None, None, None, None];
         let mut cur = 0usize;
         let mut n = 1u64;
@@ -69,7 +77,7 @@ pub fn run(seed: u64, stop: Arc<AtomicBool>, log: Arc<Mutex<Log>>) -> Result<()>
                 let res = async {
                     if clients[idx].is_none() {
                         clients[idx] =
-                            Some(Client::connect([eps[idx].as_str()], Some(opts())).await?);
+                            Some(Client::connect([eps[idx].as_str()], Some(opts.clone())).await?);
                     }
                     let c = clients[idx].as_mut().expect("just set");
                     c.put(k.as_str(), v.as_str(), None).await?;
@@ -182,11 +190,12 @@ where
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let (eps, opts) = (endpoints()?, opts()?);
     rt.block_on(async {
         let mut errors = Vec::new();
-        for ep in endpoints() {
+        for ep in eps {
             let attempt = async {
-                let c = Client::connect([ep.as_str()], Some(opts())).await?;
+                let c = Client::connect([ep.as_str()], Some(opts.clone())).await?;
                 read(c).await
             };
             match tokio::time::timeout(timeout, attempt).await {

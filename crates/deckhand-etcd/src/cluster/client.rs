@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::member::{Member, members_of};
 use crate::error::{Error, Result, timed};
+use crate::tls::{self, Tls};
 
 /// HTTP/2 keep-alive ping interval on client connections. etcd 3.4 answers
 /// pings more frequent than `--grpc-keepalive-min-time` (5 s by default) with
@@ -28,6 +29,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Cluster {
     inner: Arc<RwLock<Inner>>,
     timeout: Duration,
+    pub(super) tls: Option<Tls>,
 }
 
 /// The client is bound to one endpoint at a time (`endpoints[current]`):
@@ -79,9 +81,15 @@ fn connect_options(timeout: Duration) -> ConnectOptions {
         .with_keep_alive_while_idle(false)
 }
 
-/// Builds a client for `endpoints`. etcd-client connects lazily, so this does
-/// not fail when the members are down; the first request does.
-pub(super) async fn build_client(endpoints: &[String], timeout: Duration) -> Result<Client> {
+/// Builds a client for `endpoints`: `http://` URLs in plaintext, `https://`
+/// ones with mutual TLS from `tls` ([`crate::tls::apply`]). etcd-client
+/// connects lazily, so this does not fail when the members are down; the
+/// first request does (a TLS handshake refused shows up there too).
+pub(super) async fn build_client(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&Tls>,
+) -> Result<Client> {
     let invalid = |reason: String| Error::InvalidEndpoints {
         endpoints: endpoints.to_vec(),
         reason,
@@ -89,17 +97,8 @@ pub(super) async fn build_client(endpoints: &[String], timeout: Duration) -> Res
     if endpoints.is_empty() {
         return Err(invalid("the list is empty".to_owned()));
     }
-    if let Some(bad) = endpoints.iter().find(|e| !e.starts_with("http://")) {
-        return Err(invalid(format!(
-            "{bad} is not an http:// URL (TLS is not built in)"
-        )));
-    }
-    match tokio::time::timeout(
-        timeout,
-        Client::connect(endpoints, Some(connect_options(timeout))),
-    )
-    .await
-    {
+    let opts = tls::apply(connect_options(timeout), endpoints, tls).map_err(invalid)?;
+    match tokio::time::timeout(timeout, Client::connect(endpoints, Some(opts))).await {
         Err(_) => Err(Error::Timeout {
             op: "connect",
             timeout,
@@ -110,15 +109,24 @@ pub(super) async fn build_client(endpoints: &[String], timeout: Duration) -> Res
 }
 
 impl Cluster {
-    /// Connects to the members at `endpoints` (client URLs, `http://host:port`).
+    /// Connects to the members at `endpoints` (client URLs,
+    /// `http://host:port`, or `https://host:port` with `tls`: mutual TLS
+    /// with that CA and client identity, kept for every later connection of
+    /// this `Cluster` and its clones, to other members included).
     ///
     /// `timeout` bounds connecting to an endpoint and every request made
     /// through this `Cluster`. Connecting is lazy: this fails only for an empty
-    /// or malformed list ([`Error::InvalidEndpoints`]); unreachable members
-    /// show up as [`Error::Timeout`] or [`Error::Request`] on the first request.
-    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Cluster> {
-        build_client(endpoints, timeout).await?; // validates the whole list
-        let client = build_client(&endpoints[..1], timeout).await?;
+    /// or malformed list, a list mixing `http://` and `https://`, or
+    /// `https://` without `tls` ([`Error::InvalidEndpoints`]); unreachable
+    /// members, and members refusing the TLS handshake, show up as
+    /// [`Error::Timeout`] or [`Error::Request`] on the first request.
+    pub async fn connect(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<Cluster> {
+        build_client(endpoints, timeout, tls).await?; // validates the whole list
+        let client = build_client(&endpoints[..1], timeout, tls).await?;
         Ok(Cluster {
             inner: Arc::new(RwLock::new(Inner {
                 client,
@@ -126,7 +134,13 @@ impl Cluster {
                 current: 0,
             })),
             timeout,
+            tls: tls.cloned(),
         })
+    }
+
+    /// The TLS material given to [`Cluster::connect`], if any.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
     }
 
     /// A clone of the underlying etcd client, for KV, lease and watch use.
@@ -153,7 +167,7 @@ impl Cluster {
     /// Errors: [`Error::InvalidEndpoints`] for an empty or malformed list; the
     /// old binding stays then.
     pub async fn set_endpoints(&self, endpoints: &[String]) -> Result<()> {
-        build_client(endpoints, self.timeout).await?; // validates the whole list
+        build_client(endpoints, self.timeout, self.tls()).await?; // validates the whole list
         let (old, old_client) = {
             let inner = self.read();
             (inner.endpoints[inner.current].clone(), inner.client.clone())
@@ -161,7 +175,10 @@ impl Cluster {
         // Keep the endpoint in use when it is still listed.
         let (current, client) = match endpoints.iter().position(|e| *e == old) {
             Some(i) => (i, old_client),
-            None => (0, build_client(&endpoints[..1], self.timeout).await?),
+            None => (
+                0,
+                build_client(&endpoints[..1], self.timeout, self.tls()).await?,
+            ),
         };
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         inner.client = client;
@@ -198,7 +215,7 @@ impl Cluster {
             let mut client = if attempt == 0 {
                 self.client()
             } else {
-                build_client(&endpoints[index..=index], self.timeout).await?
+                build_client(&endpoints[index..=index], self.timeout, self.tls()).await?
             };
             match timed("member_list", self.timeout, client.member_list()).await {
                 Ok(resp) => {

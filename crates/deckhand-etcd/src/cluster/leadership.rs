@@ -43,8 +43,12 @@ impl Cluster {
                 debug!(to, "member already leads");
                 return Ok(());
             }
-            let mut client =
-                build_client(std::slice::from_ref(&leader.endpoint), self.timeout()).await?;
+            let mut client = build_client(
+                std::slice::from_ref(&leader.endpoint),
+                self.timeout(),
+                self.tls(),
+            )
+            .await?;
             match timed(OP, self.timeout(), client.move_leader(to)).await {
                 Ok(_) => {
                     debug!(from = leader.member_id, to, "moved leadership");
@@ -74,7 +78,7 @@ impl Cluster {
             .flat_map(|m| m.client_urls.iter().cloned())
             .collect();
         let checked = endpoints.len();
-        let statuses = statuses(endpoints, self.timeout()).await;
+        let statuses = statuses(endpoints, self.timeout(), self.tls()).await;
         statuses
             .into_iter()
             .filter_map(|(_, s)| s.ok())

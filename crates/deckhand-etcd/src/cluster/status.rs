@@ -8,6 +8,7 @@ use tokio::task::JoinSet;
 use super::client::build_client;
 use super::{Cluster, Member};
 use crate::error::{Error, Result, timed};
+use crate::tls::Tls;
 
 /// The status one member reports about itself (etcd's `Status` RPC, what
 /// `etcdctl endpoint status` prints).
@@ -47,11 +48,17 @@ impl Cluster {
     /// `Maintenance.Status` RPC, what `etcdctl endpoint status` shows),
     /// through a client of its own bound to that endpoint only, with
     /// `timeout` for connecting and for the request. A learner answers too.
+    /// An `https://` endpoint needs `tls` (mutual TLS, see
+    /// [`Cluster::connect`]); an `http://` one is asked in plaintext.
     ///
     /// Errors: [`Error::InvalidEndpoints`], [`Error::Timeout`], [`Error::Request`].
-    pub async fn endpoint_status(endpoint: &str, timeout: Duration) -> Result<EndpointStatus> {
+    pub async fn endpoint_status(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<&Tls>,
+    ) -> Result<EndpointStatus> {
         let endpoints = [endpoint.to_owned()];
-        let mut client = build_client(&endpoints, timeout).await?;
+        let mut client = build_client(&endpoints, timeout, tls).await?;
         let resp = timed("status", timeout, client.status()).await?;
         let header = resp.header().ok_or(Error::Protocol {
             op: "status",
@@ -83,9 +90,11 @@ impl Cluster {
         let mut tasks = JoinSet::new();
         for (index, voter) in voters.iter().enumerate() {
             let urls = voter.client_urls.clone();
+            let tls = self.tls.clone();
             tasks.spawn(async move {
                 for url in urls {
-                    if let Ok(status) = Cluster::endpoint_status(&url, timeout).await {
+                    if let Ok(status) = Cluster::endpoint_status(&url, timeout, tls.as_ref()).await
+                    {
                         return (index, status.leader != 0);
                     }
                 }
@@ -111,11 +120,13 @@ impl Cluster {
 pub(super) async fn statuses(
     endpoints: Vec<String>,
     timeout: Duration,
+    tls: Option<&Tls>,
 ) -> Vec<(String, Result<EndpointStatus>)> {
     let mut tasks = JoinSet::new();
     for endpoint in endpoints {
+        let tls = tls.cloned();
         tasks.spawn(async move {
-            let status = Cluster::endpoint_status(&endpoint, timeout).await;
+            let status = Cluster::endpoint_status(&endpoint, timeout, tls.as_ref()).await;
             (endpoint, status)
         });
     }

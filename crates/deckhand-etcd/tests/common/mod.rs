@@ -1,5 +1,8 @@
 //! A cluster of real `/usr/bin/etcd` processes on 127.0.0.1 for tests: free
-//! ports, temporary data dirs, fast raft timings, killed on drop.
+//! ports, temporary data dirs, fast raft timings, killed on drop. With
+//! [`EtcdCluster::start_tls`], every member serves mutual TLS on its peer
+//! and client URLs (`https://`), with certificates from a CA of
+//! `deckhand-pki` made for the test.
 //!
 //! Each test binary includes this module; not every test uses every helper.
 #![allow(dead_code)]
@@ -10,7 +13,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use deckhand_etcd::{Cluster, EndpointStatus};
+use deckhand_etcd::{Cluster, EndpointStatus, Tls};
+use deckhand_pki::Ca;
 use tempfile::TempDir;
 
 /// The etcd binary the tests run (Debian's `etcd-server`).
@@ -60,6 +64,48 @@ pub struct EtcdCluster {
     dir: TempDir,
     token: String,
     pub nodes: Vec<Node>,
+    /// The test CA and a client identity issued by it, in TLS mode.
+    pub pki: Option<TestPki>,
+}
+
+/// A TLS cluster's CA (its certificate in `ca.crt` of the cluster's dir)
+/// and the client identity the helpers connect with (an operator
+/// certificate, CN `root`).
+pub struct TestPki {
+    pub ca: Ca,
+    pub ca_file: PathBuf,
+    pub client: Tls,
+}
+
+impl TestPki {
+    fn create(dir: &std::path::Path) -> TestPki {
+        let ca = Ca::create("deckhand-test-ca", 30).expect("test CA");
+        let ca_file = dir.join("ca.crt");
+        std::fs::write(&ca_file, ca.cert_pem()).expect("write ca.crt");
+        let op = ca.issue_operator("root", 30).expect("operator cert");
+        let client = Tls::from_pem(ca.cert_pem(), op.cert_pem, op.key_pem);
+        TestPki {
+            ca,
+            ca_file,
+            client,
+        }
+    }
+
+    /// Writes a node certificate for `name` on 127.0.0.1 as
+    /// `<dir>/<name>.crt` and `.key`; returns their paths.
+    pub fn node_files(&self, dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+        let issued = self
+            .ca
+            .issue_node(name, "127.0.0.1".parse().unwrap(), 30)
+            .expect("node cert");
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&crt, issued.cert_pem).expect("write node cert");
+        std::fs::write(&key, issued.key_pem).expect("write node key");
+        (crt, key)
+    }
 }
 
 /// Picks `n` free loopback ports (all listeners held until all are picked).
@@ -76,10 +122,25 @@ fn free_ports(n: usize) -> Vec<u16> {
 impl EtcdCluster {
     /// Starts an `n`-member cluster and waits until every member knows a leader.
     pub async fn start(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, false).await
+    }
+
+    /// [`EtcdCluster::start`] with mutual TLS on every member's peer and
+    /// client URL (`--client-cert-auth`, `--peer-client-cert-auth`).
+    pub async fn start_tls(n: usize) -> EtcdCluster {
+        EtcdCluster::start_with(n, true).await
+    }
+
+    /// The client identity of a TLS cluster (`None` in plaintext).
+    pub fn tls(&self) -> Option<&Tls> {
+        self.pki.as_ref().map(|p| &p.client)
+    }
+
+    async fn start_with(n: usize, tls: bool) -> EtcdCluster {
         init_tracing();
         let mut last = String::new();
         for _ in 0..3 {
-            let mut cluster = EtcdCluster::configure(n);
+            let mut cluster = EtcdCluster::configure(n, tls);
             for i in 0..n {
                 cluster.start_node(i);
             }
@@ -94,7 +155,7 @@ impl EtcdCluster {
         panic!("etcd cluster of {n} did not come up: {last}");
     }
 
-    fn configure(n: usize) -> EtcdCluster {
+    fn configure(n: usize, tls: bool) -> EtcdCluster {
         let dir = tempfile::Builder::new()
             .prefix("deckhand-etcd-test-")
             .tempdir()
@@ -104,10 +165,12 @@ impl EtcdCluster {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "deckhand-test".to_owned());
+        let pki = tls.then(|| TestPki::create(dir.path()));
         let mut cluster = EtcdCluster {
             dir,
             token,
             nodes: Vec::new(),
+            pki,
         };
         for _ in 0..n {
             cluster.push_node("new");
@@ -123,9 +186,13 @@ impl EtcdCluster {
         let i = self.nodes.len();
         let ports = free_ports(2);
         let name = format!("m{i}");
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        if let Some(pki) = &self.pki {
+            pki.node_files(self.dir.path(), &name);
+        }
         self.nodes.push(Node {
-            peer_url: format!("http://127.0.0.1:{}", ports[0]),
-            client_url: format!("http://127.0.0.1:{}", ports[1]),
+            peer_url: format!("{scheme}://127.0.0.1:{}", ports[0]),
+            client_url: format!("{scheme}://127.0.0.1:{}", ports[1]),
             data_dir: self.dir.path().join(format!("{name}.etcd")),
             log: self.dir.path().join(format!("{name}.log")),
             state,
@@ -179,7 +246,23 @@ impl EtcdCluster {
             .append(true)
             .open(&node.log)
             .expect("open etcd log");
-        let child = Command::new(ETCD)
+        let mut cmd = Command::new(ETCD);
+        if let Some(pki) = &self.pki {
+            let crt = self.dir.path().join(format!("{}.crt", node.name));
+            let key = self.dir.path().join(format!("{}.key", node.name));
+            for (flag, path) in [
+                ("--trusted-ca-file", &pki.ca_file),
+                ("--cert-file", &crt),
+                ("--key-file", &key),
+                ("--peer-trusted-ca-file", &pki.ca_file),
+                ("--peer-cert-file", &crt),
+                ("--peer-key-file", &key),
+            ] {
+                cmd.arg(flag).arg(path);
+            }
+            cmd.args(["--client-cert-auth", "--peer-client-cert-auth"]);
+        }
+        let child = cmd
             .args(["--name", &node.name])
             .arg("--data-dir")
             .arg(&node.data_dir)
@@ -220,7 +303,7 @@ impl EtcdCluster {
 
     /// A `Cluster` bound to every running member.
     pub async fn connect(&self) -> Cluster {
-        Cluster::connect(&self.client_urls(), TIMEOUT)
+        Cluster::connect(&self.client_urls(), TIMEOUT, self.tls())
             .await
             .expect("connect")
     }
@@ -247,7 +330,7 @@ impl EtcdCluster {
                 return Err(format!("{} exited: {status}", self.nodes[i].name));
             }
             let url = self.nodes[i].client_url.clone();
-            match Cluster::endpoint_status(&url, Duration::from_millis(500)).await {
+            match Cluster::endpoint_status(&url, Duration::from_millis(500), self.tls()).await {
                 Ok(s) if s.leader != 0 => return Ok(s),
                 other => {
                     if Instant::now() > deadline {
@@ -270,7 +353,7 @@ impl EtcdCluster {
 
     /// The leader's member id, as node `i` sees it.
     pub async fn leader_seen_by(&self, i: usize) -> u64 {
-        Cluster::endpoint_status(&self.nodes[i].client_url, TIMEOUT)
+        Cluster::endpoint_status(&self.nodes[i].client_url, TIMEOUT, self.tls())
             .await
             .map(|s| s.leader)
             .unwrap_or(0)

@@ -112,7 +112,7 @@ async fn act(
                 .filter(|u| *u != ctx.identity.client_url())
                 .collect();
             anyhow::ensure!(!others.is_empty(), "no other voter to send the removal to");
-            let via = Cluster::connect(&others, REQUEST_TIMEOUT).await?;
+            let via = Cluster::connect(&others, REQUEST_TIMEOUT, ctx.cluster.tls()).await?;
             via.member_list().await?; // settles on a member that answers
             via.remove(*id).await?;
             tracing::warn!("removed this node's member {id:x} from the cluster");

@@ -2,7 +2,10 @@
 //! proxy answers on `localhost:2379`), `docker` (the Docker daemon answers
 //! on its socket), `disk-docker` (free bytes on Docker's root dir) and
 //! `disk-etcd` (free bytes on the etcd data dir's file system), against the
-//! `[checks]` floors of the agent config.
+//! `[checks]` floors of the agent config; with TLS on, `tls-certificate`
+//! last (the node's and the proxy's certificate files, read again each
+//! round: expired, not valid yet or unreadable fails, under
+//! [`crate::tls::WARN_DAYS`] days left warns).
 //!
 //! A background task runs them every `checks.interval_seconds`, each one
 //! bounded by [`CHECK_TIMEOUT`], and publishes the outcomes on a watch
@@ -15,32 +18,43 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use deckhand_images::{Preseeder, PullOptions};
-use deckhand_model::{Check, CheckState};
+use deckhand_model::{CertificateStatus, Check, CheckState};
 use tokio::sync::watch;
 
 use super::local::{MEMBER_UNIT, PROXY_UNIT};
-use crate::config::{ChecksSettings, DockerSettings};
+use crate::config::{ChecksSettings, DockerSettings, TlsSettings};
 use crate::store::Store;
 
 /// Longest time one check may take before it fails as "no answer".
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The check names, in the order the status document lists them.
+/// The check names, in the order the status document lists them
+/// (`tls-certificate` follows with TLS on).
 pub const NAMES: [&str; 4] = ["local-etcd", "docker", "disk-docker", "disk-etcd"];
+/// The certificate check's name, after [`NAMES`] when TLS is on.
+pub const TLS_CERTIFICATE: &str = "tls-certificate";
 
 /// Starts the checks task and returns its outcomes, one [`Check`] per name
-/// of [`NAMES`] (empty until the first round is done). The task runs until
-/// every receiver is dropped.
+/// of [`NAMES`] (then [`TLS_CERTIFICATE`] with `tls`), empty until the
+/// first round is done, and the node certificate as last read (`None`
+/// without TLS, or while it cannot be read). The task runs until every
+/// receiver of the checks is dropped.
 ///
 /// `store` must be the local client's (`localhost:2379`); `docker` is the
-/// agent config's `[docker]` (its socket); `data_dir` the etcd data dir.
+/// agent config's `[docker]` (its socket); `data_dir` the etcd data dir;
+/// `tls` the agent config's `[tls]`.
 pub fn spawn(
     store: Store,
     docker: &DockerSettings,
     checks: ChecksSettings,
     data_dir: PathBuf,
-) -> watch::Receiver<Vec<Check>> {
+    tls: Option<TlsSettings>,
+) -> (
+    watch::Receiver<Vec<Check>>,
+    watch::Receiver<Option<CertificateStatus>>,
+) {
     let (tx, rx) = watch::channel(Vec::new());
+    let (cert_tx, cert_rx) = watch::channel(None);
     // A connection of its own, with a short request timeout: the preseed
     // worker's pulls may keep its own busy.
     let daemon = Preseeder::new(
@@ -56,13 +70,22 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let round = run_once(&store, &daemon, &socket, &checks, &data_dir).await;
+            let mut round = run_once(&store, &daemon, &socket, &checks, &data_dir).await;
+            if let Some(tls) = &tls {
+                let (check, cert) = tls_round(tls, super::observe::unix_now());
+                round.push(check);
+                cert_tx.send_if_modified(|old| {
+                    let changed = *old != cert;
+                    *old = cert;
+                    changed
+                });
+            }
             tx.send_if_modified(|old| {
                 if *old == round {
                     return false;
                 }
-                for (was, now) in old.iter().zip(&round) {
-                    if was != now {
+                for (i, now) in round.iter().enumerate() {
+                    if old.get(i) != Some(now) {
                         tracing::info!("check {}: {} ({})", now.name, now.state, now.detail);
                     }
                 }
@@ -74,7 +97,20 @@ pub fn spawn(
             }
         }
     });
-    rx
+    (rx, cert_rx)
+}
+
+/// The `tls-certificate` check ([`crate::tls::certificate_check`]) on the
+/// node's and the proxy's certificate files at `now_unix`, and the node
+/// certificate for the status.
+pub fn tls_round(tls: &TlsSettings, now_unix: u64) -> (Check, Option<CertificateStatus>) {
+    let read = |p: &Path| crate::tls::read_cert(p).map_err(|e| format!("{e:#}"));
+    let node = read(&tls.cert_file);
+    let proxy = read(&tls.proxy_cert_file);
+    let status = node.as_ref().ok().map(crate::tls::CertFile::status);
+    let check =
+        crate::tls::certificate_check(&[("cert_file", node), ("proxy_cert_file", proxy)], now_unix);
+    (check, status)
 }
 
 /// One round of every check, run at once.

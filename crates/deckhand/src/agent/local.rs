@@ -95,40 +95,15 @@ impl Local {
         id: Option<u64>,
         cluster_id: Option<u64>,
     ) -> Result<String> {
-        let ip_client = self.identity.client_url();
-        let listen_client = if localhost {
-            format!("{ip_client},{LOCALHOST_CLIENT_URL}")
-        } else {
-            ip_client.clone()
-        };
-        let data_dir = self.settings.data_dir.to_string_lossy().to_string();
-        let peer = self.identity.peer_url();
-        let id_hex = id.map(|i| format!("{i:x}")).unwrap_or_default();
-        let cluster_hex = cluster_id.map(|i| format!("{i:x}")).unwrap_or_default();
-        let mut vars: Vec<(&str, &str)> = vec![
-            ("ETCD_NAME", &self.identity.name),
-            ("ETCD_DATA_DIR", &data_dir),
-            ("ETCD_LISTEN_PEER_URLS", &peer),
-            ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer),
-            ("ETCD_LISTEN_CLIENT_URLS", &listen_client),
-            ("ETCD_ADVERTISE_CLIENT_URLS", &ip_client),
-            ("ETCD_INITIAL_CLUSTER", initial_cluster),
-            ("ETCD_INITIAL_CLUSTER_STATE", state),
-            (
-                "ETCD_INITIAL_CLUSTER_TOKEN",
-                &self.settings.initial_cluster_token,
-            ),
-            // A member coming back from a partition asks before it campaigns,
-            // instead of forcing an election on the healthy majority.
-            ("ETCD_PRE_VOTE", "true"),
-        ];
-        if id.is_some() {
-            vars.push(("DECKHAND_MEMBER_ID", &id_hex));
-        }
-        if cluster_id.is_some() {
-            vars.push(("DECKHAND_CLUSTER_ID", &cluster_hex));
-        }
-        Ok(render_env_file(&vars)?)
+        member_env(
+            &self.identity,
+            &self.settings,
+            initial_cluster,
+            state,
+            localhost,
+            id,
+            cluster_id,
+        )
     }
 
     fn mark_bootstrapped(&self) -> Result<()> {
@@ -207,8 +182,7 @@ impl Local {
     /// Writes the proxy environment and starts the proxy (restarts it when
     /// `restart`, so that a running proxy picks the new endpoints up).
     pub async fn start_proxy(&self, endpoints: &[String], restart: bool) -> Result<()> {
-        let joined = endpoints.join(",");
-        let env = render_env_file(&[("PROXY_ENDPOINTS", &joined)])?;
+        let env = proxy_env(&self.settings, endpoints)?;
         write_atomic(&self.proxy_env_path(), env.as_bytes(), 0o644)?;
         self.systemd.reset_failed(PROXY_UNIT).await?;
         if restart {
@@ -306,8 +280,248 @@ impl Local {
     }
 }
 
+/// The member unit's environment file (etcd reads `ETCD_<FLAG>` variables
+/// as its flags, <https://etcd.io/docs/v3.4/op-guide/configuration/>):
+/// the node's peer and client URLs (`https://` with TLS), plaintext
+/// `http://127.0.0.1:2379` beside them when `localhost`, and with TLS the
+/// server and peer certificate files with client-certificate auth on
+/// both sides. etcd serves only TLS on an `https://` listen URL, so every
+/// listener but loopback refuses plaintext. `id`/`cluster_id`: the member
+/// identity recorded for the start check.
+///
+/// # Errors
+/// A value that cannot be written to an env file (a newline in a path).
+pub fn member_env(
+    identity: &Identity,
+    settings: &Settings,
+    initial_cluster: &str,
+    state: &str,
+    localhost: bool,
+    id: Option<u64>,
+    cluster_id: Option<u64>,
+) -> Result<String> {
+    let ip_client = identity.client_url();
+    let listen_client = if localhost {
+        format!("{ip_client},{LOCALHOST_CLIENT_URL}")
+    } else {
+        ip_client.clone()
+    };
+    let data_dir = settings.data_dir.to_string_lossy().to_string();
+    let peer = identity.peer_url();
+    let id_hex = id.map(|i| format!("{i:x}")).unwrap_or_default();
+    let cluster_hex = cluster_id.map(|i| format!("{i:x}")).unwrap_or_default();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("ETCD_NAME", &identity.name),
+        ("ETCD_DATA_DIR", &data_dir),
+        ("ETCD_LISTEN_PEER_URLS", &peer),
+        ("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer),
+        ("ETCD_LISTEN_CLIENT_URLS", &listen_client),
+        ("ETCD_ADVERTISE_CLIENT_URLS", &ip_client),
+        ("ETCD_INITIAL_CLUSTER", initial_cluster),
+        ("ETCD_INITIAL_CLUSTER_STATE", state),
+        (
+            "ETCD_INITIAL_CLUSTER_TOKEN",
+            &settings.initial_cluster_token,
+        ),
+        // A member coming back from a partition asks before it campaigns,
+        // instead of forcing an election on the healthy majority.
+        ("ETCD_PRE_VOTE", "true"),
+    ];
+    let files = settings.tls.as_ref().map(|t| {
+        (
+            t.ca_file.to_string_lossy().to_string(),
+            t.cert_file.to_string_lossy().to_string(),
+            t.key_file.to_string_lossy().to_string(),
+        )
+    });
+    if let Some((ca, cert, key)) = &files {
+        // Clients on the node address: TLS, with a certificate from the CA.
+        vars.push(("ETCD_TRUSTED_CA_FILE", ca));
+        vars.push(("ETCD_CERT_FILE", cert));
+        vars.push(("ETCD_KEY_FILE", key));
+        vars.push(("ETCD_CLIENT_CERT_AUTH", "true"));
+        // Peers: the same node certificate (server and client EKU).
+        vars.push(("ETCD_PEER_TRUSTED_CA_FILE", ca));
+        vars.push(("ETCD_PEER_CERT_FILE", cert));
+        vars.push(("ETCD_PEER_KEY_FILE", key));
+        vars.push(("ETCD_PEER_CLIENT_CERT_AUTH", "true"));
+    }
+    if id.is_some() {
+        vars.push(("DECKHAND_MEMBER_ID", &id_hex));
+    }
+    if cluster_id.is_some() {
+        vars.push(("DECKHAND_CLUSTER_ID", &cluster_hex));
+    }
+    Ok(render_env_file(&vars)?)
+}
+
+/// The proxy unit's environment file: `PROXY_ENDPOINTS` (the voters'
+/// client URLs, comma-separated) and `PROXY_TLS_ARGS`, the grpc-proxy's
+/// client identity towards the members with TLS on (`--cacert=CA
+/// --cert=PROXY_CERT --key=PROXY_KEY`, the proxy certificate with its
+/// empty CN, <https://etcd.io/docs/v3.4/op-guide/grpc_proxy/>), empty
+/// without. The proxy itself listens on plaintext `127.0.0.1:2379` only.
+///
+/// # Errors
+/// A value that cannot be written to an env file, or a path with a space
+/// (the unit splits `PROXY_TLS_ARGS` on whitespace).
+pub fn proxy_env(settings: &Settings, endpoints: &[String]) -> Result<String> {
+    let joined = endpoints.join(",");
+    let args = match &settings.tls {
+        Some(t) => {
+            let paths = [&t.ca_file, &t.proxy_cert_file, &t.proxy_key_file];
+            if let Some(p) = paths
+                .iter()
+                .find(|p| p.to_string_lossy().contains(char::is_whitespace))
+            {
+                anyhow::bail!(
+                    "the TLS file path {p:?} holds whitespace; the proxy unit cannot pass it"
+                );
+            }
+            format!(
+                "--cacert={} --cert={} --key={}",
+                t.ca_file.display(),
+                t.proxy_cert_file.display(),
+                t.proxy_key_file.display()
+            )
+        }
+        None => String::new(),
+    };
+    Ok(render_env_file(&[
+        ("PROXY_ENDPOINTS", &joined),
+        ("PROXY_TLS_ARGS", &args),
+    ])?)
+}
+
 fn aside_name(path: &Path, stamp: u64) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".removed-{stamp}"));
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_fragment, validate};
+
+    fn settings(text: &str) -> Settings {
+        parse_fragment(text).and_then(validate).unwrap()
+    }
+
+    fn identity(tls: bool) -> Identity {
+        Identity {
+            id: "a".repeat(32),
+            name: "n1".into(),
+            address: "10.0.0.1".parse().unwrap(),
+            tls,
+        }
+    }
+
+    const PLAIN: &str = "[etcd]\nendpoints=[\"http://10.0.0.2:2379\"]\n";
+    const TLS: &str = "[tls]\n[etcd]\nendpoints=[\"https://10.0.0.2:2379\"]\n";
+
+    #[test]
+    fn member_env_with_tls_serves_https_on_the_node_and_plaintext_on_loopback() {
+        let s = settings(TLS);
+        let text = member_env(
+            &identity(true),
+            &s,
+            "n1=https://10.0.0.1:2380",
+            "new",
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "https://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_INITIAL_ADVERTISE_PEER_URLS"],
+            "https://10.0.0.1:2380"
+        );
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "https://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.0.1:2379");
+        for (k, want) in [
+            ("ETCD_TRUSTED_CA_FILE", "/etc/deckhand/pki/ca.crt"),
+            ("ETCD_CERT_FILE", "/etc/deckhand/pki/node.crt"),
+            ("ETCD_KEY_FILE", "/etc/deckhand/pki/node.key"),
+            ("ETCD_CLIENT_CERT_AUTH", "true"),
+            ("ETCD_PEER_TRUSTED_CA_FILE", "/etc/deckhand/pki/ca.crt"),
+            ("ETCD_PEER_CERT_FILE", "/etc/deckhand/pki/node.crt"),
+            ("ETCD_PEER_KEY_FILE", "/etc/deckhand/pki/node.key"),
+            ("ETCD_PEER_CLIENT_CERT_AUTH", "true"),
+        ] {
+            assert_eq!(v.get(k).map(String::as_str), Some(want), "{k} in {text}");
+        }
+        // The learner (no localhost listener) and the localhost check.
+        let learner = member_env(
+            &identity(true),
+            &s,
+            "x",
+            "existing",
+            false,
+            Some(0xab),
+            None,
+        )
+        .unwrap();
+        let v = parse_env_file(&learner);
+        assert_eq!(v["ETCD_LISTEN_CLIENT_URLS"], "https://10.0.0.1:2379");
+        assert_eq!(v["DECKHAND_MEMBER_ID"], "ab");
+        assert_eq!(v["ETCD_CLIENT_CERT_AUTH"], "true");
+    }
+
+    #[test]
+    fn member_env_without_tls_has_no_tls_variables() {
+        let text = member_env(
+            &identity(false),
+            &settings(PLAIN),
+            "x",
+            "new",
+            true,
+            None,
+            None,
+        )
+        .unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "http://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "http://10.0.0.1:2380");
+        assert!(
+            v.keys()
+                .all(|k| !k.contains("CERT") && !k.contains("CA_FILE")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn proxy_env_passes_the_proxy_certificate_with_tls_only() {
+        let eps = [
+            "https://10.0.0.2:2379".to_string(),
+            "https://10.0.0.3:2379".to_string(),
+        ];
+        let v = parse_env_file(&proxy_env(&settings(TLS), &eps).unwrap());
+        assert_eq!(
+            v["PROXY_ENDPOINTS"],
+            "https://10.0.0.2:2379,https://10.0.0.3:2379"
+        );
+        assert_eq!(
+            v["PROXY_TLS_ARGS"],
+            "--cacert=/etc/deckhand/pki/ca.crt --cert=/etc/deckhand/pki/proxy.crt --key=/etc/deckhand/pki/proxy.key"
+        );
+        let v =
+            parse_env_file(&proxy_env(&settings(PLAIN), &["http://10.0.0.2:2379".into()]).unwrap());
+        assert_eq!(v["PROXY_ENDPOINTS"], "http://10.0.0.2:2379");
+        assert_eq!(v["PROXY_TLS_ARGS"], "");
+        // A path with a space cannot be split right by the unit: refused.
+        let spaced = settings(
+            "[tls]\nproxy_key_file=\"/etc/deck hand/proxy.key\"\n[etcd]\nendpoints=[\"https://10.0.0.2:2379\"]\n",
+        );
+        let e = format!("{:#}", proxy_env(&spaced, &eps).unwrap_err());
+        assert!(e.contains("whitespace"), "{e}");
+    }
 }

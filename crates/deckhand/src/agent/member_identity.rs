@@ -29,7 +29,7 @@ pub async fn observe(ctx: &Context, local: &LocalView, voter_urls: &[String]) ->
     let start_refused = ctx.local.start_refused();
     let own = ctx.identity.client_url();
     let local_identity = if local.member_unit_active {
-        match Cluster::endpoint_status(&own, TIMEOUT).await {
+        match Cluster::endpoint_status(&own, TIMEOUT, ctx.cluster.tls()).await {
             Ok(st) if st.cluster_id != 0 => Some(MemberIdentity {
                 member_id: st.member_id,
                 cluster_id: st.cluster_id,
@@ -47,7 +47,7 @@ pub async fn observe(ctx: &Context, local: &LocalView, voter_urls: &[String]) ->
         candidates.sort();
         candidates.dedup();
         candidates.retain(|u| *u != own && u != LOCALHOST_CLIENT_URL);
-        member_check::cluster_identity(&candidates, TIMEOUT).await
+        member_check::cluster_identity(&candidates, TIMEOUT, ctx.cluster.tls()).await
     } else {
         None
     };

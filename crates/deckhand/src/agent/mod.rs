@@ -53,8 +53,9 @@ use self::status::{EventLog, StatusWriter};
 use self::voters::VoterWatch;
 use self::watches::{Source, Watches};
 use crate::config::Settings;
+use crate::identity::Identity;
 use crate::store::Store;
-use crate::{connect, identity, paths};
+use crate::{connect, paths};
 
 /// Longest idle wait between two iterations (also bounds watchdog pings).
 const IDLE_TICK: Duration = Duration::from_secs(5);
@@ -62,13 +63,21 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// cluster whose members boot far apart still gets its agents started.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs the agent until SIGTERM or SIGINT.
+/// Runs the agent until SIGTERM or SIGINT, as `identity`
+/// ([`crate::identity::detect`]). `tls`: the node's TLS files, checked
+/// ([`crate::tls::load_node`], [`crate::tls::check_node_identity`]), when
+/// `[tls]` is on; the cluster
+/// client then speaks mutual TLS to the members (`https://` endpoints),
+/// while keys, watches and the lease stay on plaintext `localhost:2379`.
 ///
 /// # Errors
 /// Start-up failures (no D-Bus, bad identity); the loop itself never returns
 /// an error, it reports errors in the status.
-pub async fn run(settings: Settings) -> Result<()> {
-    let identity = identity::detect(&settings).context("detecting this node's identity")?;
+pub async fn run(
+    settings: Settings,
+    identity: Identity,
+    tls: Option<crate::tls::NodeTls>,
+) -> Result<()> {
     tracing::info!(
         "deckhand agent {} starting: node {} ({}) at {}",
         env!("CARGO_PKG_VERSION"),
@@ -76,6 +85,16 @@ pub async fn run(settings: Settings) -> Result<()> {
         identity.id,
         identity.address
     );
+    if let Some(t) = &tls {
+        let now = observe::unix_now();
+        for c in [&t.node, &t.proxy] {
+            if let Err(e) = crate::tls::require_valid(c, now) {
+                tracing::error!(
+                    "{e:#}; the agent keeps running on localhost:2379 and reports it (check tls-certificate)"
+                );
+            }
+        }
+    }
     let systemd = Systemd::connect()
         .await
         .context("connecting to systemd over D-Bus (is this a systemd host?)")?;
@@ -85,9 +104,13 @@ pub async fn run(settings: Settings) -> Result<()> {
         settings: settings.clone(),
         state_dir: paths::STATE_DIR.into(),
     };
-    let cluster = Cluster::connect(&settings.endpoints, REQUEST_TIMEOUT)
-        .await
-        .context("setting up the etcd cluster client")?;
+    let cluster = Cluster::connect(
+        &settings.endpoints,
+        REQUEST_TIMEOUT,
+        tls.as_ref().map(|t| &t.client),
+    )
+    .await
+    .context("setting up the etcd cluster client")?;
     // Keys, watches and the lease go through localhost:2379, which the
     // local member or proxy serves on every node; a restart of either
     // breaks a stream for a moment, and the watches resume from their
@@ -119,11 +142,12 @@ pub async fn run(settings: Settings) -> Result<()> {
         wanted_tx,
         images_rx,
     );
-    let checks = checks::spawn(
+    let (checks, certificate) = checks::spawn(
         store.clone(),
         &settings.docker,
         settings.checks.clone(),
         settings.data_dir.clone(),
+        settings.tls.clone(),
     );
     planes.probe_docker(&settings.docker);
     let ctx = Context {
@@ -133,7 +157,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         cluster,
         store,
     };
-    let mut agent = Agent::new(ctx, planes, checks);
+    let mut agent = Agent::new(ctx, planes, checks, certificate);
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -214,6 +238,8 @@ struct Agent {
     planes_outcome: PlanesOutcome,
     /// The node checks' latest outcomes.
     checks: tokio::sync::watch::Receiver<Vec<deckhand_model::Check>>,
+    /// The node certificate as the checks last read it (TLS on).
+    certificate: tokio::sync::watch::Receiver<Option<deckhand_model::CertificateStatus>>,
     /// Voters in trouble (on the leader's agent).
     voters: VoterWatch,
 }
@@ -223,6 +249,7 @@ impl Agent {
         ctx: Context,
         planes: Planes,
         checks: tokio::sync::watch::Receiver<Vec<deckhand_model::Check>>,
+        certificate: tokio::sync::watch::Receiver<Option<deckhand_model::CertificateStatus>>,
     ) -> Agent {
         Agent {
             ctx,
@@ -240,6 +267,7 @@ impl Agent {
             planes,
             planes_outcome: PlanesOutcome::default(),
             checks,
+            certificate,
             voters: VoterWatch::default(),
         }
     }
@@ -353,6 +381,7 @@ impl Agent {
             self.ensure_role_key(&o).await;
             let voter_problems = self.voters.refresh(&self.ctx, &o).await.to_vec();
             let checks = self.checks.borrow_and_update().clone();
+            let certificate = self.certificate.borrow().clone();
             let doc = status::document(&status::Inputs {
                 identity: &self.ctx.identity,
                 failure_domain: self.ctx.settings.failure_domain.as_deref(),
@@ -365,6 +394,7 @@ impl Agent {
                 events: self.events.all(),
                 checks: &checks,
                 voter_problems: &voter_problems,
+                certificate: certificate.as_ref(),
             });
             let lease = self.lease();
             self.status.write(&self.ctx.store, doc, lease).await;

@@ -200,7 +200,7 @@ impl Observer {
                 .flat_map(|m| m.client_urls.clone()),
         );
         for ep in candidates {
-            if let Ok(st) = Cluster::endpoint_status(&ep, LEADER_TIMEOUT).await
+            if let Ok(st) = Cluster::endpoint_status(&ep, LEADER_TIMEOUT, ctx.cluster.tls()).await
                 && st.leader != 0
                 && !st.is_learner
             {

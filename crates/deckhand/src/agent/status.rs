@@ -2,7 +2,9 @@
 //! the step the planner chose and what the plane pass found — a pure
 //! function — and written on the node's lease only when it changed.
 
-use deckhand_model::{Check, EtcdMode, EtcdRole, EtcdStatus, NodeStatus, Role, VoterProblem};
+use deckhand_model::{
+    CertificateStatus, Check, EtcdMode, EtcdRole, EtcdStatus, NodeStatus, Role, VoterProblem,
+};
 use deckhand_plan::{Observation, Step};
 
 use super::desired::Desired;
@@ -38,6 +40,8 @@ pub struct Inputs<'a> {
     /// The voters in trouble, on the agent that watches them
     /// (`agent::voters`); empty on the others.
     pub voter_problems: &'a [VoterProblem],
+    /// The node certificate as last read (TLS on), for `certificate`.
+    pub certificate: Option<&'a CertificateStatus>,
 }
 
 /// The status document. `converged` holds only when the step is
@@ -107,6 +111,7 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         images: planes.images.clone(),
         checks: i.checks.to_vec(),
         voter_problems: i.voter_problems.to_vec(),
+        certificate: i.certificate.cloned(),
     }
 }
 
@@ -180,6 +185,7 @@ mod tests {
             id: "a".repeat(32),
             name: "node1".into(),
             address: "10.0.0.1".parse().unwrap(),
+            tls: false,
         }
     }
 
@@ -267,6 +273,7 @@ mod tests {
             events: &events,
             checks: &checks,
             voter_problems: &problems,
+            certificate: None,
         });
         assert!(s.converged);
         assert_eq!(s.applied, Some(role));
@@ -302,6 +309,7 @@ mod tests {
             events: &[],
             checks: &[],
             voter_problems: &[],
+            certificate: None,
         };
         let s = document(&inputs);
         assert!(!s.converged);

@@ -23,7 +23,8 @@ pub const VOTER_CHECK_EVERY: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct VoterWatch {
     last_check: Option<Instant>,
-    /// Peer URLs of the deckhand nodes (`http://<address>:2380`), as last
+    /// Peer URLs of the deckhand nodes (`http://<address>:2380`, `https://`
+    /// with TLS), as last
     /// read.
     node_peer_urls: Vec<String>,
     /// Troubles seen in the previous round. A voter is reported not
@@ -133,7 +134,7 @@ impl VoterWatch {
                     .values()
                     .filter_map(|k| k.status.as_ref())
                     .filter_map(|s| s.address.parse().ok())
-                    .map(crate::identity::peer_url_of)
+                    .map(|a| crate::identity::peer_url_of(a, ctx.identity.tls))
                     .collect();
                 let names: Vec<String> = nodes.values().map(|k| k.display_name()).collect();
                 let mut urls = self.node_peer_urls.clone();

@@ -58,7 +58,10 @@ cluster config's `upcoming` list\n\
 - disk, docker     the `disk-docker`/`disk-etcd` and `docker` checks every node reports in its status; \
 a node without a status fails\n\
 - clock            offsets between nodes: not measurable until nodes export their time (warns)\n\
-- security         the URL schemes of every etcd hop (CLI endpoints, client and peer URLs)\n\
+- security         the URL schemes of every etcd hop between hosts (CLI endpoints, client and peer \
+URLs; loopback stays plaintext by design)\n\
+- certificates     each node's TLS certificate expiry, from its status: expired fails, under 30 days \
+warns\n\
 - firewall, backups, monitoring   not built yet: each warns \"not configured\"\n\n\
 Exit status: 0 every check passed; 1 a check failed; 2 warnings only (2 is also a usage error, \
 which prints the usage instead of findings); 78 the agent config cannot be used."
@@ -131,6 +134,8 @@ pub struct Snapshot {
     pub planes: Result<PlaneConfigs, String>,
     /// The cluster config (the defaults when the key is absent).
     pub cluster: Result<ClusterConfig, String>,
+    /// When it was taken, seconds since the epoch (certificate expiry).
+    pub now_unix: u64,
 }
 
 impl Snapshot {
@@ -146,6 +151,7 @@ impl Snapshot {
             alarms: Err(e.clone()),
             planes: Err(e.clone()),
             cluster: Err(e),
+            now_unix: crate::agent::observe::unix_now(),
         }
     }
 }
@@ -286,7 +292,7 @@ pub async fn gather(target: &Target) -> Snapshot {
             let mut leader = None;
             for m in list.iter().filter(|m| health.get(&m.id) == Some(&true)) {
                 if let Some(ep) = m.client_urls.first()
-                    && let Ok(st) = Cluster::endpoint_status(ep, VOTER_TIMEOUT).await
+                    && let Ok(st) = Cluster::endpoint_status(ep, VOTER_TIMEOUT, c.tls()).await
                     && st.leader != 0
                 {
                     leader = Some(st.leader);
@@ -326,6 +332,7 @@ pub async fn gather(target: &Target) -> Snapshot {
         alarms,
         planes,
         cluster,
+        now_unix: crate::agent::observe::unix_now(),
     }
 }
 
@@ -340,6 +347,7 @@ pub fn checks(s: &Snapshot) -> Vec<Finding> {
         docker(s),
         clock(s),
         security(s),
+        certificates(s),
         firewall(s),
         backups(s),
         monitoring(s),
@@ -599,7 +607,14 @@ pub fn etcd_isolated(s: &Snapshot) -> Finding {
     let peer_urls: Vec<String> = nodes
         .iter()
         .filter_map(|n| n.status)
-        .map(|s| format!("http://{}:2380", s.address))
+        .filter_map(|s| s.address.parse().ok())
+        // A status records the address, not the scheme: both match.
+        .flat_map(|a| {
+            [
+                crate::identity::peer_url_of(a, false),
+                crate::identity::peer_url_of(a, true),
+            ]
+        })
         .collect();
     for (id, peer, trouble) in voter_troubles(members, &peer_urls) {
         // A node is also known by its name key (the member's name), as
@@ -971,8 +986,23 @@ pub fn clock(_s: &Snapshot) -> Finding {
     )
 }
 
-/// **security**: TLS on every etcd hop, from the URL schemes of the CLI's
-/// endpoints and every member's client and peer URLs.
+/// Whether a URL's host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
+fn on_loopback(url: &str) -> bool {
+    let h = host(url);
+    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// What the security finding says while etcd auth is off: with auth off etcd
+/// checks no user, so any client certificate of the CA may read and write
+/// every key (<https://etcd.io/docs/v3.4/op-guide/authentication/>).
+const NO_AUTH: &str = "etcd auth is off (per-node rights are not built yet): every certificate of this CA, each node's included, may read and write every key";
+
+/// **security**: TLS on every etcd hop between hosts, from the URL schemes
+/// of the CLI's endpoints and every member's client and peer URLs, and
+/// etcd auth. Loopback URLs (`localhost:2379`) are plaintext by design and
+/// not counted (`docs/tls.md`). Never passes yet: with TLS on every hop it
+/// warns that auth is off ([`NO_AUTH`]); with a plain URL it warns naming
+/// it; unreadable member URLs fail.
 pub fn security(s: &Snapshot) -> Finding {
     let mut urls: BTreeSet<&str> = s.endpoints.iter().map(String::as_str).collect();
     if let Ok(m) = &s.members {
@@ -981,19 +1011,31 @@ pub fn security(s: &Snapshot) -> Finding {
             urls.extend(m.peer_urls.iter().map(String::as_str));
         }
     }
+    urls.retain(|u| !on_loopback(u));
     let plain: Vec<&str> = urls
         .iter()
         .copied()
         .filter(|u| !u.starts_with("https://"))
         .collect();
     if plain.is_empty() {
-        let mut saw = format!("every etcd URL is https ({})", urls.len());
-        let mut level = CheckState::Pass;
+        let mut saw = format!(
+            "every etcd URL between hosts is https ({}); localhost:2379 stays plaintext on loopback",
+            urls.len()
+        );
         if let Err(e) = &s.members {
             saw.push_str(&format!("; the members' URLs could not be read: {e}"));
-            level = CheckState::Fail;
+            return Finding::new("security", CheckState::Fail, saw, "");
         }
-        return Finding::new("security", level, saw, "");
+        // Per-node rights need etcd auth, which deckhand does not turn on
+        // yet: until then every certificate the CA issued has the rights of
+        // etcd's root (etcd without auth checks no user).
+        saw.push_str(&format!("; {NO_AUTH}"));
+        return Finding::new(
+            "security",
+            CheckState::Warn,
+            saw,
+            "keep the CA key off the hosts and issue certificates only to hosts of this cluster; per-node rights (etcd auth) are not built yet",
+        );
     }
     Finding::new(
         "security",
@@ -1004,8 +1046,71 @@ pub fn security(s: &Snapshot) -> Finding {
             urls.len(),
             plain.iter().take(2).copied().collect::<Vec<_>>().join(", ")
         ),
-        "deckhand has no TLS for etcd yet: keep ports 2379 and 2380 on a private network",
+        "turn on mutual TLS: certificates from `deckhand pki`, a [tls] section in every agent config and https:// URLs (docs/tls.md); a running plaintext cluster cannot be switched in place yet (`deckhand tls enable` is not built): keep 2379 and 2380 on a private network meanwhile",
     )
+}
+
+/// **certificates**: each node's TLS certificate, from the `certificate`
+/// its status carries: fail when one expired, warn when one has fewer
+/// than [`crate::tls::WARN_DAYS`] days left; every node's days left said.
+/// Warns when no node reports one (TLS off, or agents older than it); a
+/// node without a status fails, as in the other node checks.
+pub fn certificates(s: &Snapshot) -> Finding {
+    let name = "certificates";
+    let nodes = match &s.nodes {
+        Ok(n) => node_list(n),
+        Err(e) => return Finding::cannot_run(name, e),
+    };
+    let renew = "renew with `deckhand pki issue --renew --node NAME --address ADDR DIR`, replace the node's files in /etc/deckhand/pki and restart its etcd unit and deckhand (docs/tls.md)";
+    let (mut fails, mut warns, mut ok, mut none) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for n in &nodes {
+        let Some(st) = n.status else {
+            fails.push(format!("{}: {}", n.name, no_status(&s.alarms)));
+            continue;
+        };
+        let Some(c) = &st.certificate else {
+            none.push(n.name.clone());
+            continue;
+        };
+        let days = c.days_left(s.now_unix);
+        if s.now_unix > c.not_after_unix {
+            fails.push(format!(
+                "{}: expired {} ({})",
+                n.name,
+                crate::tls::utc(c.not_after_unix),
+                c.common_name
+            ));
+        } else if days < crate::tls::WARN_DAYS {
+            warns.push(format!("{}: {days} d left", n.name));
+        } else {
+            ok.push(format!("{} {days} d", n.name));
+        }
+    }
+    if ok.is_empty() && fails.is_empty() && warns.is_empty() {
+        return Finding::new(
+            name,
+            CheckState::Warn,
+            "not configured: no node reports a TLS certificate".into(),
+            "turn on TLS (docs/tls.md); agents report their certificate's expiry once [tls] is on",
+        );
+    }
+    if !none.is_empty() {
+        warns.push(format!(
+            "{} report(s) no certificate (TLS off there, or an older agent)",
+            join(&none)
+        ));
+    }
+    let todo = if fails.is_empty() && warns.is_empty() {
+        ""
+    } else {
+        renew
+    };
+    let fine = if ok.is_empty() {
+        String::new()
+    } else {
+        format!("days left: {}", ok.join(", "))
+    };
+    Finding::new(name, level(&fails, &warns), saw(&fails, &warns, fine), todo)
 }
 
 /// **firewall**: a host firewall following each node's role. Not built yet.
@@ -1118,6 +1223,7 @@ mod tests {
             alarms: Ok(vec![]),
             planes: Ok(PlaneConfigs::default()),
             cluster: Ok(ClusterConfig::default()),
+            now_unix: 1000 * 86_400,
         }
     }
 
@@ -1168,6 +1274,7 @@ mod tests {
                 ("docker", Pass),
                 ("clock", Warn),
                 ("security", Warn),
+                ("certificates", Warn),
                 ("firewall", Warn),
                 ("backups", Warn),
                 ("monitoring", Warn),
@@ -1650,23 +1757,96 @@ mod tests {
     }
 
     #[test]
+    fn certificates_say_days_left_and_fail_expired() {
+        use deckhand_model::CertificateStatus;
+        let mut s = boot();
+        expect(
+            &certificates(&s),
+            CheckState::Warn,
+            &["not configured: no node reports a TLS certificate"],
+        );
+        let day = 86_400;
+        let now = s.now_unix;
+        for k in 1..=5 {
+            status_mut(&mut s, k).certificate = Some(CertificateStatus {
+                not_after_unix: now + 200 * day + 5,
+                common_name: format!("node:node{k}"),
+            });
+        }
+        expect(
+            &certificates(&s),
+            CheckState::Pass,
+            &["days left: node1 200 d, node2 200 d"],
+        );
+        status_mut(&mut s, 2)
+            .certificate
+            .as_mut()
+            .unwrap()
+            .not_after_unix = now + 10 * day;
+        expect(
+            &certificates(&s),
+            CheckState::Warn,
+            &["node2: 10 d left", "--renew"],
+        );
+        status_mut(&mut s, 3)
+            .certificate
+            .as_mut()
+            .unwrap()
+            .not_after_unix = now - 1;
+        expect(
+            &certificates(&s),
+            CheckState::Fail,
+            &["node3: expired", "node:node3", "--renew"],
+        );
+        status_mut(&mut s, 3).certificate = None;
+        status_mut(&mut s, 2).certificate = None;
+        expect(
+            &certificates(&s),
+            CheckState::Warn,
+            &["node2, node3 report(s) no certificate"],
+        );
+        kill(&mut s, 4);
+        expect(&certificates(&s), CheckState::Fail, &["node4"]);
+    }
+
+    #[test]
     fn security_looks_at_every_url() {
         let mut s = boot();
         expect(
             &security(&s),
             CheckState::Warn,
-            &["not configured: 7 of 7 etcd URLs are plain http"],
+            &[
+                "not configured: 6 of 6 etcd URLs are plain http",
+                "docs/tls.md",
+            ],
         );
-        s.endpoints = vec!["https://127.0.0.1:2379".into()];
+        // localhost:2379 is plaintext by design; a CLI endpoint on a node
+        // address counts.
+        s.endpoints = vec![
+            "http://127.0.0.1:2379".into(),
+            "http://[::1]:2379".into(),
+            "http://localhost:2379".into(),
+            "https://10.0.0.1:2379".into(),
+        ];
         for m in s.members.as_mut().unwrap() {
             m.client_urls = vec![m.client_urls[0].replace("http:", "https:")];
             m.peer_urls = vec![m.peer_urls[0].replace("http:", "https:")];
         }
         expect(
             &security(&s),
-            CheckState::Pass,
-            &["every etcd URL is https (7)"],
+            CheckState::Warn,
+            &[
+                "every etcd URL between hosts is https (6)",
+                "etcd auth is off",
+            ],
         );
+        s.endpoints.push("http://10.0.0.9:2379".into());
+        expect(
+            &security(&s),
+            CheckState::Warn,
+            &["1 of 7 etcd URLs are plain http (e.g. http://10.0.0.9:2379)"],
+        );
+        s.endpoints.pop();
         s.members = Err("no member answered".into());
         expect(
             &security(&s),

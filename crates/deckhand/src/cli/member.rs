@@ -441,9 +441,13 @@ mod tests {
         assert_eq!(e.code, crate::exit::USAGE);
         // The one member of this etcd, by id: refused even with --force,
         // and nothing changed (still listed, no lock left behind).
-        let c = Cluster::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
-            .await
-            .unwrap();
+        let c = Cluster::connect(
+            std::slice::from_ref(&etcd.url),
+            Duration::from_secs(2),
+            None,
+        )
+        .await
+        .unwrap();
         let id = c.member_list().await.unwrap()[0].id;
         let e = member(etcd.target(), remove(&format!("{id:x}"), true))
             .await

@@ -39,10 +39,24 @@ pub struct Cli {
     /// Agent config file; its directory's config.d/*.toml drop-ins are applied after it.
     #[arg(long, global = true, default_value = paths::CONFIG_FILE, env = "DECKHAND_CONFIG")]
     pub config: PathBuf,
-    /// etcd client URLs for the CLI (comma-separated). Default: http://127.0.0.1:2379,
-    /// then the config's endpoints; the first that answers is used.
+    /// etcd client URLs for the CLI (comma-separated), else DECKHAND_ENDPOINTS,
+    /// else ETCDCTL_ENDPOINTS. Default: http://127.0.0.1:2379, then the
+    /// config's endpoints; the first that answers is used. https:// URLs
+    /// need --cacert, --cert and --key (or the agent config's [tls] files).
     #[arg(long, global = true, value_delimiter = ',', env = "DECKHAND_ENDPOINTS")]
     pub endpoints: Vec<String>,
+    /// CA certificate (PEM) that signed the members' certificates, for
+    /// https:// endpoints. Else ETCDCTL_CACERT, else the config's tls.ca_file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for https:// endpoints, e.g. an operator's
+    /// (`deckhand pki issue --operator`). Else ETCDCTL_CERT, else the
+    /// config's tls.cert_file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Key (PEM) of --cert. Else ETCDCTL_KEY, else the config's tls.key_file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Key prefix for the CLI. Default: the config's, else /deckhand.
     #[arg(long, global = true, env = "DECKHAND_PREFIX")]
     pub prefix: Option<String>,

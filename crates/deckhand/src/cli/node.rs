@@ -97,9 +97,13 @@ mod tests {
         let forget = |n: &str| NodeCommand::Forget { node: n.into() };
         let mut kv = etcd.client().await;
         // The test etcd's one member is named "t".
-        let c = Cluster::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
-            .await
-            .unwrap();
+        let c = Cluster::connect(
+            std::slice::from_ref(&etcd.url),
+            Duration::from_secs(2),
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(c.member_list().await.unwrap()[0].name, "t");
         let (dead, live, member) = ("d".repeat(32), "e".repeat(32), "f".repeat(32));
         kv.put(format!("/t/nodes/{dead}/name"), "gone", None)

@@ -31,7 +31,12 @@ impl Session {
     /// # Errors
     /// No endpoint answered: each one's reason in few words.
     pub async fn connect(target: Target) -> Result<Session> {
-        let client = connect::first_answering(&target.endpoints, CONNECT_TIMEOUT).await?;
+        let client = connect::first_answering(&target.endpoints, CONNECT_TIMEOUT, target.tls())
+            .await
+            .map_err(|e| match &target.tls_error {
+                Some(why) => e.context(why.clone()),
+                None => e,
+            })?;
         Ok(Session {
             store: Store::new(client, target.keyspace.clone(), CLI_REQUEST_TIMEOUT),
             target,
@@ -42,7 +47,10 @@ impl Session {
     /// while the local member or proxy restarts); keeps the old client
     /// when none answers.
     pub async fn reconnect(&mut self) {
-        if let Ok(c) = connect::first_answering(&self.target.endpoints, CONNECT_TIMEOUT).await {
+        if let Ok(c) =
+            connect::first_answering(&self.target.endpoints, CONNECT_TIMEOUT, self.target.tls())
+                .await
+        {
             self.store.set_client(c);
         }
     }
@@ -62,19 +70,22 @@ impl Session {
         &self,
         nodes: &BTreeMap<String, NodeKeys>,
     ) -> Result<(Cluster, Vec<Member>)> {
+        let t = &self.target;
+        // The statuses record addresses: https:// when this command has
+        // TLS material, as the members then serve TLS on them.
         let reported: Vec<String> = nodes
             .values()
             .filter_map(|k| k.status.as_ref())
             .filter(|s| s.etcd.mode == EtcdMode::Member)
-            .map(|s| format!("http://{}:2379", s.address))
+            .filter_map(|s| s.address.parse().ok())
+            .map(|a| crate::identity::client_url_of(a, t.tls().is_some()))
             .collect();
-        let t = &self.target;
         let mut tried = Vec::new();
         for eps in [&reported, &t.config_endpoints, &t.cli_endpoints] {
             if eps.is_empty() {
                 continue;
             }
-            match Cluster::connect(eps, MEMBER_LIST_TIMEOUT).await {
+            match Cluster::connect(eps, MEMBER_LIST_TIMEOUT, t.tls()).await {
                 Ok(c) => match c.member_list().await {
                     // A grpc-proxy answers with itself: member id 0, no peer URLs.
                     Ok(list) if list.iter().any(|m| m.id == 0) => tried.push(format!(

@@ -126,6 +126,12 @@ struct NodeJson {
     /// The voters this node's agent reports in trouble (only the leader's
     /// agent watches them).
     voter_problems: Vec<deckhand_model::VoterProblem>,
+    /// The node's TLS certificate as its agent reports it; `None` without
+    /// TLS (or from an older agent).
+    certificate: Option<deckhand_model::CertificateStatus>,
+    /// Whole days left on `certificate` by this host's clock; negative
+    /// once expired.
+    certificate_days_left: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,7 +157,7 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
         .await
         .map(|(_, list)| list)
         .unwrap_or_default();
-    let (health, leader) = voter_statuses(&members).await;
+    let (health, leader) = voter_statuses(&members, session.target.tls()).await;
     let alarms = session.store.alarms().await.map_err(|e| format!("{e:#}"));
     let live = Live {
         members: &members,
@@ -172,13 +178,19 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
 /// Every voter's `Status`, asked at once (2 s each): `(member id,
 /// healthy)` for each voter (healthy: it answered and knows a leader), and
 /// the leader's member id as the first answer names it.
-async fn voter_statuses(members: &[Member]) -> (Vec<(u64, bool)>, Option<u64>) {
+async fn voter_statuses(
+    members: &[Member],
+    tls: Option<&deckhand_etcd::Tls>,
+) -> (Vec<(u64, bool)>, Option<u64>) {
     let mut tasks = JoinSet::new();
     for m in members.iter().filter(|m| !m.is_learner) {
         let (id, urls) = (m.id, m.client_urls.clone());
+        let tls = tls.cloned();
         tasks.spawn(async move {
             for url in urls {
-                if let Ok(st) = Cluster::endpoint_status(&url, Duration::from_secs(2)).await {
+                if let Ok(st) =
+                    Cluster::endpoint_status(&url, Duration::from_secs(2), tls.as_ref()).await
+                {
                     return (id, st.leader);
                 }
             }
@@ -243,7 +255,7 @@ pub fn report(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> StatusJson
             .collect(),
         nodes: nodes
             .iter()
-            .map(|(id, k)| node_json(id, k, nospace))
+            .map(|(id, k)| node_json(id, k, nospace, live.now))
             .collect(),
         cluster: cluster_json(nodes, live),
     };
@@ -266,7 +278,13 @@ fn cluster_json(nodes: &BTreeMap<String, NodeKeys>, live: &Live<'_>) -> ClusterJ
     let node_urls: Vec<String> = statuses
         .iter()
         .filter_map(|s| s.address.parse().ok())
-        .map(crate::identity::peer_url_of)
+        // The status records the address, not the scheme: both match.
+        .flat_map(|a| {
+            [
+                crate::identity::peer_url_of(a, false),
+                crate::identity::peer_url_of(a, true),
+            ]
+        })
         .collect();
     // A node whose status is missing (e.g. it cannot write it under
     // NOSPACE) still has its name key: a voter of that name has a node.
@@ -365,7 +383,7 @@ fn how_long(secs: u64) -> String {
     }
 }
 
-fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
+fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
     match &k.status {
         Some(s) => NodeJson {
             id: id.to_string(),
@@ -388,6 +406,8 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             images: s.images.clone(),
             checks: s.checks.clone(),
             voter_problems: s.voter_problems.clone(),
+            certificate: s.certificate.clone(),
+            certificate_days_left: s.certificate.as_ref().map(|c| c.days_left(now)),
         },
         None => NodeJson {
             id: id.to_string(),
@@ -418,6 +438,8 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool) -> NodeJson {
             images: ImagesStatus::default(),
             checks: Vec::new(),
             voter_problems: Vec::new(),
+            certificate: None,
+            certificate_days_left: None,
         },
     }
 }
@@ -434,7 +456,7 @@ pub fn table(s: &StatusJson) -> String {
     );
     out.push_str(&cluster_lines(&s.cluster));
     let nospace = s.cluster.alarms.iter().any(|a| a.alarm == "NOSPACE");
-    let rows: Vec<[String; 12]> = s
+    let rows: Vec<[String; 13]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -475,6 +497,7 @@ pub fn table(s: &StatusJson) -> String {
                 },
                 images_cell(&n.images),
                 checks_cell(n.alive, &n.checks),
+                cert_cell(n.certificate_days_left),
                 n.version.clone().unwrap_or_else(|| "-".into()),
                 note,
             ]
@@ -491,6 +514,7 @@ pub fn table(s: &StatusJson) -> String {
         "CONVERGED",
         "IMAGES",
         "CHECKS",
+        "CERT",
         "VERSION",
         "NOTE",
     ];
@@ -541,6 +565,16 @@ fn cluster_lines(c: &ClusterJson) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The node certificate's days left (`312d`), `EXPIRED`, or `-` without
+/// TLS.
+fn cert_cell(days: Option<i64>) -> String {
+    match days {
+        None => "-".into(),
+        Some(d) if d < 0 => "EXPIRED".into(),
+        Some(d) => format!("{d}d"),
+    }
 }
 
 /// "ok", or the failing checks' names (warnings as `name(warn)`); "-"
@@ -746,6 +780,47 @@ mod tests {
             state,
             detail: String::new(),
         }
+    }
+
+    #[test]
+    fn cert_column_shows_days_left() {
+        let mut nodes = BTreeMap::new();
+        let day = 86_400;
+        let cert = |after: u64| {
+            Some(deckhand_model::CertificateStatus {
+                not_after_unix: after,
+                common_name: "node:x".into(),
+            })
+        };
+        let mut a = alive("node1", "0.1.0", true);
+        a.status.as_mut().unwrap().certificate = cert(100 * day + 300 * day + 7);
+        let mut b = alive("node2", "0.1.0", false);
+        b.status.as_mut().unwrap().certificate = cert(100 * day - 1);
+        nodes.insert("a".repeat(32), a);
+        nodes.insert("b".repeat(32), b);
+        nodes.insert("c".repeat(32), alive("node3", "0.1.0", false));
+        let members = [member(1, "node1", false)];
+        let live = Live {
+            members: &members,
+            leader: Some(1),
+            health: &[(1, true)],
+            alarms: Ok(vec![]),
+            now: 100 * day,
+        };
+        let r = report(&nodes, &live);
+        let t = table(&r);
+        let header = t.lines().find(|l| l.starts_with("NODE")).unwrap();
+        let col = header.find("CERT").unwrap();
+        let cell = |node: &str| {
+            let line = t.lines().find(|l| l.starts_with(node)).unwrap();
+            line[col..].split_whitespace().next().unwrap().to_string()
+        };
+        assert_eq!(cell("node1"), "300d", "{t}");
+        assert_eq!(cell("node2"), "EXPIRED", "{t}");
+        assert_eq!(cell("node3"), "-", "{t}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["nodes"][0]["certificate_days_left"], 300);
+        assert_eq!(json["nodes"][0]["certificate"]["common_name"], "node:x");
     }
 
     #[test]

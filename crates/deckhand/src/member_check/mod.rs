@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
-use deckhand_etcd::Cluster;
+use deckhand_etcd::{Cluster, Tls};
 use deckhand_plan::identity::{ClusterIdentity, RecordedIdentity, StartVerdict, start_verdict};
 use deckhand_systemd::{parse_env_file, write_atomic};
 use tokio::task::JoinSet;
@@ -68,12 +68,18 @@ pub fn recorded_identity(vars: &BTreeMap<String, String>) -> RecordedIdentity {
 /// The cluster as the members at `endpoints` report it: each is asked for
 /// its status at once (`timeout` each); the cluster id most of the voters
 /// that answered report (none on a tie), and the member list from one of
-/// them. `None` when no voter answered (or the answers tie).
-pub async fn cluster_identity(endpoints: &[String], timeout: Duration) -> Option<ClusterIdentity> {
+/// them. `None` when no voter answered (or the answers tie). `https://`
+/// endpoints are asked with `tls` (mutual TLS).
+pub async fn cluster_identity(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<&Tls>,
+) -> Option<ClusterIdentity> {
     let mut tasks = JoinSet::new();
     for ep in endpoints.iter().cloned() {
+        let tls = tls.cloned();
         tasks.spawn(async move {
-            let st = Cluster::endpoint_status(&ep, timeout).await;
+            let st = Cluster::endpoint_status(&ep, timeout, tls.as_ref()).await;
             (ep, st)
         });
     }
@@ -99,7 +105,7 @@ pub async fn cluster_identity(endpoints: &[String], timeout: Duration) -> Option
     }
     answers.sort();
     for (ep, _) in answers.iter().filter(|(_, id)| *id == cluster_id) {
-        let Ok(c) = Cluster::connect(std::slice::from_ref(ep), timeout).await else {
+        let Ok(c) = Cluster::connect(std::slice::from_ref(ep), timeout, tls).await else {
             continue;
         };
         if let Ok(members) = c.member_list().await {
@@ -132,6 +138,26 @@ fn voter_candidates(config_path: &Path, own: &[String]) -> Vec<String> {
     out.dedup();
     out.retain(|u| u != LOCALHOST_CLIENT_URL && !own.contains(u));
     out
+}
+
+/// The start check's TLS client material: the member's own files from its
+/// environment (`ETCD_TRUSTED_CA_FILE`, `ETCD_CERT_FILE`, `ETCD_KEY_FILE`,
+/// which the agent writes with `[tls]` on and which user `etcd` can read),
+/// so the check asks the voters as the member itself would. `None`
+/// without them (a plaintext member).
+///
+/// # Errors
+/// The files fail their checks ([`crate::tls::load_pair`]).
+pub fn env_tls(vars: &BTreeMap<String, String>) -> anyhow::Result<Option<Tls>> {
+    let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (
+        get("ETCD_TRUSTED_CA_FILE"),
+        get("ETCD_CERT_FILE"),
+        get("ETCD_KEY_FILE"),
+    ) {
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(crate::tls::load_pair(&ca, &cert, &key)?.0)),
+        _ => Ok(None),
+    }
 }
 
 fn split_urls(v: Option<&String>) -> Vec<String> {
@@ -177,9 +203,16 @@ pub async fn run(config_path: &Path, args: CheckMemberArgs) -> Result<(), Failur
         let live = match wal {
             Some(_) => {
                 let candidates = voter_candidates(config_path, &own);
+                let tls = match env_tls(&vars) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        say(&format!("warning: {e:#}; asking the voters without TLS"));
+                        None
+                    }
+                };
                 tokio::time::timeout(
                     VOTER_TIMEOUT * 3,
-                    cluster_identity(&candidates, VOTER_TIMEOUT),
+                    cluster_identity(&candidates, VOTER_TIMEOUT, tls.as_ref()),
                 )
                 .await
                 .ok()
@@ -235,21 +268,49 @@ mod tests {
         let (a, b) = (Etcd::start().await, Etcd::start().await);
         let a_id = a.client().await.status().await.unwrap();
         let a_id = a_id.header().unwrap().cluster_id();
-        let got = cluster_identity(std::slice::from_ref(&a.url), VOTER_TIMEOUT)
+        let got = cluster_identity(std::slice::from_ref(&a.url), VOTER_TIMEOUT, None)
             .await
             .unwrap();
         assert_eq!(got.cluster_id, a_id);
         assert_eq!(got.members.len(), 1);
         // Two clusters, one voter each: no majority, no answer.
         assert_eq!(
-            cluster_identity(&[a.url.clone(), b.url.clone()], VOTER_TIMEOUT).await,
+            cluster_identity(&[a.url.clone(), b.url.clone()], VOTER_TIMEOUT, None).await,
             None
         );
         // A voter that does not answer counts for nothing.
         let dead = "http://127.0.0.1:9".to_string();
-        let got = cluster_identity(&[dead.clone(), a.url.clone()], VOTER_TIMEOUT).await;
+        let got = cluster_identity(&[dead.clone(), a.url.clone()], VOTER_TIMEOUT, None).await;
         assert_eq!(got.map(|c| c.cluster_id), Some(a_id));
-        assert_eq!(cluster_identity(&[dead], VOTER_TIMEOUT).await, None);
+        assert_eq!(cluster_identity(&[dead], VOTER_TIMEOUT, None).await, None);
+    }
+
+    #[tokio::test]
+    async fn the_start_check_asks_the_voters_over_tls_with_the_members_files() {
+        let etcd = Etcd::start_tls().await;
+        let t = etcd.tls.clone().unwrap();
+        let vars: BTreeMap<String, String> = [
+            ("ETCD_TRUSTED_CA_FILE", &t.ca_file),
+            ("ETCD_CERT_FILE", &t.cert_file),
+            ("ETCD_KEY_FILE", &t.key_file),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
+        .collect();
+        let tls = env_tls(&vars).unwrap().expect("TLS from the member env");
+        let eps = std::slice::from_ref(&etcd.url);
+        let got = cluster_identity(eps, VOTER_TIMEOUT, Some(&tls))
+            .await
+            .expect("the voter answers over TLS");
+        assert_eq!(got.members.len(), 1);
+        assert!(got.members[0].1[0].starts_with("https://"), "{got:?}");
+        // Without the member's files the TLS voter cannot be asked.
+        assert_eq!(cluster_identity(eps, VOTER_TIMEOUT, None).await, None);
+        // A plaintext member's env has none; a broken file is an error.
+        assert_eq!(env_tls(&BTreeMap::new()).unwrap(), None);
+        let mut bad = vars.clone();
+        bad.insert("ETCD_KEY_FILE".into(), "/nonexistent/node.key".into());
+        assert!(format!("{:#}", env_tls(&bad).unwrap_err()).contains("/nonexistent/node.key"));
     }
 
     #[test]

@@ -151,7 +151,18 @@ pub async fn run(
                 eps.extend(settings.iter().flat_map(|s| s.endpoints.iter().cloned()));
             }
             let ks = Keyspace::new(&prefix);
-            let read = async { from_etcd(&eps, &ks, &identity::machine_id()?).await };
+            // The node's own TLS files, for https:// endpoints (localhost
+            // is tried first, in plaintext).
+            let tls = settings
+                .as_ref()
+                .and_then(|s| s.tls.as_ref())
+                .and_then(|t| {
+                    crate::tls::CliFiles::default()
+                        .load(Some(t), crate::agent::observe::unix_now())
+                        .map_err(|e| eprintln!("deckhand preseed: warning: {e:#}"))
+                        .ok()
+                });
+            let read = async { from_etcd(&eps, &ks, &identity::machine_id()?, tls.as_ref()).await };
             match tokio::time::timeout(ETCD_TIMEOUT, read).await {
                 Ok(r) => r,
                 Err(_) => Err(anyhow!(
@@ -236,8 +247,9 @@ async fn from_etcd(
     endpoints: &[String],
     ks: &Keyspace,
     id: &str,
+    tls: Option<&deckhand_etcd::Tls>,
 ) -> Result<(BTreeSet<ImageRef>, usize)> {
-    let client = connect::first_answering(endpoints, Duration::from_secs(2)).await?;
+    let client = connect::first_answering(endpoints, Duration::from_secs(2), tls).await?;
     let store = Store::new(client, ks.clone(), connect::CLI_REQUEST_TIMEOUT);
     let planes = store.role(id).await?.map(|r| r.planes).unwrap_or_default();
     let cluster = match store.cluster_config().await {
@@ -298,7 +310,7 @@ mod tests {
         ] {
             c.put(k, v, None).await.unwrap();
         }
-        let (wanted, concurrency) = from_etcd(&eps, &ks, id).await.unwrap();
+        let (wanted, concurrency) = from_etcd(&eps, &ks, id, None).await.unwrap();
         let names: Vec<&str> = wanted.iter().map(ImageRef::as_str).collect();
         assert_eq!(
             names,
@@ -310,7 +322,7 @@ mod tests {
         );
         assert_eq!(concurrency, 5);
         // A node without a role key wants the upcoming images only.
-        let (wanted, _) = from_etcd(&eps, &ks, &"f".repeat(32)).await.unwrap();
+        let (wanted, _) = from_etcd(&eps, &ks, &"f".repeat(32), None).await.unwrap();
         assert_eq!(wanted.len(), 1);
     }
 }
