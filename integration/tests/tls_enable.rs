@@ -88,7 +88,10 @@ fn probe_figures(n: &str) -> Result<usize> {
         attempts.len()
     );
     ensure!(oks >= 5, "{n}: the probe made progress ({oks})");
-    ensure!(fails == 0, "{n}: localhost:2379 refused writes for over 10 s");
+    ensure!(
+        fails == 0,
+        "{n}: localhost:2379 refused writes for over 10 s"
+    );
     Ok(oks)
 }
 
@@ -105,8 +108,11 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
         "not a plaintext cluster: {before}"
     );
     for n in NODES {
-        sh_ok(n, "test -r /etc/deckhand/pki/node.crt && test -r /etc/deckhand/pki/node.key")
-            .with_context(|| format!("{n} has no certificates in /etc/deckhand/pki"))?;
+        sh_ok(
+            n,
+            "test -r /etc/deckhand/pki/node.crt && test -r /etc/deckhand/pki/node.key",
+        )
+        .with_context(|| format!("{n} has no certificates in /etc/deckhand/pki"))?;
     }
     let mut puts = String::new();
     for i in 0..KEYS {
@@ -144,7 +150,10 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
         .collect::<Result<_>>()?;
 
     // Every member's peer and client URLs are https://.
-    let ml = sh_ok("node2", &format!("{} member list -w json", etcdctl_tls(&MEMBER_IPS)))?;
+    let ml = sh_ok(
+        "node2",
+        &format!("{} member list -w json", etcdctl_tls(&MEMBER_IPS)),
+    )?;
     let ml: Value = serde_json::from_str(&ml).context("member list JSON")?;
     let members = ml["members"].as_array().context("members")?;
     ensure!(members.len() == 3, "member list: {ml:#}");
@@ -152,7 +161,10 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
         for k in ["peerURLs", "clientURLs"] {
             let urls = m[k].as_array().with_context(|| format!("{k} in {m}"))?;
             ensure!(
-                !urls.is_empty() && urls.iter().all(|u| u.as_str().is_some_and(|u| u.starts_with("https://"))),
+                !urls.is_empty()
+                    && urls
+                        .iter()
+                        .all(|u| u.as_str().is_some_and(|u| u.starts_with("https://"))),
                 "{} {k}: {urls:?}",
                 m["name"]
             );
@@ -165,7 +177,11 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
             let (_, out, err) = host(&format!(
                 "curl -sS -m 5 -o - -w 'HTTP %{{http_code}}' http://{ip}:{port}/{path}; echo \" exit $?\""
             ))?;
-            println!("plaintext http://{ip}:{port}/{path}: {} {}", out.trim(), err.trim());
+            println!(
+                "plaintext http://{ip}:{port}/{path}: {} {}",
+                out.trim(),
+                err.trim()
+            );
             ensure!(
                 out.contains("HTTP 000") && !out.contains("exit 0") && !out.contains("etcd"),
                 "http://{ip}:{port}/{path} answered in plaintext: {out} {err}"
@@ -178,8 +194,14 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
             ),
         )?;
         ensure!(!ok, "plaintext gRPC to {ip}:2379 was served: {out} {err}");
-        let health = sh_ok("node4", &format!("{} endpoint health -w json", etcdctl_tls(&[ip])))?;
-        ensure!(health.contains("\"health\":true"), "{ip} over TLS: {health}");
+        let health = sh_ok(
+            "node4",
+            &format!("{} endpoint health -w json", etcdctl_tls(&[ip])),
+        )?;
+        ensure!(
+            health.contains("\"health\":true"),
+            "{ip} over TLS: {health}"
+        );
     }
     // localhost:2379 still plaintext, on members and proxies alike; the
     // keys written before are all there.
@@ -216,17 +238,21 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
             .then_some(st))
     })?;
     ensure!(
-        st["members"]
-            .as_array()
-            .is_some_and(|m| m.len() == 3),
+        st["members"].as_array().is_some_and(|m| m.len() == 3),
         "status members: {st:#}"
     );
     // Run again: nothing to do.
     let t = Instant::now();
     let (ok, out, err) = sh("node3", "deckhand tls enable 2>&1")?;
-    println!("second run ({:.1} s): {out}{err}", t.elapsed().as_secs_f64());
+    println!(
+        "second run ({:.1} s): {out}{err}",
+        t.elapsed().as_secs_f64()
+    );
     ensure!(ok && out.contains("TLS is on"), "second run: {out} {err}");
-    ensure!(!out.contains("stage"), "the second run changed something: {out}");
+    ensure!(
+        !out.contains("stage"),
+        "the second run changed something: {out}"
+    );
     let _ = cluster(&["down"]);
     Ok(())
 }

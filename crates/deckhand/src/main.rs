@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use deckhand::cli::{Cli, Command, cluster, doctor, member, node, pki, plane, role, status, tls as tls_cli};
+use deckhand::cli::{
+    Cli, Command, cluster, doctor, member, node, pki, plane, role, status, tls as tls_cli,
+};
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, member_check, preseed, tls, tls_enable};
 
@@ -91,10 +93,12 @@ fn main() -> ExitCode {
                         },
                     )?;
                 }
-                agent::run(settings, identity, node_tls, stage, config_tls).await.map_err(|e| {
-                    tracing::error!("agent failed: {e:#}");
-                    Failure::failed(e)
-                })
+                agent::run(settings, identity, node_tls, stage, config_tls)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!("agent failed: {e:#}");
+                        Failure::failed(e)
+                    })
             }
             Command::Pki(cmd) => pki::pki(cmd),
             Command::Tls(cmd) => tls_cli::tls(target()?, cmd).await,

@@ -289,7 +289,12 @@ pub const MIN_VOTERS: usize = 3;
 /// Never more than one node is between its key's stage and its applied
 /// stage, and nothing that restarts a member is chosen unless every voter
 /// is healthy.
-pub fn next(rollout: &Rollout, nodes: &[NodeView], voters: &[VoterView], learners: usize) -> Action {
+pub fn next(
+    rollout: &Rollout,
+    nodes: &[NodeView],
+    voters: &[VoterView],
+    learners: usize,
+) -> Action {
     let all_https = !voters.is_empty() && voters.iter().all(|v| v.peer_https && v.client_https);
     if rollout.done && all_https && nodes.iter().all(|n| !n.alive || n.applied == Stage::Https) {
         return Action::Finished;
@@ -333,20 +338,24 @@ pub fn next(rollout: &Rollout, nodes: &[NodeView], voters: &[VoterView], learner
         }
     }
     let alive: Vec<&NodeView> = nodes.iter().filter(|n| n.alive).collect();
-    if let Some(n) = alive.iter().find(|n| n.certificate_problem.is_some()) {
-        if n.applied < Stage::Https {
-            return Action::Refuse(format!(
-                "{}: {}; install its certificates (`deckhand pki issue --node {} --address ADDR DIR`, docs/pki.md) and run again",
-                n.name,
-                n.certificate_problem.as_deref().unwrap_or_default(),
-                n.name
-            ));
-        }
+    if let Some(n) = alive
+        .iter()
+        .find(|n| n.certificate_problem.is_some() && n.applied < Stage::Https)
+    {
+        return Action::Refuse(format!(
+            "{}: {}; install its certificates (`deckhand pki issue --node {} --address ADDR DIR`, docs/pki.md) and run again",
+            n.name,
+            n.certificate_problem.as_deref().unwrap_or_default(),
+            n.name
+        ));
     }
     // Phase 1: every live node takes the certificate files, members first.
     let mut order: Vec<&&NodeView> = alive.iter().collect();
     order.sort_by_key(|n| (n.member.is_none(), n.name.clone()));
-    if let Some(n) = order.iter().find(|n| rollout.stage_of(&n.id) < Stage::Certs) {
+    if let Some(n) = order
+        .iter()
+        .find(|n| rollout.stage_of(&n.id) < Stage::Certs)
+    {
         return Action::SetStage {
             node: n.id.clone(),
             name: n.name.clone(),
@@ -354,7 +363,11 @@ pub fn next(rollout: &Rollout, nodes: &[NodeView], voters: &[VoterView], learner
         };
     }
     // Phase 2: member by member, its peer URL, then its listeners.
-    let mut members: Vec<&&NodeView> = order.iter().filter(|n| n.member.is_some()).copied().collect();
+    let mut members: Vec<&&NodeView> = order
+        .iter()
+        .filter(|n| n.member.is_some())
+        .copied()
+        .collect();
     members.sort_by_key(|n| n.name.clone());
     for n in &members {
         let Some(v) = voters.iter().find(|v| Some(v.id) == n.member) else {
@@ -385,7 +398,10 @@ pub fn next(rollout: &Rollout, nodes: &[NodeView], voters: &[VoterView], learner
         return Action::Wait(format!("voter {} is not all https:// yet", v.name));
     }
     // Phase 3: the other nodes (proxies).
-    if let Some(n) = order.iter().find(|n| rollout.stage_of(&n.id) < Stage::Https) {
+    if let Some(n) = order
+        .iter()
+        .find(|n| rollout.stage_of(&n.id) < Stage::Https)
+    {
         return Action::SetStage {
             node: n.id.clone(),
             name: n.name.clone(),
@@ -460,7 +476,11 @@ mod tests {
                     self.restarting.push(node.clone());
                 }
                 Action::UpdatePeerUrl { member, .. } => {
-                    self.voters.iter_mut().find(|v| v.id == *member).unwrap().peer_https = true;
+                    self.voters
+                        .iter_mut()
+                        .find(|v| v.id == *member)
+                        .unwrap()
+                        .peer_https = true;
                 }
                 Action::MarkDone => self.rollout.done = true,
                 Action::Wait(_) | Action::Refuse(_) | Action::Finished => {}
@@ -518,9 +538,13 @@ mod tests {
             .iter()
             .position(|a| matches!(a, Action::UpdatePeerUrl { .. }))
             .unwrap();
-        assert!(actions[..first_update].iter().all(
-            |a| matches!(a, Action::SetStage { stage: Stage::Certs, .. })
-        ));
+        assert!(actions[..first_update].iter().all(|a| matches!(
+            a,
+            Action::SetStage {
+                stage: Stage::Certs,
+                ..
+            }
+        )));
         // A member's peer URL changes right before its own https restart.
         for (i, a) in actions.iter().enumerate() {
             if let Action::UpdatePeerUrl { name, .. } = a {
@@ -541,10 +565,14 @@ mod tests {
         let s = Sim::new(2, 1);
         assert!(matches!(s.next(), Action::Refuse(r) if r.contains("quorum")));
         let mut s = Sim::new(3, 0);
-        assert!(matches!(next(&s.rollout, &s.nodes, &s.voters, 1), Action::Wait(w) if w.contains("learner")));
+        assert!(
+            matches!(next(&s.rollout, &s.nodes, &s.voters, 1), Action::Wait(w) if w.contains("learner"))
+        );
         // A node without a usable certificate: refused, naming it.
         s.nodes[1].certificate_problem = Some("reports no certificate".into());
-        assert!(matches!(s.next(), Action::Refuse(r) if r.contains("node2") && r.contains("pki issue")));
+        assert!(
+            matches!(s.next(), Action::Refuse(r) if r.contains("node2") && r.contains("pki issue"))
+        );
     }
 
     #[test]
@@ -607,7 +635,10 @@ mod tests {
         );
         assert_eq!(h.initial_cluster[1].1, "https://10.0.0.2:2380");
         let r = Rollout::parse(br#"{"nodes":{"x":"certs"}}"#).unwrap();
-        assert_eq!((r.stage_of("x"), r.stage_of("y")), (Stage::Certs, Stage::Plain));
+        assert_eq!(
+            (r.stage_of("x"), r.stage_of("y")),
+            (Stage::Certs, Stage::Plain)
+        );
         assert!(Rollout::parse(br#"{"nodes":{"x":"tls"}}"#).is_err());
         let d = tempfile::tempdir().unwrap();
         assert_eq!(read_stage(d.path()), Stage::Plain);

@@ -95,9 +95,10 @@ async fn apply(ctx: &mut Context, stage: Stage) -> Result<String> {
             .get("ETCD_INITIAL_CLUSTER_STATE")
             .cloned()
             .unwrap_or_else(|| "existing".into());
-        let localhost = vars
-            .get("ETCD_LISTEN_CLIENT_URLS")
-            .is_some_and(|v| v.split(',').any(|u| u == crate::connect::LOCALHOST_CLIENT_URL));
+        let localhost = vars.get("ETCD_LISTEN_CLIENT_URLS").is_some_and(|v| {
+            v.split(',')
+                .any(|u| u == crate::connect::LOCALHOST_CLIENT_URL)
+        });
         let recorded = member_check::recorded_identity(&vars);
         let env = member_env(
             &identity,

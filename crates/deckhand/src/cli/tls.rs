@@ -79,7 +79,10 @@ pub async fn tls(mut target: Target, cmd: TlsCommand) -> Result<(), Failure> {
 }
 
 async fn enable(target: Target, args: &EnableArgs) -> Result<()> {
-    let tls = target.tls.clone().ok_or_else(|| anyhow!("no TLS material"))?;
+    let tls = target
+        .tls
+        .clone()
+        .ok_or_else(|| anyhow!("no TLS material"))?;
     let mut session = Session::connect(target).await?;
     let owner = format!(
         "deckhand tls enable (pid {} on {})",
@@ -183,7 +186,10 @@ async fn run(
                     }
                 };
                 if since.elapsed() > timeout {
-                    bail!("{msg}; gave up after {} s: run the command again to go on", timeout.as_secs());
+                    bail!(
+                        "{msg}; gave up after {} s: run the command again to go on",
+                        timeout.as_secs()
+                    );
                 }
                 last_error = Some((msg, since));
                 session.reconnect().await;
@@ -216,18 +222,26 @@ async fn run(
             Action::SetStage { node, name, stage } => {
                 rollout.nodes.insert(node.clone(), *stage);
                 put_rollout(session, &key, &rollout).await?;
-                println!("{name}: TLS stage {stage}{}", match stage {
-                    Stage::Certs => " (its member, if any, restarts with the certificate files, still plaintext)",
-                    Stage::Https => " (its member, if any, restarts listening https://)",
-                    Stage::Plain => "",
-                });
+                println!(
+                    "{name}: TLS stage {stage}{}",
+                    match stage {
+                        Stage::Certs =>
+                            " (its member, if any, restarts with the certificate files, still plaintext)",
+                        Stage::Https => " (its member, if any, restarts listening https://)",
+                        Stage::Plain => "",
+                    }
+                );
             }
             Action::UpdatePeerUrl { member, name } => {
                 let m = members
                     .iter()
                     .find(|m| m.id == *member)
                     .ok_or_else(|| anyhow!("member {member:x} is gone"))?;
-                let urls: Vec<String> = m.peer_urls.iter().map(|u| tls_enable::to_https(u)).collect();
+                let urls: Vec<String> = m
+                    .peer_urls
+                    .iter()
+                    .map(|u| tls_enable::to_https(u))
+                    .collect();
                 cluster.update_peer_urls(*member, &urls).await?;
                 println!("{name}: peer URL now {}", urls.join(","));
             }
@@ -311,13 +325,14 @@ async fn voter_views(cluster: &Cluster, members: &[Member]) -> Vec<VoterView> {
         .iter()
         .filter(|m| !m.is_learner)
         .map(|m| {
-            let healthy = answers
-                .iter()
-                .any(|(id, index, leader)| *id == m.id && *leader && index + CAUGHT_UP_ENTRIES >= top);
+            let healthy = answers.iter().any(|(id, index, leader)| {
+                *id == m.id && *leader && index + CAUGHT_UP_ENTRIES >= top
+            });
             VoterView {
                 id: m.id,
                 name: m.name.clone(),
-                peer_https: !m.peer_urls.is_empty() && m.peer_urls.iter().all(|u| u.starts_with("https://")),
+                peer_https: !m.peer_urls.is_empty()
+                    && m.peer_urls.iter().all(|u| u.starts_with("https://")),
                 client_https: !m.client_urls.is_empty()
                     && m.client_urls.iter().all(|u| u.starts_with("https://")),
                 healthy,
