@@ -40,7 +40,7 @@ impl TlsStage {
     /// node. Returns what it did, if anything.
     ///
     /// # Errors
-    /// The key cannot be read or parsed, the certificate files cannot be
+    /// The key cannot be parsed, the certificate files cannot be
     /// used, or an env file or unit restart failed (nothing recorded then:
     /// the next iteration tries again).
     pub async fn follow(&mut self, ctx: &mut Context) -> Result<Option<String>> {
@@ -49,9 +49,11 @@ impl TlsStage {
         }
         let key = ctx.store.keyspace().tls_rollout();
         let mut kv = ctx.store.client();
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(key.clone(), None))
-            .await
-            .context("reading config/tls timed out")??;
+        // Unreadable (localhost:2379 restarting): look again next time.
+        let Ok(Ok(resp)) = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(key.clone(), None)).await
+        else {
+            return Ok(None);
+        };
         let Some(value) = resp.kvs().first().map(|kv| kv.value().to_vec()) else {
             return Ok(None);
         };
@@ -77,6 +79,16 @@ async fn apply(ctx: &mut Context, stage: Stage) -> Result<String> {
     let settings = tls_enable::apply(ctx.settings.clone(), stage);
     let mut identity = ctx.identity.clone();
     identity.tls = stage == Stage::Https;
+    // Its own cluster client, checked before anything changes.
+    let endpoints = ctx.cluster.endpoints();
+    let endpoints = if stage == Stage::Https {
+        endpoints.iter().map(|e| tls_enable::to_https(e)).collect()
+    } else {
+        endpoints
+    };
+    let cluster = Cluster::connect(&endpoints, REQUEST_TIMEOUT, Some(&node.client))
+        .await
+        .context("reconnecting the cluster client with the node certificate")?;
     let state_dir = ctx.local.state_dir.clone();
     let mut did = Vec::new();
 
@@ -149,16 +161,7 @@ async fn apply(ctx: &mut Context, stage: Stage) -> Result<String> {
         }
     }
     tls_enable::write_stage(&state_dir, stage)?;
-    // The agent itself: its URLs, files and client.
-    let endpoints = ctx.cluster.endpoints();
-    let endpoints = if stage == Stage::Https {
-        endpoints.iter().map(|e| tls_enable::to_https(e)).collect()
-    } else {
-        endpoints
-    };
-    ctx.cluster = Cluster::connect(&endpoints, REQUEST_TIMEOUT, Some(&node.client))
-        .await
-        .context("reconnecting the cluster client with the node certificate")?;
+    ctx.cluster = cluster;
     ctx.settings = settings.clone();
     ctx.identity = identity.clone();
     ctx.local.settings = settings;
