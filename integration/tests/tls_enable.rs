@@ -134,9 +134,18 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
     }
     std::thread::sleep(std::time::Duration::from_secs(2));
     let t = Instant::now();
-    let (ok, out, err) = sh("node1", "deckhand tls enable 2>&1")?;
+    let (ok, out, err) = sh("node1", "timeout 900 deckhand tls enable 2>&1")?;
     let took = t.elapsed().as_secs_f64();
     println!("deckhand tls enable ({took:.1} s):\n{out}{err}");
+    if !ok {
+        for n in NODES {
+            let (_, j, _) = sh(
+                n,
+                "journalctl -u deckhand -u deckhand-etcd-member -u deckhand-etcd-proxy --no-pager -n 60 2>&1",
+            )?;
+            println!("--- {n}:\n{j}");
+        }
+    }
     ensure!(ok, "deckhand tls enable failed: {out} {err}");
     // A few seconds more of probing after the end.
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -243,7 +252,7 @@ fn tls_enable_turns_a_running_plaintext_cluster_to_mutual_tls() -> Result<()> {
     );
     // Run again: nothing to do.
     let t = Instant::now();
-    let (ok, out, err) = sh("node3", "deckhand tls enable 2>&1")?;
+    let (ok, out, err) = sh("node3", "timeout 300 deckhand tls enable 2>&1")?;
     println!(
         "second run ({:.1} s): {out}{err}",
         t.elapsed().as_secs_f64()
