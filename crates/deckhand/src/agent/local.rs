@@ -474,6 +474,32 @@ mod tests {
     }
 
     #[test]
+    fn member_env_at_tls_stage_certs_listens_plaintext_with_the_files() {
+        // `deckhand tls enable`'s first stage: the files at the default
+        // paths, the node's URLs still http:// (identity.tls false).
+        let s = crate::tls_enable::apply(settings(PLAIN), crate::tls_enable::Stage::Certs);
+        let text = member_env(&identity(false), &s, "x", "existing", true, None, None).unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "http://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "http://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_PEER_CERT_FILE"], "/etc/deckhand/pki/node.crt");
+        assert_eq!(v["ETCD_CERT_FILE"], "/etc/deckhand/pki/node.crt");
+        // Stage https: the same files, https:// on the node address only.
+        let s = crate::tls_enable::apply(settings(PLAIN), crate::tls_enable::Stage::Https);
+        let text = member_env(&identity(true), &s, "x", "existing", true, None, None).unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "https://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "https://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.0.1:2379");
+    }
+
+    #[test]
     fn member_env_without_tls_has_no_tls_variables() {
         let text = member_env(
             &identity(false),
