@@ -349,13 +349,13 @@ pub fn next(
             n.name
         ));
     }
+    // Where a node is: its key's stage, or further when its agent is (a
+    // node with `[tls]` in its config is at https from its first boot).
+    let at = |n: &NodeView| rollout.stage_of(&n.id).max(n.applied);
     // Phase 1: every live node takes the certificate files, members first.
     let mut order: Vec<&&NodeView> = alive.iter().collect();
     order.sort_by_key(|n| (n.member.is_none(), n.name.clone()));
-    if let Some(n) = order
-        .iter()
-        .find(|n| rollout.stage_of(&n.id) < Stage::Certs)
-    {
+    if let Some(n) = order.iter().find(|n| at(n) < Stage::Certs) {
         return Action::SetStage {
             node: n.id.clone(),
             name: n.name.clone(),
@@ -373,7 +373,7 @@ pub fn next(
         let Some(v) = voters.iter().find(|v| Some(v.id) == n.member) else {
             continue;
         };
-        if rollout.stage_of(&n.id) == Stage::Https {
+        if at(n) == Stage::Https {
             if !v.client_https {
                 return Action::Wait(format!(
                     "{} restarted with TLS, its https:// client URL is not published yet",
@@ -398,10 +398,7 @@ pub fn next(
         return Action::Wait(format!("voter {} is not all https:// yet", v.name));
     }
     // Phase 3: the other nodes (proxies).
-    if let Some(n) = order
-        .iter()
-        .find(|n| rollout.stage_of(&n.id) < Stage::Https)
-    {
+    if let Some(n) = order.iter().find(|n| at(n) < Stage::Https) {
         return Action::SetStage {
             node: n.id.clone(),
             name: n.name.clone(),
@@ -555,6 +552,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_cluster_that_is_tls_already_only_gets_marked_done() {
+        let mut s = Sim::new(3, 2);
+        for n in &mut s.nodes {
+            n.applied = Stage::Https;
+        }
+        for v in &mut s.voters {
+            (v.peer_https, v.client_https) = (true, true);
+        }
+        assert_eq!(s.next(), Action::MarkDone);
+        s.act(&Action::MarkDone);
+        assert_eq!(s.next(), Action::Finished);
     }
 
     #[test]
