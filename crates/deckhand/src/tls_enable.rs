@@ -311,6 +311,17 @@ pub fn next(
             n.applied
         ));
     }
+    // A node that took part and no longer reports (its agent, or its
+    // localhost:2379, is down): wait for it rather than leave it behind.
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| !n.alive && rollout.nodes.contains_key(&n.id) && !rollout.done)
+    {
+        return Action::Wait(format!(
+            "{} took part and reports no status now (its agent or its localhost:2379 is down)",
+            n.name
+        ));
+    }
     if voters.len() < MIN_VOTERS {
         return Action::Refuse(format!(
             "the cluster has {} voter(s): restarting any member one at a time would leave fewer than a quorum up; run at least {MIN_VOTERS} voters first",
@@ -552,6 +563,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_node_that_took_part_and_went_silent_is_waited_for() {
+        let mut s = Sim::new(3, 2);
+        for _ in 0..5 {
+            let a = s.next();
+            s.act(&a);
+            s.settle();
+        }
+        assert!(s.nodes.iter().all(|n| n.applied == Stage::Certs));
+        s.nodes[4].alive = false;
+        assert!(
+            matches!(s.next(), Action::Wait(w) if w.contains("node5")),
+            "{:?}",
+            s.next()
+        );
+        // A node that never took part and is dead is not waited for.
+        let mut s = Sim::new(3, 2);
+        s.nodes[4].alive = false;
+        assert!(matches!(s.next(), Action::SetStage { .. }));
     }
 
     #[test]

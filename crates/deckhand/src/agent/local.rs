@@ -366,6 +366,17 @@ pub fn member_env(
 /// A value that cannot be written to an env file, or a path with a space
 /// (the unit splits `PROXY_TLS_ARGS` on whitespace).
 pub fn proxy_env(settings: &Settings, endpoints: &[String]) -> Result<String> {
+    // etcd's grpc-proxy speaks the scheme of its FIRST endpoint to all of
+    // them (seen while `deckhand tls enable` runs, when some members serve
+    // http:// and some https://): the larger group first, https:// on a tie.
+    let mut endpoints = endpoints.to_vec();
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if settings.tls.is_some() && 2 * https >= endpoints.len() {
+        endpoints.sort_by_key(|e| !e.starts_with("https://"));
+    }
     let joined = endpoints.join(",");
     let args = match &settings.tls {
         Some(t) => {

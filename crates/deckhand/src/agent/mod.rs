@@ -322,7 +322,31 @@ impl Agent {
 
     /// Points the membership client at the current voters.
     async fn refresh_endpoints(&mut self, o: &Observation) {
-        let Some(c) = &o.cluster else { return };
+        let Some(c) = &o.cluster else {
+            // No member answered. While `deckhand tls enable` runs, every
+            // member this client knows may have turned https:// since the
+            // last look (or the other way round after a failed stage):
+            // with the files, try the other scheme next time.
+            if self.ctx.cluster.tls().is_some() {
+                let now = self.ctx.cluster.endpoints();
+                let to_https = now.iter().any(|u| u.starts_with("http://"));
+                let other: Vec<String> = now
+                    .iter()
+                    .map(|u| {
+                        if to_https {
+                            crate::tls_enable::to_https(u)
+                        } else {
+                            u.replacen("https://", "http://", 1)
+                        }
+                    })
+                    .collect();
+                tracing::info!("no member answered; trying {}", other.join(","));
+                if let Err(e) = self.ctx.cluster.set_endpoints(&other).await {
+                    tracing::warn!("could not switch endpoints: {e}");
+                }
+            }
+            return;
+        };
         let mut voters = c.voter_client_urls();
         // While `deckhand tls enable` runs, some voters serve http:// and
         // some https://: one client speaks one kind, so take the larger
