@@ -55,6 +55,12 @@ impl Keyspace {
         format!("{}/config/cluster", self.prefix)
     }
 
+    /// `<prefix>/config/tls`: the state of `deckhand tls enable` (each
+    /// node's TLS stage; `docs/tls.md`).
+    pub fn tls_rollout(&self) -> String {
+        format!("{}/config/tls", self.prefix)
+    }
+
     /// `<prefix>/config/planes/`: the parent of the plane configs.
     pub fn planes(&self) -> String {
         format!("{}/config/planes/", self.prefix)

@@ -102,6 +102,12 @@ pub struct NodeStatus {
     /// plaintext node and from agents that predate TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
+    /// The TLS stage this node's agent has applied (`certs`: its etcd has
+    /// the certificate files but still listens plaintext; `https`: every
+    /// hop between hosts is TLS), written while `deckhand tls enable` runs
+    /// and after; absent on a plaintext node that never took part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_stage: Option<String>,
 }
 
 /// A certificate as its node's agent last read it from disk.

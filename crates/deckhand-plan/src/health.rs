@@ -29,7 +29,13 @@ pub type VoterTroubleEntry = (u64, String, VoterTrouble);
 ///    deckhand nodes known from their status documents. A trailing `/` is
 ///    ignored on both sides.
 pub fn voter_troubles(members: &[MemberView], node_peer_urls: &[String]) -> Vec<VoterTroubleEntry> {
-    let norm = |u: &str| u.trim_end_matches('/').to_string();
+    // Host and port: the scheme changes while `deckhand tls enable` runs.
+    let norm = |u: &str| {
+        u.split_once("://")
+            .map_or(u, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_string()
+    };
     let nodes: Vec<String> = node_peer_urls.iter().map(|u| norm(u)).collect();
     let mut out: Vec<VoterTroubleEntry> = members
         .iter()

@@ -170,11 +170,17 @@ pub fn check_live(
         .find(|(id, _)| *id == local.member_id)
     {
         None => Err(Mismatch::NotListed { local }),
-        Some((_, urls)) if !urls.iter().any(|u| u == peer_url) => Err(Mismatch::OtherPeerUrl {
-            local,
-            listed: urls.clone(),
-            mine: peer_url.to_string(),
-        }),
+        Some((_, urls))
+            if !urls
+                .iter()
+                .any(|u| crate::observation::same_peer_url(u, peer_url)) =>
+        {
+            Err(Mismatch::OtherPeerUrl {
+                local,
+                listed: urls.clone(),
+                mine: peer_url.to_string(),
+            })
+        }
         Some(_) => Ok(()),
     }
 }

@@ -207,7 +207,10 @@ pub fn stale_self_entries(o: &Observation) -> Vec<&MemberView> {
         .members
         .iter()
         .filter(|m| {
-            let mine = m.peer_urls.contains(&o.peer_url);
+            let mine = m
+                .peer_urls
+                .iter()
+                .any(|u| observation::same_peer_url(u, &o.peer_url));
             (mine && lost_data && !m.is_learner && m.is_started())
                 || (!mine
                     && !o.node_name.is_empty()

@@ -44,14 +44,28 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// This node's entry in the member list, matched by peer URL.
+    /// This node's entry in the member list, matched by peer URL (its
+    /// host and port: the scheme changes when `deckhand tls enable` turns
+    /// TLS on, one member at a time).
     pub fn me(&self) -> Option<&MemberView> {
         self.cluster
             .as_ref()?
             .members
             .iter()
-            .find(|m| m.peer_urls.iter().any(|u| u == &self.peer_url))
+            .find(|m| m.peer_urls.iter().any(|u| same_peer_url(u, &self.peer_url)))
     }
+}
+
+/// Two peer URLs name the same listener: the same host and port, whatever
+/// the scheme (`http://` or `https://`) and a trailing `/`.
+pub fn same_peer_url(a: &str, b: &str) -> bool {
+    let strip = |u: &str| {
+        u.split_once("://")
+            .map_or(u, |(_, rest)| rest)
+            .trim_end_matches('/')
+            .to_string()
+    };
+    strip(a) == strip(b)
 }
 
 /// When this agent first saw a fact (a member pending, a voter down), on

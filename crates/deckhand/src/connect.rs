@@ -100,7 +100,7 @@ pub fn target(
     tls_files: CliFiles,
 ) -> Result<Target, Failure> {
     let settings = match config::load_optional(config_path) {
-        Ok(s) => s,
+        Ok(s) => s.map(crate::tls_enable::effective),
         Err(e) if !cli_endpoints.is_empty() && cli_prefix.is_some() => {
             eprintln!(
                 "deckhand: warning: ignoring the agent config ({e:#}); using --endpoints and --prefix"

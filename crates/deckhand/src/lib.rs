@@ -32,6 +32,7 @@ pub mod paths;
 pub mod preseed;
 pub mod store;
 pub mod tls;
+pub mod tls_enable;
 
 #[cfg(test)]
 mod testing;

@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use deckhand::cli::{Cli, Command, cluster, doctor, member, node, pki, plane, role, status};
+use deckhand::cli::{
+    Cli, Command, cluster, doctor, member, node, pki, plane, role, status, tls as tls_cli,
+};
 use deckhand::exit::{self, Failure};
-use deckhand::{agent, config, connect, logging, member_check, preseed, tls};
+use deckhand::{agent, config, connect, logging, member_check, preseed, tls, tls_enable};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -58,6 +60,15 @@ fn main() -> ExitCode {
                     tracing::error!("configuration error: {e:#}");
                     Failure::config(e)
                 })?;
+                // `deckhand tls enable`: the stage this node applied, from
+                // its state dir, for a config without `[tls]` of its own.
+                let config_tls = settings.tls.is_some();
+                let stage = if config_tls {
+                    tls_enable::Stage::Https
+                } else {
+                    tls_enable::read_stage(std::path::Path::new(deckhand::paths::STATE_DIR))
+                };
+                let settings = tls_enable::apply(settings, stage);
                 let node_tls = settings
                     .tls
                     .as_ref()
@@ -67,12 +78,13 @@ fn main() -> ExitCode {
                         tracing::error!("configuration error: {e:#}");
                         Failure::config(e)
                     })?;
-                let identity = deckhand::identity::detect(&settings)
+                let mut identity = deckhand::identity::detect(&settings)
                     .context("detecting this node's identity")
                     .map_err(|e| {
                         tracing::error!("agent failed: {e:#}");
                         Failure::failed(e)
                     })?;
+                identity.tls = tls_enable::urls_are_https(config_tls, stage);
                 if let Some(t) = &node_tls {
                     tls::check_node_identity(&t.node, &identity.name, identity.address).map_err(
                         |e| {
@@ -81,12 +93,15 @@ fn main() -> ExitCode {
                         },
                     )?;
                 }
-                agent::run(settings, identity, node_tls).await.map_err(|e| {
-                    tracing::error!("agent failed: {e:#}");
-                    Failure::failed(e)
-                })
+                agent::run(settings, identity, node_tls, stage, config_tls)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!("agent failed: {e:#}");
+                        Failure::failed(e)
+                    })
             }
             Command::Pki(cmd) => pki::pki(cmd),
+            Command::Tls(cmd) => tls_cli::tls(target()?, cmd).await,
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,
             Command::Member(cmd) => member::member(target()?, cmd).await,

@@ -31,12 +31,18 @@ impl Member {
         !self.client_urls.is_empty()
     }
 
-    /// The member lists `peer_url` among its peer URLs (a trailing `/` is ignored).
+    /// The member lists `peer_url` among its peer URLs (a trailing `/` is
+    /// ignored, and so is the scheme: `deckhand tls enable` changes
+    /// `http://` to `https://` one member at a time).
     pub fn has_peer_url(&self, peer_url: &str) -> bool {
-        let want = peer_url.trim_end_matches('/');
-        self.peer_urls
-            .iter()
-            .any(|u| u.trim_end_matches('/') == want)
+        let strip = |u: &str| {
+            u.split_once("://")
+                .map_or(u, |(_, rest)| rest)
+                .trim_end_matches('/')
+                .to_string()
+        };
+        let want = strip(peer_url);
+        self.peer_urls.iter().any(|u| strip(u) == want)
     }
 }
 

@@ -211,4 +211,22 @@ impl Cluster {
             Err(e) => Err(e),
         }
     }
+
+    /// Sets the peer URLs of member `id` (`etcdctl member update`), e.g.
+    /// from `http://` to `https://` when TLS is turned on. The member keeps
+    /// listening where it listened: the other members dial the new URLs
+    /// from now on, so it must serve them once restarted.
+    ///
+    /// Errors: [`Error::Timeout`], [`Error::Request`].
+    pub async fn update_peer_urls(&self, id: u64, peer_urls: &[String]) -> Result<()> {
+        let mut client = self.client();
+        timed(
+            "member_update",
+            self.timeout(),
+            client.member_update(id, peer_urls.to_vec()),
+        )
+        .await?;
+        debug!(id, ?peer_urls, "updated the member's peer URLs");
+        Ok(())
+    }
 }

@@ -42,13 +42,16 @@ pub const TLS_CERTIFICATE: &str = "tls-certificate";
 ///
 /// `store` must be the local client's (`localhost:2379`); `docker` is the
 /// agent config's `[docker]` (its socket); `data_dir` the etcd data dir;
-/// `tls` the agent config's `[tls]`.
+/// `tls` the agent config's `[tls]`; `certificate_only` (without `tls`)
+/// the files whose node certificate is reported all the same, without the
+/// check (a plaintext node's, for `deckhand tls enable`).
 pub fn spawn(
     store: Store,
     docker: &DockerSettings,
     checks: ChecksSettings,
     data_dir: PathBuf,
     tls: Option<TlsSettings>,
+    certificate_only: Option<TlsSettings>,
 ) -> (
     watch::Receiver<Vec<Check>>,
     watch::Receiver<Option<CertificateStatus>>,
@@ -74,6 +77,17 @@ pub fn spawn(
             if let Some(tls) = &tls {
                 let (check, cert) = tls_round(tls, super::observe::unix_now());
                 round.push(check);
+                cert_tx.send_if_modified(|old| {
+                    let changed = *old != cert;
+                    *old = cert;
+                    changed
+                });
+            } else if let Some(files) = &certificate_only {
+                // A plaintext node with certificates installed: report the
+                // node certificate (for `deckhand tls enable`), no check.
+                let cert = crate::tls::read_cert(&files.cert_file)
+                    .ok()
+                    .map(|c| c.status());
                 cert_tx.send_if_modified(|old| {
                     let changed = *old != cert;
                     *old = cert;

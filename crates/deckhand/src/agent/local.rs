@@ -366,6 +366,17 @@ pub fn member_env(
 /// A value that cannot be written to an env file, or a path with a space
 /// (the unit splits `PROXY_TLS_ARGS` on whitespace).
 pub fn proxy_env(settings: &Settings, endpoints: &[String]) -> Result<String> {
+    // etcd's grpc-proxy speaks the scheme of its FIRST endpoint to all of
+    // them (seen while `deckhand tls enable` runs, when some members serve
+    // http:// and some https://): the larger group first, https:// on a tie.
+    let mut endpoints = endpoints.to_vec();
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if settings.tls.is_some() && 2 * https >= endpoints.len() {
+        endpoints.sort_by_key(|e| !e.starts_with("https://"));
+    }
     let joined = endpoints.join(",");
     let args = match &settings.tls {
         Some(t) => {
@@ -471,6 +482,32 @@ mod tests {
         assert_eq!(v["ETCD_LISTEN_CLIENT_URLS"], "https://10.0.0.1:2379");
         assert_eq!(v["DECKHAND_MEMBER_ID"], "ab");
         assert_eq!(v["ETCD_CLIENT_CERT_AUTH"], "true");
+    }
+
+    #[test]
+    fn member_env_at_tls_stage_certs_listens_plaintext_with_the_files() {
+        // `deckhand tls enable`'s first stage: the files at the default
+        // paths, the node's URLs still http:// (identity.tls false).
+        let s = crate::tls_enable::apply(settings(PLAIN), crate::tls_enable::Stage::Certs);
+        let text = member_env(&identity(false), &s, "x", "existing", true, None, None).unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "http://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "http://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_PEER_CERT_FILE"], "/etc/deckhand/pki/node.crt");
+        assert_eq!(v["ETCD_CERT_FILE"], "/etc/deckhand/pki/node.crt");
+        // Stage https: the same files, https:// on the node address only.
+        let s = crate::tls_enable::apply(settings(PLAIN), crate::tls_enable::Stage::Https);
+        let text = member_env(&identity(true), &s, "x", "existing", true, None, None).unwrap();
+        let v = parse_env_file(&text);
+        assert_eq!(v["ETCD_LISTEN_PEER_URLS"], "https://10.0.0.1:2380");
+        assert_eq!(
+            v["ETCD_LISTEN_CLIENT_URLS"],
+            "https://10.0.0.1:2379,http://127.0.0.1:2379"
+        );
+        assert_eq!(v["ETCD_ADVERTISE_CLIENT_URLS"], "https://10.0.0.1:2379");
     }
 
     #[test]

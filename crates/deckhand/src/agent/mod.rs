@@ -28,6 +28,7 @@ pub mod planes;
 pub mod replacer;
 pub mod sightings;
 pub mod status;
+pub mod tls_stage;
 pub mod voters;
 pub mod watches;
 
@@ -77,6 +78,8 @@ pub async fn run(
     settings: Settings,
     identity: Identity,
     tls: Option<crate::tls::NodeTls>,
+    stage: crate::tls_enable::Stage,
+    config_tls: bool,
 ) -> Result<()> {
     tracing::info!(
         "deckhand agent {} starting: node {} ({}) at {}",
@@ -148,6 +151,7 @@ pub async fn run(
         settings.checks.clone(),
         settings.data_dir.clone(),
         settings.tls.clone(),
+        Some(crate::tls_enable::default_files()),
     );
     planes.probe_docker(&settings.docker);
     let ctx = Context {
@@ -158,6 +162,10 @@ pub async fn run(
         store,
     };
     let mut agent = Agent::new(ctx, planes, checks, certificate);
+    agent.tls_stage = tls_stage::TlsStage {
+        applied: stage,
+        from_config: config_tls,
+    };
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -242,6 +250,10 @@ struct Agent {
     certificate: tokio::sync::watch::Receiver<Option<deckhand_model::CertificateStatus>>,
     /// Voters in trouble (on the leader's agent).
     voters: VoterWatch,
+    /// The TLS stage applied (`deckhand tls enable`).
+    tls_stage: tls_stage::TlsStage,
+    /// Why the last TLS stage could not be applied.
+    tls_error: Option<String>,
 }
 
 impl Agent {
@@ -269,6 +281,11 @@ impl Agent {
             checks,
             certificate,
             voters: VoterWatch::default(),
+            tls_stage: tls_stage::TlsStage {
+                applied: crate::tls_enable::Stage::Plain,
+                from_config: false,
+            },
+            tls_error: None,
         }
     }
 
@@ -305,8 +322,41 @@ impl Agent {
 
     /// Points the membership client at the current voters.
     async fn refresh_endpoints(&mut self, o: &Observation) {
-        let Some(c) = &o.cluster else { return };
-        let voters = c.voter_client_urls();
+        let Some(c) = &o.cluster else {
+            // No member answered. While `deckhand tls enable` runs, every
+            // member this client knows may have turned https:// since the
+            // last look (or the other way round after a failed stage):
+            // with the files, try the other scheme next time.
+            if self.ctx.cluster.tls().is_some() {
+                let now = self.ctx.cluster.endpoints();
+                let to_https = now.iter().any(|u| u.starts_with("http://"));
+                let other: Vec<String> = now
+                    .iter()
+                    .map(|u| {
+                        if to_https {
+                            crate::tls_enable::to_https(u)
+                        } else {
+                            u.replacen("https://", "http://", 1)
+                        }
+                    })
+                    .collect();
+                tracing::info!("no member answered; trying {}", other.join(","));
+                if let Err(e) = self.ctx.cluster.set_endpoints(&other).await {
+                    tracing::warn!("could not switch endpoints: {e}");
+                }
+            }
+            return;
+        };
+        let mut voters = c.voter_client_urls();
+        // While `deckhand tls enable` runs, some voters serve http:// and
+        // some https://: one client speaks one kind, so take the larger
+        // group (https:// on a tie, when this agent has the files).
+        let https = voters.iter().filter(|u| u.starts_with("https://")).count();
+        if https > 0 && https < voters.len() {
+            let tls = self.ctx.cluster.tls().is_some();
+            let pick_https = tls && 2 * https >= voters.len();
+            voters.retain(|u| u.starts_with("https://") == pick_https);
+        }
         if voters.is_empty() {
             return;
         }
@@ -321,6 +371,21 @@ impl Agent {
     }
 
     async fn iterate(&mut self) -> Outcome {
+        match self.tls_stage.follow(&mut self.ctx).await {
+            Ok(Some(what)) => {
+                tracing::info!("{what}");
+                self.events.push(what);
+                self.tls_error = None;
+            }
+            Ok(None) => self.tls_error = None,
+            Err(e) => {
+                let msg = format!("TLS stage: {e:#}");
+                if self.tls_error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!("{msg}");
+                }
+                self.tls_error = Some(msg);
+            }
+        }
         let o = match self.observer.observe(&self.ctx, &self.desired).await {
             Ok(o) => o,
             Err(e) => {
@@ -382,19 +447,24 @@ impl Agent {
             let voter_problems = self.voters.refresh(&self.ctx, &o).await.to_vec();
             let checks = self.checks.borrow_and_update().clone();
             let certificate = self.certificate.borrow().clone();
+            let errors = match (self.step_error.as_deref(), self.tls_error.as_deref()) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b).map(str::to_string),
+            };
             let doc = status::document(&status::Inputs {
                 identity: &self.ctx.identity,
                 failure_domain: self.ctx.settings.failure_domain.as_deref(),
                 desired: &self.desired,
                 observation: &o,
                 step: &step,
-                step_error: self.step_error.as_deref(),
+                step_error: errors.as_deref(),
                 planes: &self.planes_outcome,
                 replacer: self.replacer.note.as_deref(),
                 events: self.events.all(),
                 checks: &checks,
                 voter_problems: &voter_problems,
                 certificate: certificate.as_ref(),
+                tls_stage: self.tls_stage.reported(),
             });
             let lease = self.lease();
             self.status.write(&self.ctx.store, doc, lease).await;

@@ -42,6 +42,8 @@ pub struct Inputs<'a> {
     pub voter_problems: &'a [VoterProblem],
     /// The node certificate as last read (TLS on), for `certificate`.
     pub certificate: Option<&'a CertificateStatus>,
+    /// The TLS stage applied (`crate::tls_enable`), for `tls_stage`.
+    pub tls_stage: Option<&'a str>,
 }
 
 /// The status document. `converged` holds only when the step is
@@ -112,6 +114,7 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         checks: i.checks.to_vec(),
         voter_problems: i.voter_problems.to_vec(),
         certificate: i.certificate.cloned(),
+        tls_stage: i.tls_stage.map(str::to_string),
     }
 }
 
@@ -274,6 +277,7 @@ mod tests {
             checks: &checks,
             voter_problems: &problems,
             certificate: None,
+            tls_stage: None,
         });
         assert!(s.converged);
         assert_eq!(s.applied, Some(role));
@@ -310,6 +314,7 @@ mod tests {
             checks: &[],
             voter_problems: &[],
             certificate: None,
+            tls_stage: None,
         };
         let s = document(&inputs);
         assert!(!s.converged);

@@ -1046,7 +1046,7 @@ pub fn security(s: &Snapshot) -> Finding {
             urls.len(),
             plain.iter().take(2).copied().collect::<Vec<_>>().join(", ")
         ),
-        "turn on mutual TLS: certificates from `deckhand pki`, a [tls] section in every agent config and https:// URLs (docs/tls.md); a running plaintext cluster cannot be switched in place yet (`deckhand tls enable` is not built): keep 2379 and 2380 on a private network meanwhile",
+        "turn on mutual TLS: certificates from `deckhand pki`, a [tls] section in every agent config and https:// URLs (docs/tls.md); for a running plaintext cluster, install every node's certificates in /etc/deckhand/pki and run `deckhand tls enable`, which switches it node by node keeping quorum",
     )
 }
 

@@ -1,5 +1,5 @@
 //! The command line: the `deckhand` parser and the operator commands
-//! `role`, `plane`, `cluster`, `status`, `doctor`, `member`, `node` and `pki` (`deckhand agent` is [`crate::agent`],
+//! `role`, `plane`, `cluster`, `status`, `doctor`, `member`, `node`, `tls` and `pki` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
 pub mod cluster;
@@ -12,6 +12,7 @@ pub mod role;
 pub mod session;
 pub mod status;
 pub mod table;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -85,6 +86,9 @@ pub enum Command {
     /// Read or change the cluster config (`cluster get`, `cluster set KEY=VALUE...`).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Turn TLS on for a running plaintext cluster (`tls enable`), node by node, keeping quorum.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Make the cluster CA and the certificates of static installs (offline; no etcd).
     #[command(subcommand)]
     Pki(pki::PkiCommand),

@@ -132,6 +132,9 @@ struct NodeJson {
     /// Whole days left on `certificate` by this host's clock; negative
     /// once expired.
     certificate_days_left: Option<i64>,
+    /// The TLS stage the node's agent applied (`deckhand tls enable`):
+    /// `certs`, `https`, or `None` (plaintext, never enabled).
+    tls_stage: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -408,6 +411,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
             voter_problems: s.voter_problems.clone(),
             certificate: s.certificate.clone(),
             certificate_days_left: s.certificate.as_ref().map(|c| c.days_left(now)),
+            tls_stage: s.tls_stage.clone(),
         },
         None => NodeJson {
             id: id.to_string(),
@@ -440,6 +444,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
             voter_problems: Vec::new(),
             certificate: None,
             certificate_days_left: None,
+            tls_stage: None,
         },
     }
 }

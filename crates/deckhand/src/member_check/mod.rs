@@ -124,7 +124,14 @@ pub async fn cluster_identity(
 fn voter_candidates(config_path: &Path, own: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     match config::load_optional(config_path) {
-        Ok(Some(s)) => out.extend(s.endpoints),
+        // Both schemes of each: while `deckhand tls enable` runs, some
+        // voters serve http:// and some https:// (each is asked on its own).
+        Ok(Some(s)) => {
+            for e in crate::tls_enable::effective(s).endpoints {
+                out.push(crate::tls_enable::to_https(&e));
+                out.push(e.replacen("https://", "http://", 1));
+            }
+        }
         Ok(None) => {}
         Err(e) => eprintln!("deckhand check-member: warning: agent config not used: {e:#}"),
     }
