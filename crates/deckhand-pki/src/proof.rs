@@ -73,6 +73,27 @@ pub fn verify_message(public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
         .is_ok()
 }
 
+/// 32 random bytes (ring's system random), for a challenge's nonce.
+///
+/// # Errors
+/// [`Error::Generate`] when the system has no randomness to give.
+pub fn random_nonce() -> Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| Error::generate("nonce", "no randomness"))?;
+    Ok(b)
+}
+
+/// SHA-256 of `data`, lowercase hex: how a request's CSR is named in the
+/// answers to it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

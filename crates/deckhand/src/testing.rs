@@ -125,6 +125,7 @@ impl Etcd {
             key_file: dir.join("node.key"),
             proxy_cert_file: dir.join("proxy.crt"),
             proxy_key_file: dir.join("proxy.key"),
+            ..Default::default()
         }
     }
 

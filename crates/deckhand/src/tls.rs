@@ -395,6 +395,7 @@ mod tests {
             key_file: dir.join("node.key"),
             proxy_cert_file: dir.join("proxy.crt"),
             proxy_key_file: dir.join("proxy.key"),
+            ..Default::default()
         };
         (ca, s)
     }
