@@ -71,6 +71,7 @@ fn main() -> ExitCode {
                     Failure::failed(e)
                 })
             }
+            Command::Pki(cmd) if cmd.is_online() => pki::online(target()?, cmd).await,
             Command::Pki(cmd) => pki::pki(cmd),
             Command::Role(cmd) => role::role(target()?, cmd).await,
             Command::Plane(cmd) => plane::plane(target()?, cmd).await,

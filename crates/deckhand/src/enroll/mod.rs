@@ -11,3 +11,6 @@ pub mod challenge;
 pub mod install;
 pub mod requester;
 pub mod signer;
+
+#[cfg(test)]
+mod tests;

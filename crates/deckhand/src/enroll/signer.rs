@@ -34,7 +34,7 @@ pub struct Signer {
     challenges: HashMap<String, (Result<(), String>, Instant)>,
     /// Where to send a challenge for an address: `ADDR:2381`, or a test's
     /// port on loopback.
-    pub dial: fn(IpAddr) -> SocketAddr,
+    pub dial: std::sync::Arc<dyn Fn(IpAddr) -> SocketAddr + Send + Sync>,
 }
 
 /// `ADDR:2381`.
@@ -87,7 +87,7 @@ impl Signer {
             name: name.to_owned(),
             days: deckhand_pki::LEAF_DAYS,
             challenges: HashMap::new(),
-            dial: dial_challenge_port,
+            dial: std::sync::Arc::new(dial_challenge_port),
         })
     }
 
