@@ -57,6 +57,12 @@ fn main() -> ExitCode {
                     tracing::error!("configuration error: {e:#}");
                     Failure::config(e)
                 })?;
+                if deckhand::enroll::join::needed(&settings) {
+                    deckhand::enroll::join::join(&settings).await.map_err(|e| {
+                        tracing::error!("join failed: {e:#}");
+                        Failure::failed(e)
+                    })?;
+                }
                 let node_tls = settings
                     .tls
                     .as_ref()

@@ -37,6 +37,7 @@ impl CertFile {
         CertificateStatus {
             not_after_unix: self.not_after_unix,
             common_name: self.common_name.clone(),
+            renewal: None,
         }
     }
 }

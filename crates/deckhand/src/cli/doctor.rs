@@ -1756,6 +1756,7 @@ mod tests {
             status_mut(&mut s, k).certificate = Some(CertificateStatus {
                 not_after_unix: now + 200 * day + 5,
                 common_name: format!("node:node{k}"),
+                renewal: None,
             });
         }
         expect(

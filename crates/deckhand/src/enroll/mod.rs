@@ -9,6 +9,7 @@
 
 pub mod challenge;
 pub mod install;
+pub mod join;
 pub mod requester;
 pub mod signer;
 
