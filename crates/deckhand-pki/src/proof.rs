@@ -106,7 +106,10 @@ mod tests {
         let public = csr_public_key(&csr).unwrap();
         let sig = sign_message(&key, b"nonce-1").unwrap();
         assert!(verify_message(&public, b"nonce-1", &sig));
-        assert!(!verify_message(&public, b"nonce-2", &sig), "another message");
+        assert!(
+            !verify_message(&public, b"nonce-2", &sig),
+            "another message"
+        );
         let forged = sign_message(&other_key, b"nonce-1").unwrap();
         assert!(!verify_message(&public, b"nonce-1", &forged), "another key");
         assert!(!verify_message(&public, b"nonce-1", b"junk"));

@@ -96,10 +96,7 @@ pub fn decide(f: &SignFacts<'_>) -> Decision {
     let addr: IpAddr = match r.address.parse() {
         Ok(a) => a,
         Err(_) => {
-            return Decision::Refuse(format!(
-                "the address {:?} is not an IP address",
-                r.address
-            ));
+            return Decision::Refuse(format!("the address {:?} is not an IP address", r.address));
         }
     };
     if addr.is_loopback() || addr.is_unspecified() || addr.is_multicast() {
@@ -129,9 +126,7 @@ pub fn decide(f: &SignFacts<'_>) -> Decision {
         } else {
             format!("member {}", m.name)
         };
-        return Decision::Refuse(format!(
-            "the address {addr} is the peer address of {who}"
-        ));
+        return Decision::Refuse(format!("the address {addr} is the peer address of {who}"));
     }
     if let Some(n) = f
         .live_nodes
@@ -257,7 +252,10 @@ mod tests {
         let mut f = join(&m);
         f.challenge = Some(Err("connection refused".into()));
         let r = refused(&f);
-        assert!(r.contains("10.0.0.4:2381") && r.contains("connection refused"), "{r}");
+        assert!(
+            r.contains("10.0.0.4:2381") && r.contains("connection refused"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -248,7 +248,9 @@ pub fn tls_settings(f: Option<TlsFragment>) -> Result<Option<TlsSettings>> {
         join: match (f.join_cert_file, f.join_key_file) {
             (Some(c), Some(k)) => Some((c, k)),
             (None, None) => None,
-            _ => bail!("tls.join_cert_file and tls.join_key_file go together: give both or neither"),
+            _ => {
+                bail!("tls.join_cert_file and tls.join_key_file go together: give both or neither")
+            }
         },
         ca_key_file: f.ca_key_file.unwrap_or_else(|| DEFAULT_CA_KEY_FILE.into()),
     };

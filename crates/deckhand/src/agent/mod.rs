@@ -27,8 +27,8 @@ pub mod observe;
 pub mod planes;
 pub mod renewal;
 pub mod replacer;
-pub mod signing;
 pub mod sightings;
+pub mod signing;
 pub mod status;
 pub mod voters;
 pub mod watches;
@@ -473,7 +473,9 @@ impl Agent {
         if installed == self.renewals_loaded {
             return;
         }
-        let Some(t) = &self.ctx.settings.tls else { return };
+        let Some(t) = &self.ctx.settings.tls else {
+            return;
+        };
         match crate::tls::load_node(t) {
             Ok(new) => {
                 let eps = self.ctx.cluster.endpoints();

@@ -22,6 +22,8 @@ use crate::store::Store;
 
 /// How often the certificate's age is looked at.
 pub const LOOK_EVERY: Duration = Duration::from_secs(60);
+/// The first look, after the agent started.
+pub const FIRST_LOOK: Duration = Duration::from_secs(10);
 /// After a renewal, no other starts for this long (a certificate that is
 /// due again at once, from a signer that issues short lifetimes, does not
 /// turn into a loop).
@@ -50,8 +52,10 @@ pub struct RenewalState {
 pub fn spawn(store: Store, tls: TlsSettings, identity: Identity) -> watch::Receiver<RenewalState> {
     let (tx, rx) = watch::channel(RenewalState::default());
     tokio::spawn(async move {
+        let mut pause = FIRST_LOOK;
         loop {
-            tokio::time::sleep(LOOK_EVERY).await;
+            tokio::time::sleep(pause).await;
+            pause = LOOK_EVERY;
             let now = super::observe::unix_now();
             let Ok(cert) = crate::tls::read_cert(&tls.cert_file) else {
                 continue;

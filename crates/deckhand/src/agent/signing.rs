@@ -41,7 +41,10 @@ pub fn spawn(store: Store, tls: TlsSettings, name: String) -> watch::Sender<Sign
             let mut client = store.client();
             if !tls.ca_key_file.exists() {
                 if let Some(lease) = standing.take() {
-                    tracing::info!("the CA key {} is gone: leaving the signer's election", tls.ca_key_file.display());
+                    tracing::info!(
+                        "the CA key {} is gone: leaving the signer's election",
+                        tls.ca_key_file.display()
+                    );
                     let _ = deckhand_etcd::election::resign(&mut client, &election, lease).await;
                 }
                 signer = None;
@@ -50,7 +53,14 @@ pub fn spawn(store: Store, tls: TlsSettings, name: String) -> watch::Sender<Sign
             if inputs.lease == 0 {
                 continue;
             }
-            let view = match deckhand_etcd::election::campaign(&mut client, &election, inputs.lease, &name).await {
+            let view = match deckhand_etcd::election::campaign(
+                &mut client,
+                &election,
+                inputs.lease,
+                &name,
+            )
+            .await
+            {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::debug!("signer election: {e}");
@@ -61,7 +71,9 @@ pub fn spawn(store: Store, tls: TlsSettings, name: String) -> watch::Sender<Sign
             if !view.leads(inputs.lease) {
                 continue;
             }
-            let Some(members) = &inputs.members else { continue };
+            let Some(members) = &inputs.members else {
+                continue;
+            };
             if signer.is_none() {
                 match Signer::load(&tls.ca_file, &tls.ca_key_file, &name) {
                     Ok(s) => {

@@ -80,10 +80,12 @@ pub enum PkiCommand {
     /// with etcdctl --cacert ca.crt --cert operator.crt --key operator.key.
     ///
     /// Keys are ECDSA P-256, made fresh each time, written mode 0600.
-    /// Certificates last 365 days by default (as kubeadm's); renewal through
-    /// the agent is not built yet: reissue with --renew before they expire
-    /// (`deckhand pki show` prints the days left) and install the new files;
-    /// etcd reloads leaf certificates on new connections.
+    /// Certificates last 365 days by default (as kubeadm's). Agents renew
+    /// their own through etcd once a third of the lifetime is left, when a
+    /// node holding the CA key runs the signer (docs/pki.md); otherwise
+    /// reissue with --renew before they expire (`deckhand pki show` prints
+    /// the days left) and install the new files; etcd reloads leaf
+    /// certificates on new connections.
     ///
     /// Existing files are not overwritten: the command is refused unless
     /// --renew, which moves each existing file aside to FILE.old-<UTC time>
@@ -180,7 +182,10 @@ pub enum PkiCommand {
 impl PkiCommand {
     /// Whether the command talks to etcd (`pending`, `approve`).
     pub fn is_online(&self) -> bool {
-        matches!(self, PkiCommand::Pending { .. } | PkiCommand::Approve { .. })
+        matches!(
+            self,
+            PkiCommand::Pending { .. } | PkiCommand::Approve { .. }
+        )
     }
 }
 
@@ -223,7 +228,11 @@ pub fn pending_of(pki: &std::collections::BTreeMap<String, crate::store::PkiKeys
         let sha = deckhand_pki::sha256_hex(req.csr_pem.as_bytes());
         let state = if matches!(&k.issued, Some(Ok(i)) if i.csr_sha256 == sha) {
             "issued".to_string()
-        } else if let Some(Ok(r)) = k.refused.as_ref().filter(|r| matches!(r, Ok(r) if r.csr_sha256 == sha)) {
+        } else if let Some(Ok(r)) = k
+            .refused
+            .as_ref()
+            .filter(|r| matches!(r, Ok(r) if r.csr_sha256 == sha))
+        {
             if r.reason.starts_with("awaiting approval") {
                 if matches!(&k.approval, Some(Ok(a)) if a.csr_sha256 == sha) {
                     "approved".to_string()
@@ -338,7 +347,9 @@ pub async fn online(target: crate::connect::Target, cmd: PkiCommand) -> Result<(
                     .trim()
             );
             let id = approve(&session.store, &node, &by).await?;
-            println!("approved the certificate request of {node} ({id}); the signer signs it on its next pass if it passes the policy (see `deckhand pki pending`)");
+            println!(
+                "approved the certificate request of {node} ({id}); the signer signs it on its next pass if it passes the policy (see `deckhand pki pending`)"
+            );
             Ok(())
         }
         other => pki(other),

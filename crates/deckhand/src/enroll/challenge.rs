@@ -134,8 +134,7 @@ async fn answer(stream: TcpStream, node_id: &str, address: &str, keys: &Keys) ->
     let line = read_line(&mut r).await?;
     let mut parts = line.split(' ');
     let (a, b, id, nonce) = (parts.next(), parts.next(), parts.next(), parts.next());
-    if a.zip(b).map(|(a, b)| format!("{a} {b}")).as_deref() != Some(HELLO)
-        || parts.next().is_some()
+    if a.zip(b).map(|(a, b)| format!("{a} {b}")).as_deref() != Some(HELLO) || parts.next().is_some()
     {
         write_line(&mut w, "error not a deckhand pki challenge").await?;
         bail!("not a challenge: {line:?}");
@@ -209,7 +208,11 @@ pub async fn ask(target: SocketAddr, expect: &Expect) -> Result<()> {
         );
     }
     let msg = message(&expect.node_id, &expect.address, &nonce);
-    let names = ["the node request's key", "the proxy request's key", "the current certificate's key"];
+    let names = [
+        "the node request's key",
+        "the proxy request's key",
+        "the current certificate's key",
+    ];
     for (i, (sig, key)) in sigs.iter().zip(&expect.public_keys).enumerate() {
         let sig = unhex(sig).ok_or_else(|| anyhow!("a signature that is not hex"))?;
         if !deckhand_pki::verify_message(key, &msg, &sig) {

@@ -399,7 +399,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&s.key_file).unwrap(), key2);
         let dots = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(dots, 0);
     }

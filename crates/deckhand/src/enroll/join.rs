@@ -37,10 +37,13 @@ pub fn needed(settings: &Settings) -> bool {
 /// The join credential cannot be used, the identity cannot be detected,
 /// or installing failed. Waiting for the signer is no error: it waits.
 pub async fn join(settings: &Settings) -> Result<()> {
-    let Some(t) = &settings.tls else { return Ok(()) };
-    let Some((jc, jk)) = &t.join else { return Ok(()) };
-    let identity =
-        crate::identity::detect(settings).context("detecting this node's identity")?;
+    let Some(t) = &settings.tls else {
+        return Ok(());
+    };
+    let Some((jc, jk)) = &t.join else {
+        return Ok(());
+    };
+    let identity = crate::identity::detect(settings).context("detecting this node's identity")?;
     let (tls, file) = crate::tls::load_pair(&t.ca_file, jc, jk)
         .context("tls.ca_file, tls.join_cert_file, tls.join_key_file")?;
     crate::tls::require_valid(&file, crate::agent::observe::unix_now())?;
@@ -59,8 +62,12 @@ pub async fn join(settings: &Settings) -> Result<()> {
         }
     });
     let client = loop {
-        match crate::connect::first_answering(&settings.endpoints, Duration::from_secs(3), Some(&tls))
-            .await
+        match crate::connect::first_answering(
+            &settings.endpoints,
+            Duration::from_secs(3),
+            Some(&tls),
+        )
+        .await
         {
             Ok(c) => break c,
             Err(e) => {

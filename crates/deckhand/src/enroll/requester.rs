@@ -122,9 +122,10 @@ pub async fn ask_and_install(
                         written = false;
                         continue;
                     }
-                    if let Some(Ok(issued)) = keys.issued.filter(|i| {
-                        i.as_ref().map(|i| i.csr_sha256 == sha).unwrap_or(false)
-                    }) {
+                    if let Some(Ok(issued)) = keys
+                        .issued
+                        .filter(|i| i.as_ref().map(|i| i.csr_sha256 == sha).unwrap_or(false))
+                    {
                         let now = crate::agent::observe::unix_now();
                         match install::verify(
                             &issued,
@@ -142,9 +143,7 @@ pub async fn ask_and_install(
                                     &mut last,
                                 );
                                 if let Err(e) = store.delete_cert_request(&ask.node_id).await {
-                                    tracing::warn!(
-                                        "could not delete the answered request: {e:#}"
-                                    );
+                                    tracing::warn!("could not delete the answered request: {e:#}");
                                 }
                                 return Ok(done);
                             }
@@ -153,9 +152,10 @@ pub async fn ask_and_install(
                                 &mut last,
                             ),
                         }
-                    } else if let Some(Ok(r)) = keys.refused.filter(|r| {
-                        r.as_ref().map(|r| r.csr_sha256 == sha).unwrap_or(false)
-                    }) {
+                    } else if let Some(Ok(r)) = keys
+                        .refused
+                        .filter(|r| r.as_ref().map(|r| r.csr_sha256 == sha).unwrap_or(false))
+                    {
                         say(format!("refused by {}: {}", r.signer, r.reason), &mut last);
                     }
                 }

@@ -54,7 +54,10 @@ fn current_cert_check(ca_pem: &str, req: &CertRequest, now: u64) -> Option<Resul
         if info.common_name.as_deref() != Some(cn.as_str()) {
             return Err(format!("its CN is {:?}, not {cn:?}", info.common_name));
         }
-        let addr: IpAddr = req.address.parse().map_err(|_| "a bad address".to_string())?;
+        let addr: IpAddr = req
+            .address
+            .parse()
+            .map_err(|_| "a bad address".to_string())?;
         if !info.ip_sans.contains(&addr) {
             return Err(format!("its SANs {:?} lack {addr}", info.ip_sans));
         }
@@ -74,7 +77,11 @@ impl Signer {
     ///
     /// # Errors
     /// Either file cannot be read, or they are not a CA and its key.
-    pub fn load(ca_file: &std::path::Path, ca_key_file: &std::path::Path, name: &str) -> Result<Signer> {
+    pub fn load(
+        ca_file: &std::path::Path,
+        ca_key_file: &std::path::Path,
+        name: &str,
+    ) -> Result<Signer> {
         let ca_pem = std::fs::read_to_string(ca_file)
             .with_context(|| format!("cannot read {}", ca_file.display()))?;
         let key = std::fs::read_to_string(ca_key_file)
@@ -97,7 +104,12 @@ impl Signer {
     /// # Errors
     /// Reading the keys failed; a failure on one request is written as its
     /// refusal or noted, and the pass goes on.
-    pub async fn pass(&mut self, store: &Store, members: &[Member], auto_sign: bool) -> Result<Notes> {
+    pub async fn pass(
+        &mut self,
+        store: &Store,
+        members: &[Member],
+        auto_sign: bool,
+    ) -> Result<Notes> {
         let pki = store.pki().await?;
         let nodes = store.nodes().await?;
         let statuses: Vec<_> = nodes.values().filter_map(|n| n.status.clone()).collect();
@@ -212,9 +224,7 @@ impl Signer {
                         Err(e) => Some(format!("could not write the certificates of {id}: {e:#}")),
                     }
                 }
-                Err(e) => {
-                    self.refuse(store, id, keys, &sha, format!("{e:#}")).await
-                }
+                Err(e) => self.refuse(store, id, keys, &sha, format!("{e:#}")).await,
             },
             Decision::Refuse(reason) | Decision::AwaitApproval(reason) => {
                 self.refuse(store, id, keys, &sha, reason).await
@@ -235,7 +245,10 @@ impl Signer {
     }
 
     async fn challenge(&self, id: &str, req: &CertRequest) -> Result<(), String> {
-        let addr: IpAddr = req.address.parse().map_err(|_| "a bad address".to_string())?;
+        let addr: IpAddr = req
+            .address
+            .parse()
+            .map_err(|_| "a bad address".to_string())?;
         let mut public_keys = vec![
             deckhand_pki::csr_public_key(&req.csr_pem).map_err(|e| e.to_string())?,
             deckhand_pki::csr_public_key(&req.proxy_csr_pem).map_err(|e| e.to_string())?,
@@ -287,15 +300,25 @@ fn host_of(url: &str) -> Option<String> {
         Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
         _ => hostport,
     };
-    Some(host.trim_start_matches('[').trim_end_matches(']').to_owned())
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn hosts_of_peer_urls() {
-        assert_eq!(super::host_of("https://10.0.0.1:2380").as_deref(), Some("10.0.0.1"));
-        assert_eq!(super::host_of("http://[fd00::1]:2380").as_deref(), Some("fd00::1"));
+        assert_eq!(
+            super::host_of("https://10.0.0.1:2380").as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            super::host_of("http://[fd00::1]:2380").as_deref(),
+            Some("fd00::1")
+        );
         assert_eq!(super::host_of("nonsense"), None);
     }
 }

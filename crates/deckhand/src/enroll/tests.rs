@@ -50,7 +50,11 @@ fn signer_for(etcd: &Etcd, port: u16) -> Signer {
 }
 
 async fn store_of(etcd: &Etcd) -> Store {
-    Store::new(etcd.client().await, Keyspace::new("/t"), Duration::from_secs(5))
+    Store::new(
+        etcd.client().await,
+        Keyspace::new("/t"),
+        Duration::from_secs(5),
+    )
 }
 
 fn ask(id: &str, name: &str, port: u16) -> Ask {
@@ -87,13 +91,22 @@ async fn a_join_and_a_renewal_through_a_tls_etcd() {
     }
     let installed = join.await.unwrap().unwrap();
     assert_eq!(installed.len(), 4);
-    assert!(signed.iter().any(|n| n.contains("signed the join request of n4")), "{signed:?}");
+    assert!(
+        signed
+            .iter()
+            .any(|n| n.contains("signed the join request of n4")),
+        "{signed:?}"
+    );
     // What the agent checks at start-up passes on the installed files.
     let t = crate::tls::load_node(&node).unwrap();
     assert_eq!(t.node.common_name, "node:n4");
     assert!(t.proxy.common_name.is_empty());
     assert!(
-        reports.lock().unwrap().iter().any(|r| r.contains("installed")),
+        reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("installed")),
         "{reports:?}"
     );
     // The request and its answers are gone.
@@ -114,7 +127,11 @@ async fn a_join_and_a_renewal_through_a_tls_etcd() {
     // A join for the live node's id is refused first (it must renew).
     let mut j = ask("id4", "n4", port);
     j.kind = RequestKind::Join;
-    let (s2, n2, r3) = (store.clone(), node.clone(), Arc::new(Mutex::new(Vec::<String>::new())));
+    let (s2, n2, r3) = (
+        store.clone(),
+        node.clone(),
+        Arc::new(Mutex::new(Vec::<String>::new())),
+    );
     let r3b = r3.clone();
     let wrong = tokio::spawn(async move {
         ask_and_install(&s2, &n2, &j, |r| r3b.lock().unwrap().push(r.to_string())).await
@@ -169,7 +186,12 @@ async fn a_live_nodes_name_is_refused_and_the_requester_says_why() {
     let mut signer = signer_for(&etcd, port);
     for _ in 0..50 {
         signer.pass(&store, &[], true).await.unwrap();
-        if reports.lock().unwrap().iter().any(|r| r.contains("refused")) {
+        if reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.contains("refused"))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -185,7 +207,13 @@ async fn a_live_nodes_name_is_refused_and_the_requester_says_why() {
     assert!(!node.cert_file.exists(), "nothing installed");
     // The refusal is in etcd, for `deckhand pki pending`.
     let keys = store.pki_of("id9").await.unwrap();
-    assert!(keys.refused.unwrap().unwrap().reason.contains("live node id1"));
+    assert!(
+        keys.refused
+            .unwrap()
+            .unwrap()
+            .reason
+            .contains("live node id1")
+    );
 }
 
 #[tokio::test]
@@ -211,7 +239,9 @@ async fn without_auto_sign_a_request_waits_for_its_approval() {
     }
     assert!(waited);
     assert!(!task.is_finished());
-    crate::cli::pki::approve(&store, "id4", "test").await.unwrap();
+    crate::cli::pki::approve(&store, "id4", "test")
+        .await
+        .unwrap();
     for _ in 0..100 {
         if task.is_finished() {
             break;
