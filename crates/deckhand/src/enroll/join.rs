@@ -37,13 +37,26 @@ pub fn needed(settings: &Settings) -> bool {
 /// The join credential cannot be used, the identity cannot be detected,
 /// or installing failed. Waiting for the signer is no error: it waits.
 pub async fn join(settings: &Settings) -> Result<()> {
+    let identity = crate::identity::detect(settings).context("detecting this node's identity")?;
+    let listen = Ask::listen_on(identity.address);
+    join_as(settings, &identity, listen).await
+}
+
+/// [`join`] as `identity`, answering the challenge on `listen`.
+///
+/// # Errors
+/// As [`join`].
+pub async fn join_as(
+    settings: &Settings,
+    identity: &crate::identity::Identity,
+    listen: std::net::SocketAddr,
+) -> Result<()> {
     let Some(t) = &settings.tls else {
         return Ok(());
     };
     let Some((jc, jk)) = &t.join else {
         return Ok(());
     };
-    let identity = crate::identity::detect(settings).context("detecting this node's identity")?;
     let (tls, file) = crate::tls::load_pair(&t.ca_file, jc, jk)
         .context("tls.ca_file, tls.join_cert_file, tls.join_key_file")?;
     crate::tls::require_valid(&file, crate::agent::observe::unix_now())?;
@@ -89,7 +102,7 @@ pub async fn join(settings: &Settings) -> Result<()> {
         address: identity.address,
         kind: RequestKind::Join,
         current: None,
-        listen: Ask::listen_on(identity.address),
+        listen,
     };
     let result = ask_and_install(&store, t, &ask, |s| {
         let _ = notify::status(&format!("joining: {s}"));

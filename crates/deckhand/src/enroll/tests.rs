@@ -306,3 +306,45 @@ async fn etcd_serves_an_installed_leaf_on_new_connections_without_a_restart() {
     let mut c = etcd.client().await;
     c.put("k", "v", None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_node_with_only_the_ca_and_a_join_credential_joins_through_the_members() {
+    let etcd = Etcd::start_tls().await;
+    let store = store_of(&etcd).await;
+    let port = free_port();
+    let (dir, _) = joining_node(etcd.tls.as_ref().unwrap());
+    // The join credential: a client certificate of the CA (here the
+    // operator's, as `deckhand pki issue --operator join` makes one).
+    let op = etcd.operator_files();
+    let toml = format!(
+        "key_prefix = \"/t\"\n[etcd]\nendpoints = [\"{url}\"]\n[tls]\nca_file = \"{d}/ca.crt\"\ncert_file = \"{d}/node.crt\"\nkey_file = \"{d}/node.key\"\nproxy_cert_file = \"{d}/proxy.crt\"\nproxy_key_file = \"{d}/proxy.key\"\njoin_cert_file = \"{c}\"\njoin_key_file = \"{k}\"\n",
+        url = etcd.url,
+        d = dir.path().display(),
+        c = op.cert.unwrap().display(),
+        k = op.key.unwrap().display(),
+    );
+    let settings = crate::config::validate(crate::config::parse_fragment(&toml).unwrap()).unwrap();
+    assert!(super::join::needed(&settings));
+    let identity = crate::identity::Identity {
+        id: "id4".into(),
+        name: "n4".into(),
+        address: "10.0.0.4".parse().unwrap(),
+        tls: true,
+    };
+    let s2 = settings.clone();
+    let listen = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let join = tokio::spawn(async move { super::join::join_as(&s2, &identity, listen).await });
+    let mut signer = signer_for(&etcd, port);
+    for _ in 0..100 {
+        if join.is_finished() {
+            break;
+        }
+        signer.pass(&store, &[], true).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    join.await.unwrap().unwrap();
+    // What the agent then loads at start-up.
+    let t = crate::tls::load_node(settings.tls.as_ref().unwrap()).unwrap();
+    assert_eq!(t.node.common_name, "node:n4");
+    assert!(!super::join::needed(&settings), "joined: files present");
+}
