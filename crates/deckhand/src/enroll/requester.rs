@@ -156,7 +156,12 @@ pub async fn ask_and_install(
                         .refused
                         .filter(|r| r.as_ref().map(|r| r.csr_sha256 == sha).unwrap_or(false))
                     {
-                        say(format!("refused by {}: {}", r.signer, r.reason), &mut last);
+                        let s = if r.reason.starts_with("awaiting approval") {
+                            format!("{} (signer {})", r.reason, r.signer)
+                        } else {
+                            format!("refused by {}: {}", r.signer, r.reason)
+                        };
+                        say(s, &mut last);
                     }
                 }
             }

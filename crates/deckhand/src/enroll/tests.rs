@@ -205,6 +205,13 @@ async fn a_live_nodes_name_is_refused_and_the_requester_says_why() {
         "{said:?}"
     );
     assert!(!node.cert_file.exists(), "nothing installed");
+    let pending = crate::cli::pki::pending_of(&store.pki().await.unwrap());
+    assert!(
+        pending[0]
+            .state
+            .starts_with("refused: the name n1 is live node id1's"),
+        "{pending:?}"
+    );
     // The refusal is in etcd, for `deckhand pki pending`.
     let keys = store.pki_of("id9").await.unwrap();
     assert!(
@@ -239,9 +246,30 @@ async fn without_auto_sign_a_request_waits_for_its_approval() {
     }
     assert!(waited);
     assert!(!task.is_finished());
-    crate::cli::pki::approve(&store, "id4", "test")
+    let state = |p: &std::collections::BTreeMap<String, crate::store::PkiKeys>| {
+        crate::cli::pki::pending_of(p)
+            .into_iter()
+            .map(|r| (r.name, r.kind, r.state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        state(&store.pki().await.unwrap()),
+        [("n4".into(), "join".into(), "awaiting approval".into())]
+    );
+    // An unknown node is no approval; by name or id works.
+    assert!(
+        crate::cli::pki::approve(&store, "n9", "test")
+            .await
+            .is_err()
+    );
+    crate::cli::pki::approve(&store, "n4", "test")
         .await
         .unwrap();
+    assert_eq!(
+        state(&store.pki().await.unwrap())[0].2,
+        "approved",
+        "pending shows the approval before the signer's next pass"
+    );
     for _ in 0..100 {
         if task.is_finished() {
             break;
