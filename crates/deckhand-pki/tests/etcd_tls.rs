@@ -255,10 +255,6 @@ impl Tls {
         );
         let ports = free_ports(4);
         let (client_ports, peer_ports) = (vec![ports[0], ports[1]], vec![ports[2], ports[3]]);
-        let initial = format!(
-            "m0=https://127.0.0.1:{},m1=https://127.0.0.1:{}",
-            peer_ports[0], peer_ports[1]
-        );
         let mut members = Vec::new();
         for i in 0..2 {
             let mut cmd = member_cmd(d, i, &client_ports, &peer_ports, &ca_path);
