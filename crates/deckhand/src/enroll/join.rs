@@ -111,3 +111,28 @@ pub async fn join_as(
     keepalive.abort();
     result.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_join_is_needed_only_with_tls_a_credential_and_no_node_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let cfg = |extra: &str| {
+            let toml = format!(
+                "[etcd]\nendpoints = [\"https://10.0.0.1:2379\"]\n[tls]\ncert_file = \"{d}/node.crt\"\nkey_file = \"{d}/node.key\"\n{extra}"
+            );
+            crate::config::validate(crate::config::parse_fragment(&toml).unwrap()).unwrap()
+        };
+        let join = format!("join_cert_file = \"{d}/join.crt\"\njoin_key_file = \"{d}/join.key\"\n");
+        assert!(super::needed(&cfg(&join)));
+        assert!(!super::needed(&cfg("")), "no join credential");
+        let half = format!("join_cert_file = \"{d}/join.crt\"\n");
+        let toml = format!("[etcd]\nendpoints = [\"https://10.0.0.1:2379\"]\n[tls]\n{half}");
+        let e = crate::config::validate(crate::config::parse_fragment(&toml).unwrap()).unwrap_err();
+        assert!(format!("{e:#}").contains("go together"), "{e:#}");
+        // One node file present: no join (the start-up check names what is missing).
+        std::fs::write(dir.path().join("node.key"), "k").unwrap();
+        assert!(!super::needed(&cfg(&join)));
+    }
+}
