@@ -67,6 +67,27 @@ fn all_converged() -> Result<()> {
     Ok(())
 }
 
+/// What the nodes say about certificates, printed when the renewal does not
+/// come.
+fn diagnose() {
+    for n in ["node1", "node2", "node4"] {
+        let (_, out, err) = sh(
+            n,
+            "journalctl -u deckhand.service --no-pager -n 400 | grep -iE 'certif|renew|sign|challenge|pki|faketime|starting' | tail -n 40",
+        )
+        .unwrap_or_default();
+        println!("--- {n}: agent journal ---\n{out}{err}");
+    }
+    let (_, out, _) = sh("node1", "etcdctl get --prefix /deckhand/pki/ /deckhand/elections/pki-signer --prefix --keys-only; etcdctl get --prefix /deckhand/pki/refused/").unwrap_or_default();
+    println!("--- pki keys ---\n{out}");
+    let (_, out, _) = sh(
+        "node1",
+        "deckhand status --json | grep -o '\"certificate\":{[^}]*}'",
+    )
+    .unwrap_or_default();
+    println!("--- status certificates ---\n{out}");
+}
+
 /// Undoes the test's changes on the nodes, even when it fails.
 struct Cleanup;
 
@@ -119,7 +140,8 @@ fn agents_renew_their_certificates_through_etcd_and_the_cluster_keeps_working() 
                 let proxy = fingerprint(n, "/etc/deckhand/pki/proxy.crt")?;
                 Ok((now != *node_fp && proxy != *proxy_fp).then_some(()))
             },
-        )?;
+        )
+        .inspect_err(|_| diagnose())?;
         println!(
             "{n}: renewed {:.1} s after the clock step",
             t.elapsed().as_secs_f64()
