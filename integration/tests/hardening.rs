@@ -16,9 +16,10 @@ const GOALS: [(&str, f64); 4] = [
     ("deckhand-preseed.service", 3.6),
 ];
 
-/// The capability bounding set of the agent: CAP_DAC_OVERRIDE (1) and
-/// CAP_NET_ADMIN (12), as /proc/PID/status shows it.
-const AGENT_CAPS: &str = "0000000000001002";
+/// The capability bounding set of the agent: CAP_CHOWN (0),
+/// CAP_DAC_OVERRIDE (1) and CAP_NET_ADMIN (12), as /proc/PID/status shows
+/// it.
+const AGENT_CAPS: &str = "0000000000001003";
 
 /// The overall exposure in `systemd-analyze security UNIT`'s output: the
 /// number in its line "→ Overall exposure level for UNIT: 2.4 OK 🙂".
@@ -191,6 +192,12 @@ fn units_meet_their_exposure_goals_and_run_sandboxed() -> Result<()> {
             "deckhand.service",
             "/etc/deckhand/.hardening-probe",
             false,
+        ),
+        (
+            "node1",
+            "deckhand.service",
+            "/etc/deckhand/pki/.hardening-probe",
+            true,
         ),
         (
             "node1",

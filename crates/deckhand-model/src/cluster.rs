@@ -44,6 +44,24 @@ pub struct ClusterConfig {
     /// Images every node keeps present in addition to its planes' images:
     /// the next release, preseeded before an upgrade. At most 64.
     pub upcoming: Vec<ImageRef>,
+    /// The certificate signer's policy (`docs/pki.md`).
+    pub pki: PkiConfig,
+}
+
+/// `pki` of the cluster config: how the elected signer treats requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PkiConfig {
+    /// When true (the default), a request that passes the policy (the
+    /// challenge, the address, the name) is signed at once; when false,
+    /// only once an operator approved it (`deckhand pki approve NODE`).
+    pub auto_sign: bool,
+}
+
+impl Default for PkiConfig {
+    fn default() -> Self {
+        PkiConfig { auto_sign: true }
+    }
 }
 
 impl Default for ClusterConfig {
@@ -58,6 +76,7 @@ impl Default for ClusterConfig {
             preseed_concurrency: 3,
             preseed_all_planes: false,
             upcoming: Vec::new(),
+            pki: PkiConfig::default(),
         }
     }
 }
@@ -238,5 +257,14 @@ mod tests {
                 .contains("invalid image reference")
         );
         assert!(ClusterConfig::parse(br#"{"preseed_concurrency":0}"#).is_err());
+        assert!(ClusterConfig::default().pki.auto_sign);
+        assert!(
+            !ClusterConfig::parse(br#"{"pki":{"auto_sign":false}}"#)
+                .unwrap()
+                .pki
+                .auto_sign
+        );
+        assert!(ClusterConfig::parse(br#"{"pki":{"autosign":false}}"#).is_err());
+        assert!(ClusterConfig::parse(br#"{"pki":{"auto_sign":"no"}}"#).is_err());
     }
 }

@@ -102,6 +102,43 @@ impl Keyspace {
         format!("{}/locks/membership", self.prefix)
     }
 
+    /// `<prefix>/pki/requests/`: the parent of the open certificate
+    /// requests.
+    pub fn pki_requests(&self) -> String {
+        format!("{}/pki/requests/", self.prefix)
+    }
+
+    /// `<prefix>/pki/requests/<node-id>`: a node's certificate request
+    /// (join or renewal), written by the node.
+    pub fn pki_request(&self, node_id: &str) -> String {
+        format!("{}/pki/requests/{node_id}", self.prefix)
+    }
+
+    /// `<prefix>/pki/issued/<node-id>`: the certificates the signer issued
+    /// for the node's request.
+    pub fn pki_issued(&self, node_id: &str) -> String {
+        format!("{}/pki/issued/{node_id}", self.prefix)
+    }
+
+    /// `<prefix>/pki/refused/<node-id>`: why the signer refused the node's
+    /// request.
+    pub fn pki_refused(&self, node_id: &str) -> String {
+        format!("{}/pki/refused/{node_id}", self.prefix)
+    }
+
+    /// `<prefix>/pki/approvals/<node-id>`: an operator's approval of the
+    /// node's request (`pki.auto_sign` off).
+    pub fn pki_approval(&self, node_id: &str) -> String {
+        format!("{}/pki/approvals/{node_id}", self.prefix)
+    }
+
+    /// `<prefix>/elections/pki-signer`: the election of the agent that
+    /// signs requests, among the nodes that hold the CA key. (No unit
+    /// election can take the name: a unit name has a type suffix.)
+    pub fn pki_signer_election(&self) -> String {
+        self.election("pki-signer")
+    }
+
     /// Splits a key under [`Keyspace::nodes`] into `(node_id, leaf)`, e.g.
     /// `("abc", "role")`. `None` for any other key.
     pub fn parse_node_key<'a>(&self, key: &'a str) -> Option<(&'a str, &'a str)> {

@@ -7,12 +7,13 @@
 pub mod cluster;
 pub mod image;
 pub mod keyspace;
+pub mod pki;
 pub mod planes;
 pub mod role;
 pub mod status;
 pub mod unit_name;
 
-pub use cluster::{ClusterConfig, ClusterConfigError};
+pub use cluster::{ClusterConfig, ClusterConfigError, PkiConfig};
 pub use image::{ImageRef, ImageRefError};
 pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};

@@ -119,6 +119,10 @@ pub struct CertificateStatus {
     /// empty when it has none.
     #[serde(default)]
     pub common_name: String,
+    /// The agent's renewal of it through etcd, in words, while one is under
+    /// way or was refused ("refused by node1: ..."); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<String>,
 }
 
 impl CertificateStatus {
@@ -268,6 +272,7 @@ mod certificate_tests {
         let c = CertificateStatus {
             not_after_unix: 10 * 86_400,
             common_name: "node:n1".into(),
+            renewal: None,
         };
         assert_eq!(c.days_left(0), 10);
         assert_eq!(c.days_left(86_400 + 1), 8);

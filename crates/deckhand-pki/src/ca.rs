@@ -396,24 +396,7 @@ impl Ca {
         days: u32,
     ) -> Result<String> {
         check_node_name(expect_name)?;
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| match e {
-            rcgen::Error::InvalidCertificationRequestSignature => Error::CsrRefused {
-                reason: "its signature does not verify".into(),
-            },
-            rcgen::Error::UnsupportedExtension => Error::CsrRefused {
-                reason: "it asks for an extension other than SANs, key usage, extended key usage or basic constraints".into(),
-            },
-            e => Error::BadPem {
-                what: "certificate request".into(),
-                expected: "PEM CSR",
-                reason: e.to_string(),
-            },
-        })?;
-        if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
-            return Err(Error::CsrRefused {
-                reason: "its key is not ECDSA P-256".into(),
-            });
-        }
+        let csr = parse_csr(csr_pem)?;
         let want_cn = node_common_name(expect_name);
         let subject: Vec<(String, String)> = csr
             .params
@@ -444,6 +427,76 @@ impl Ca {
         let p = self.node_params(expect_name, expect_address, days)?;
         sign(&p, &csr.public_key, self)
     }
+
+    /// Signs a node's grpc-proxy CSR (from [`generate_proxy_csr`] on that
+    /// node) into a proxy certificate, as [`Ca::issue_proxy`] makes it, after
+    /// checking that the request's signature verifies, its key is ECDSA
+    /// P-256, its subject is empty and its SANs are exactly IP
+    /// `expect_address`. Returns the certificate PEM.
+    ///
+    /// # Errors
+    /// [`Error::CsrRefused`] saying what differs; [`Error::BadPem`];
+    /// otherwise as [`Ca::issue_proxy`].
+    pub fn sign_proxy_csr(
+        &self,
+        csr_pem: &str,
+        name: &str,
+        expect_address: IpAddr,
+        days: u32,
+    ) -> Result<String> {
+        check_node_name(name)?;
+        let csr = parse_csr(csr_pem)?;
+        if csr.params.distinguished_name.iter().next().is_some() {
+            let subject: Vec<String> = csr
+                .params
+                .distinguished_name
+                .iter()
+                .map(|(t, v)| format!("{t:?}={}", dn_value_text(v)))
+                .collect();
+            return Err(Error::CsrRefused {
+                reason: format!(
+                    "the proxy request's subject is {subject:?}, expected an empty subject (etcd's grpc-proxy refuses a CN)"
+                ),
+            });
+        }
+        let got: Vec<String> = csr.params.subject_alt_names.iter().map(san_text).collect();
+        let want = vec![san_text(&SanType::IpAddress(expect_address))];
+        if got != want {
+            return Err(Error::CsrRefused {
+                reason: format!("the proxy request's SANs are {got:?}, expected {want:?}"),
+            });
+        }
+        let mut p = self.leaf_params(days)?;
+        p.subject_alt_names = vec![SanType::IpAddress(expect_address)];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        sign(&p, &csr.public_key, self)
+    }
+}
+
+/// A CSR that parses, whose signature verifies and whose key is ECDSA P-256.
+fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams> {
+    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| match e {
+        rcgen::Error::InvalidCertificationRequestSignature => Error::CsrRefused {
+            reason: "its signature does not verify".into(),
+        },
+        rcgen::Error::UnsupportedExtension => Error::CsrRefused {
+            reason: "it asks for an extension other than SANs, key usage, extended key usage or basic constraints".into(),
+        },
+        e => Error::BadPem {
+            what: "certificate request".into(),
+            expected: "PEM CSR",
+            reason: e.to_string(),
+        },
+    })?;
+    if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+        return Err(Error::CsrRefused {
+            reason: "its key is not ECDSA P-256".into(),
+        });
+    }
+    Ok(csr)
 }
 
 fn dn_value_text(v: &DnValue) -> String {
@@ -480,6 +533,25 @@ pub fn generate_csr(name: &str, address: IpAddr) -> Result<(String, String)> {
         DnValue::Utf8String(node_common_name(name)),
     );
     p.subject_alt_names = node_sans(name, address)?;
+    let csr = p
+        .serialize_request(&key)
+        .map_err(|e| Error::generate("CSR", e))?;
+    let csr_pem = csr.pem().map_err(|e| Error::generate("CSR", e))?;
+    Ok((key.serialize_pem(), csr_pem))
+}
+
+/// Makes a node's grpc-proxy key on the node and a CSR for its proxy
+/// certificate (an empty subject, SAN IP `address`), for the join flow
+/// beside [`generate_csr`]; the CA signs it with [`Ca::sign_proxy_csr`].
+/// Returns `(key_pem, csr_pem)`.
+///
+/// # Errors
+/// [`Error::Generate`].
+pub fn generate_proxy_csr(address: IpAddr) -> Result<(String, String)> {
+    let key = new_key()?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name = DistinguishedName::new();
+    p.subject_alt_names = vec![SanType::IpAddress(address)];
     let csr = p
         .serialize_request(&key)
         .map_err(|e| Error::generate("CSR", e))?;

@@ -37,12 +37,16 @@ mod error;
 mod files;
 mod info;
 mod names;
+mod proof;
 
-pub use ca::{Ca, Issued, generate_csr};
+pub use ca::{Ca, Issued, generate_csr, generate_proxy_csr};
 pub use error::{Error, Result};
 pub use files::{CERT_MODE, KEY_MODE, write_new_file};
 pub use info::{CertInfo, key_matches, utc_rfc3339, verify_issued_by};
 pub use names::{check_node_name, check_operator_name, node_common_name};
+pub use proof::{
+    cert_public_key, csr_public_key, random_nonce, sha256_hex, sign_message, verify_message,
+};
 
 /// The CA's default lifetime, days (10 years, as kubeadm's etcd CA).
 pub const CA_DAYS: u32 = 3650;

@@ -427,3 +427,28 @@ fn times_print_as_rfc3339_utc() {
     assert_eq!(utc_rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(utc_rfc3339(1_796_206_516), "2026-12-02T10:15:16Z");
 }
+
+#[test]
+fn a_proxy_csr_is_signed_with_an_empty_subject_and_its_address_only() {
+    let ca = Ca::create("deckhand-ca", CA_DAYS).unwrap();
+    let (key, csr) = generate_proxy_csr(ip("10.0.0.4")).unwrap();
+    let cert = ca
+        .sign_proxy_csr(&csr, "node4", ip("10.0.0.4"), 30)
+        .unwrap();
+    verify_issued_by(ca.cert_pem(), &cert).unwrap();
+    assert!(key_matches(&cert, &key).unwrap());
+    let info = CertInfo::from_pem(&cert).unwrap();
+    assert_eq!(info.common_name, None, "etcd's grpc-proxy refuses a CN");
+    assert_eq!(info.ip_sans, vec![ip("10.0.0.4")]);
+    assert!(info.client_auth);
+    // Another address, and a node request in the proxy's place.
+    let e = ca
+        .sign_proxy_csr(&csr, "node4", ip("10.0.0.5"), 30)
+        .unwrap_err();
+    assert!(e.to_string().contains("10.0.0.5"), "{e}");
+    let (_, node_csr) = generate_csr("node4", ip("10.0.0.4")).unwrap();
+    let e = ca
+        .sign_proxy_csr(&node_csr, "node4", ip("10.0.0.4"), 30)
+        .unwrap_err();
+    assert!(e.to_string().contains("empty subject"), "{e}");
+}

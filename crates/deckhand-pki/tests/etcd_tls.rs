@@ -164,6 +164,64 @@ fn s_client(port: u16, ca: &Path, cert: Option<(&Path, &Path)>, extra: &[&str]) 
     child.wait_with_output().unwrap()
 }
 
+/// The command line of member `i` of [`Tls`] (the same at every start: an
+/// existing data dir ignores the initial-cluster flags).
+fn member_cmd(
+    d: &Path,
+    i: usize,
+    client_ports: &[u16],
+    peer_ports: &[u16],
+    ca_path: &Path,
+) -> Command {
+    let initial = format!(
+        "m0=https://127.0.0.1:{},m1=https://127.0.0.1:{}",
+        peer_ports[0], peer_ports[1]
+    );
+    let (crt, key) = (d.join(format!("n{i}.crt")), d.join(format!("n{i}.key")));
+    let client = format!("https://127.0.0.1:{}", client_ports[i]);
+    let peer = format!("https://127.0.0.1:{}", peer_ports[i]);
+    let mut cmd = Command::new("etcd");
+    cmd.args(["--name", &format!("m{i}")])
+        .arg("--data-dir")
+        .arg(d.join(format!("m{i}.etcd")))
+        .args([
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args([
+            "--initial-cluster",
+            &initial,
+            "--initial-cluster-state",
+            "new",
+        ])
+        .args(["--initial-cluster-token", "pki-test"])
+        .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+        .arg("--cert-file")
+        .arg(&crt)
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--trusted-ca-file")
+        .arg(ca_path)
+        .arg("--client-cert-auth")
+        .arg("--peer-cert-file")
+        .arg(&crt)
+        .arg("--peer-key-file")
+        .arg(&key)
+        .arg("--peer-trusted-ca-file")
+        .arg(ca_path)
+        .arg("--peer-client-cert-auth")
+        .args(["--logger", "zap"]);
+    cmd
+}
+
 /// The test cluster: its CA dir, certificates, two members.
 struct Tls {
     dir: tempfile::TempDir,
@@ -197,54 +255,9 @@ impl Tls {
         );
         let ports = free_ports(4);
         let (client_ports, peer_ports) = (vec![ports[0], ports[1]], vec![ports[2], ports[3]]);
-        let initial = format!(
-            "m0=https://127.0.0.1:{},m1=https://127.0.0.1:{}",
-            peer_ports[0], peer_ports[1]
-        );
         let mut members = Vec::new();
         for i in 0..2 {
-            let (crt, key) = (d.join(format!("n{i}.crt")), d.join(format!("n{i}.key")));
-            let client = format!("https://127.0.0.1:{}", client_ports[i]);
-            let peer = format!("https://127.0.0.1:{}", peer_ports[i]);
-            let mut cmd = Command::new("etcd");
-            cmd.args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(d.join(format!("m{i}.etcd")))
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args([
-                    "--initial-cluster",
-                    &initial,
-                    "--initial-cluster-state",
-                    "new",
-                ])
-                .args(["--initial-cluster-token", "pki-test"])
-                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
-                .arg("--cert-file")
-                .arg(&crt)
-                .arg("--key-file")
-                .arg(&key)
-                .arg("--trusted-ca-file")
-                .arg(&ca_path)
-                .arg("--client-cert-auth")
-                .arg("--peer-cert-file")
-                .arg(&crt)
-                .arg("--peer-key-file")
-                .arg(&key)
-                .arg("--peer-trusted-ca-file")
-                .arg(&ca_path)
-                .arg("--peer-client-cert-auth")
-                .args(["--logger", "zap"]);
+            let mut cmd = member_cmd(d, i, &client_ports, &peer_ports, &ca_path);
             members.push(Proc::spawn(&mut cmd, d.join(format!("m{i}.log"))));
         }
         let mut tls = Tls {
@@ -269,6 +282,23 @@ impl Tls {
             wait_healthy(&ep, Some(&creds), &mut procs);
         }
         tls
+    }
+
+    /// Kills member `i` and starts it again with the same command line
+    /// (its data dir kept), once it answers.
+    fn restart_member(&mut self, i: usize) {
+        let d = self.dir.path().to_path_buf();
+        let _ = self.members[i].child.kill();
+        let _ = self.members[i].child.wait();
+        let mut cmd = member_cmd(&d, i, &self.client_ports, &self.peer_ports, &self.ca);
+        self.members[i] = Proc::spawn(&mut cmd, d.join(format!("m{i}.restart.log")));
+        let (ca, node) = (self.ca.clone(), self.node.clone());
+        let creds = Creds {
+            cacert: &ca,
+            cert: Some((&node.0, &node.1)),
+        };
+        let ep = self.endpoint(i);
+        wait_healthy(&ep, Some(&creds), &mut [&mut self.members[i]]);
     }
 
     fn endpoint(&self, i: usize) -> String {
@@ -454,4 +484,75 @@ fn a_grpc_proxy_with_a_certificate_that_has_a_cn_refuses_to_start() {
     // etcd 3.4.23 prints "cert has non empty Common Name (node:n0)" and
     // exits 1, after it has begun listening.
     assert!(log.contains("non empty Common Name (node:n0)"), "{log}");
+}
+
+/// `etcd grpc-proxy` re-reads its client certificate files on each new
+/// connection to a member (3.4's `TLSInfo.ClientConfig` goes through
+/// `baseConfig`, whose `GetClientCertificate` calls `tlsutil.NewCert`): a
+/// renewed proxy certificate needs no proxy restart. Shown by replacing the
+/// files under a running proxy and restarting the member it talks to (a new
+/// connection): a certificate of another CA is then refused, a renewed one
+/// of the cluster CA works. A proxy that kept the files it read at start
+/// would go on working with the other CA's files in place.
+#[test]
+fn a_grpc_proxy_reads_replaced_certificate_files_on_its_next_connection() {
+    let mut tls = Tls::start();
+    let d = tls.dir.path().to_path_buf();
+    let files = (d.join("live-proxy.crt"), d.join("live-proxy.key"));
+    let put = |(c, k): &(PathBuf, PathBuf), (fc, fk): &(PathBuf, PathBuf)| {
+        std::fs::copy(c, fc).unwrap();
+        std::fs::copy(k, fk).unwrap();
+    };
+    put(&tls.proxy, &files);
+    let (mut proxy, port) = tls.grpc_proxy(&files, "proxy-reload");
+    let ep = format!("http://127.0.0.1:{port}");
+    wait_healthy(&ep, None, &mut [&mut proxy]);
+    let through = |v: &str| etcdctl(&ep, None, &["put", "/pki-test/reload", v]);
+    assert!(through("1").status.success());
+    let recovers_within = |what: &str, limit: Duration, proxy: &Proc| {
+        let t = Instant::now();
+        loop {
+            let o = through("x");
+            if o.status.success() {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < limit,
+                "{what}: the proxy does not work again: {}\n{}",
+                text(&o),
+                proxy.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // Control: the member restarts, the proxy's new connection with the
+    // same files works again within this long.
+    tls.restart_member(0);
+    let back = recovers_within("same files", Duration::from_secs(30), &proxy);
+    // Another CA's certificate in place, then a new connection: refused,
+    // long after the control's recovery.
+    put(&tls.stranger, &files);
+    tls.restart_member(0);
+    std::thread::sleep(back * 2 + Duration::from_secs(5));
+    for _ in 0..3 {
+        assert!(
+            !through("2").status.success(),
+            "the proxy kept working with another CA's files in place: it did not re-read them"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // A renewed certificate of the cluster CA: works again, no proxy restart.
+    let ca = Ca::load(&d.join("ca")).unwrap();
+    let renewed = save(
+        &d,
+        "proxy-renewed",
+        &ca.issue_proxy("n0", LOOPBACK.parse().unwrap(), LEAF_DAYS)
+            .unwrap(),
+    );
+    put(&renewed, &files);
+    recovers_within("renewed files", Duration::from_secs(30), &proxy);
+    assert!(
+        proxy.exited_within(Duration::from_millis(1)).is_none(),
+        "the same proxy process"
+    );
 }

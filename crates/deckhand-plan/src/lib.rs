@@ -14,6 +14,7 @@
 pub mod health;
 pub mod identity;
 mod observation;
+pub mod pki;
 pub mod planes;
 mod replace;
 mod rules;

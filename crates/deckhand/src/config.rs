@@ -58,6 +58,15 @@ pub struct TlsFragment {
     pub proxy_cert_file: Option<PathBuf>,
     /// The key of `proxy_cert_file` (PEM).
     pub proxy_key_file: Option<PathBuf>,
+    /// The join credential's certificate (PEM): with it, a node whose
+    /// `cert_file`/`key_file` are absent asks for its certificates through
+    /// etcd at start-up (`docs/pki.md`).
+    pub join_cert_file: Option<PathBuf>,
+    /// The key of `join_cert_file` (PEM).
+    pub join_key_file: Option<PathBuf>,
+    /// The CA's key: an agent that has it (the file exists) stands for the
+    /// signer's election and signs requests.
+    pub ca_key_file: Option<PathBuf>,
 }
 
 /// `[checks]` of a config file: how often the agent checks its node and
@@ -172,10 +181,15 @@ impl Fragment {
             over(&mut t.key_file, o.key_file);
             over(&mut t.proxy_cert_file, o.proxy_cert_file);
             over(&mut t.proxy_key_file, o.proxy_key_file);
+            over(&mut t.join_cert_file, o.join_cert_file);
+            over(&mut t.join_key_file, o.join_key_file);
+            over(&mut t.ca_key_file, o.ca_key_file);
         }
     }
 }
 
+/// Default `tls.ca_key_file`.
+pub const DEFAULT_CA_KEY_FILE: &str = "/etc/deckhand/pki/ca.key";
 /// Default `tls.ca_file`.
 pub const DEFAULT_CA_FILE: &str = "/etc/deckhand/pki/ca.crt";
 /// Default `tls.cert_file`.
@@ -190,7 +204,7 @@ pub const DEFAULT_PROXY_KEY_FILE: &str = "/etc/deckhand/pki/proxy.key";
 /// `[tls]` with its defaults filled in, when TLS is on. Only the paths:
 /// the files are read and checked by [`crate::tls::load_node`] (the agent
 /// at start-up), not by every CLI command that reads the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsSettings {
     /// The CA certificate; default [`DEFAULT_CA_FILE`].
     pub ca_file: PathBuf,
@@ -204,6 +218,11 @@ pub struct TlsSettings {
     pub proxy_cert_file: PathBuf,
     /// Its key; default [`DEFAULT_PROXY_KEY_FILE`] (root:etcd 0640).
     pub proxy_key_file: PathBuf,
+    /// The join credential (certificate, key): both or neither.
+    pub join: Option<(PathBuf, PathBuf)>,
+    /// The CA key; default [`DEFAULT_CA_KEY_FILE`]. Present on the nodes
+    /// that may sign.
+    pub ca_key_file: PathBuf,
 }
 
 /// Fills the defaults of `[tls]`; `None` when TLS is off (no `[tls]`
@@ -226,6 +245,14 @@ pub fn tls_settings(f: Option<TlsFragment>) -> Result<Option<TlsSettings>> {
         proxy_key_file: f
             .proxy_key_file
             .unwrap_or_else(|| DEFAULT_PROXY_KEY_FILE.into()),
+        join: match (f.join_cert_file, f.join_key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                bail!("tls.join_cert_file and tls.join_key_file go together: give both or neither")
+            }
+        },
+        ca_key_file: f.ca_key_file.unwrap_or_else(|| DEFAULT_CA_KEY_FILE.into()),
     };
     for (key, path) in [
         ("ca_file", &s.ca_file),
@@ -233,7 +260,14 @@ pub fn tls_settings(f: Option<TlsFragment>) -> Result<Option<TlsSettings>> {
         ("key_file", &s.key_file),
         ("proxy_cert_file", &s.proxy_cert_file),
         ("proxy_key_file", &s.proxy_key_file),
-    ] {
+        ("ca_key_file", &s.ca_key_file),
+    ]
+    .into_iter()
+    .chain(
+        s.join
+            .iter()
+            .flat_map(|(c, k)| [("join_cert_file", c), ("join_key_file", k)]),
+    ) {
         if !path.is_absolute() {
             bail!("tls.{key} {path:?} must be an absolute path");
         }

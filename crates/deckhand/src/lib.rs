@@ -22,6 +22,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod enroll;
 pub mod exit;
 pub mod failpoint;
 pub mod identity;

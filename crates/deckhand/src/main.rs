@@ -69,6 +69,12 @@ fn main() -> ExitCode {
                     tls_enable::read_stage(std::path::Path::new(deckhand::paths::STATE_DIR))
                 };
                 let settings = tls_enable::apply(settings, stage);
+                if deckhand::enroll::join::needed(&settings) {
+                    deckhand::enroll::join::join(&settings).await.map_err(|e| {
+                        tracing::error!("join failed: {e:#}");
+                        Failure::failed(e)
+                    })?;
+                }
                 let node_tls = settings
                     .tls
                     .as_ref()
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
                         Failure::failed(e)
                     })
             }
+            Command::Pki(cmd) if cmd.is_online() => pki::online(target()?, cmd).await,
             Command::Pki(cmd) => pki::pki(cmd),
             Command::Tls(cmd) => tls_cli::tls(target()?, cmd).await,
             Command::Role(cmd) => role::role(target()?, cmd).await,

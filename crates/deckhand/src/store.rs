@@ -17,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use deckhand_model::pki::{self, CertApproval, CertIssued, CertRefusal, CertRequest};
 use deckhand_model::{ClusterConfig, Keyspace, NodeStatus, Plane, PlaneConfig, Role};
 use etcd_client::{Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 
@@ -529,6 +530,148 @@ impl Store {
             )
             .await?;
         Ok(resp.deleted() > 0)
+    }
+}
+
+/// The pki keys of one node (`pki/{requests,issued,refused,approvals}/<id>`),
+/// each parsed (`Err` in words when a value does not parse).
+#[derive(Debug, Default, Clone)]
+pub struct PkiKeys {
+    /// The node's open request.
+    pub request: Option<Result<CertRequest, String>>,
+    /// The signer's answer.
+    pub issued: Option<Result<CertIssued, String>>,
+    /// The signer's refusal.
+    pub refused: Option<Result<CertRefusal, String>>,
+    /// An operator's approval.
+    pub approval: Option<Result<CertApproval, String>>,
+}
+
+impl Store {
+    /// Every node's pki keys, by node id, in one range request over
+    /// `pki/`.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn pki(&self) -> Result<BTreeMap<String, PkiKeys>> {
+        let prefix = format!("{}/pki/", self.ks.prefix());
+        let mut c = self.client();
+        let resp = self
+            .bounded(
+                "reading the pki keys",
+                c.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let mut out: BTreeMap<String, PkiKeys> = BTreeMap::new();
+        for kv in resp.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            let Some((kind, id)) = key
+                .strip_prefix(prefix.as_str())
+                .and_then(|r| r.split_once('/'))
+            else {
+                continue;
+            };
+            if id.is_empty() || id.contains('/') {
+                continue;
+            }
+            let e = out.entry(id.to_string()).or_default();
+            let v = kv.value();
+            match kind {
+                "requests" => e.request = Some(pki::parse(v)),
+                "issued" => e.issued = Some(pki::parse(v)),
+                "refused" => e.refused = Some(pki::parse(v)),
+                "approvals" => e.approval = Some(pki::parse(v)),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// One node's pki keys (see [`Store::pki`]).
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn pki_of(&self, id: &str) -> Result<PkiKeys> {
+        Ok(self.pki().await?.remove(id).unwrap_or_default())
+    }
+
+    async fn put_json(&self, what: &str, key: String, value: &impl serde::Serialize) -> Result<()> {
+        let json = serde_json::to_string(value)?;
+        let mut c = self.client();
+        self.bounded(what, c.put(key, json, None)).await?;
+        Ok(())
+    }
+
+    /// Writes node `id`'s certificate request (replacing an older one of
+    /// its own), and deletes any answer to an older request.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn put_cert_request(&self, id: &str, r: &CertRequest) -> Result<()> {
+        let json = serde_json::to_string(r)?;
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.ks.pki_request(id), json, None),
+            TxnOp::delete(self.ks.pki_issued(id), None),
+            TxnOp::delete(self.ks.pki_refused(id), None),
+        ]);
+        let mut c = self.client();
+        self.bounded("writing the certificate request", c.txn(txn))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the certificates issued for node `id`'s request, and deletes
+    /// a refusal and the approval of it.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn put_cert_issued(&self, id: &str, i: &CertIssued) -> Result<()> {
+        let json = serde_json::to_string(i)?;
+        let txn = Txn::new().and_then([
+            TxnOp::put(self.ks.pki_issued(id), json, None),
+            TxnOp::delete(self.ks.pki_refused(id), None),
+            TxnOp::delete(self.ks.pki_approval(id), None),
+        ]);
+        let mut c = self.client();
+        self.bounded("writing the issued certificates", c.txn(txn))
+            .await?;
+        Ok(())
+    }
+
+    /// Writes why node `id`'s request was refused (or waits for approval).
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn put_cert_refusal(&self, id: &str, r: &CertRefusal) -> Result<()> {
+        self.put_json("writing the refusal", self.ks.pki_refused(id), r)
+            .await
+    }
+
+    /// Writes an operator's approval of node `id`'s request.
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn put_cert_approval(&self, id: &str, a: &CertApproval) -> Result<()> {
+        self.put_json("writing the approval", self.ks.pki_approval(id), a)
+            .await
+    }
+
+    /// Deletes node `id`'s request and the answers to it (once its
+    /// certificates are installed).
+    ///
+    /// # Errors
+    /// The request failed or timed out.
+    pub async fn delete_cert_request(&self, id: &str) -> Result<()> {
+        let txn = Txn::new().and_then([
+            TxnOp::delete(self.ks.pki_request(id), None),
+            TxnOp::delete(self.ks.pki_issued(id), None),
+            TxnOp::delete(self.ks.pki_refused(id), None),
+            TxnOp::delete(self.ks.pki_approval(id), None),
+        ]);
+        let mut c = self.client();
+        self.bounded("deleting the certificate request", c.txn(txn))
+            .await?;
+        Ok(())
     }
 }
 

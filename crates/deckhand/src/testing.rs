@@ -49,7 +49,7 @@ pub struct Etcd {
     /// With TLS: the node's files as `[tls]` names them (`ca.crt`,
     /// `node.crt`/`node.key` for 127.0.0.1, `proxy.crt`/`proxy.key`) in
     /// the etcd's temp dir, which also holds `operator.crt`/`operator.key`
-    /// (CN `root`).
+    /// (CN `root`) and the CA's key `ca.key`.
     pub tls: Option<crate::config::TlsSettings>,
 }
 
@@ -109,8 +109,8 @@ impl Etcd {
         let node = ca.issue_node("t", lo, 30).expect("node cert");
         let proxy = ca.issue_proxy("t", lo, 30).expect("proxy cert");
         let op = ca.issue_operator("root", 30).expect("operator cert");
+        ca.write(dir).expect("write the test CA (ca.crt, ca.key)");
         for (name, text) in [
-            ("ca.crt", ca.cert_pem()),
             ("node.crt", &node.cert_pem),
             ("node.key", &node.key_pem),
             ("proxy.crt", &proxy.cert_pem),
@@ -126,6 +126,7 @@ impl Etcd {
             key_file: dir.join("node.key"),
             proxy_cert_file: dir.join("proxy.crt"),
             proxy_key_file: dir.join("proxy.key"),
+            ..Default::default()
         }
     }
 

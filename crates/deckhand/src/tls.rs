@@ -41,6 +41,7 @@ impl CertFile {
         CertificateStatus {
             not_after_unix: self.not_after_unix,
             common_name: self.common_name.clone(),
+            renewal: None,
         }
     }
 }
@@ -458,6 +459,7 @@ mod tests {
             key_file: dir.join("node.key"),
             proxy_cert_file: dir.join("proxy.crt"),
             proxy_key_file: dir.join("proxy.key"),
+            ..Default::default()
         };
         (ca, s)
     }

@@ -135,6 +135,8 @@ pub fn default_files() -> TlsSettings {
         key_file: config::DEFAULT_KEY_FILE.into(),
         proxy_cert_file: config::DEFAULT_PROXY_CERT_FILE.into(),
         proxy_key_file: config::DEFAULT_PROXY_KEY_FILE.into(),
+        join: None,
+        ca_key_file: config::DEFAULT_CA_KEY_FILE.into(),
     }
 }
 

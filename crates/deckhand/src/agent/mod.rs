@@ -25,8 +25,10 @@ pub mod local;
 pub mod member_identity;
 pub mod observe;
 pub mod planes;
+pub mod renewal;
 pub mod replacer;
 pub mod sightings;
+pub mod signing;
 pub mod status;
 pub mod tls_stage;
 pub mod voters;
@@ -154,6 +156,16 @@ pub async fn run(
         Some(crate::tls_enable::default_files()),
     );
     planes.probe_docker(&settings.docker);
+    // Renewal of this node's certificates, and the signer's seat on a node
+    // that holds the CA key (both with TLS on only).
+    let renewal = settings
+        .tls
+        .clone()
+        .map(|t| renewal::spawn(store.clone(), t, identity.clone()));
+    let signer = settings
+        .tls
+        .clone()
+        .map(|t| signing::spawn(store.clone(), t, identity.name.clone()));
     let ctx = Context {
         identity,
         settings,
@@ -166,6 +178,8 @@ pub async fn run(
         applied: stage,
         from_config: config_tls,
     };
+    agent.renewal = renewal;
+    agent.signer = signer;
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -254,6 +268,12 @@ struct Agent {
     tls_stage: tls_stage::TlsStage,
     /// Why the last TLS stage could not be applied.
     tls_error: Option<String>,
+    /// The renewal task's state (TLS on).
+    renewal: Option<tokio::sync::watch::Receiver<renewal::RenewalState>>,
+    /// Renewals installed that the cluster client has been rebuilt for.
+    renewals_loaded: u64,
+    /// The signer task's inputs (TLS on).
+    signer: Option<tokio::sync::watch::Sender<signing::SignerInputs>>,
 }
 
 impl Agent {
@@ -286,6 +306,9 @@ impl Agent {
                 from_config: false,
             },
             tls_error: None,
+            renewal: None,
+            renewals_loaded: 0,
+            signer: None,
         }
     }
 
@@ -399,6 +422,7 @@ impl Agent {
             }
         };
         self.refresh_endpoints(&o).await;
+        self.follow_certificates(&o).await;
         // A TTL change: the new lease takes every key over before the old
         // one is revoked (see lease.rs), so no status read misses this node.
         self.lease
@@ -446,7 +470,10 @@ impl Agent {
             self.ensure_role_key(&o).await;
             let voter_problems = self.voters.refresh(&self.ctx, &o).await.to_vec();
             let checks = self.checks.borrow_and_update().clone();
-            let certificate = self.certificate.borrow().clone();
+            let mut certificate = self.certificate.borrow().clone();
+            if let (Some(c), Some(r)) = (certificate.as_mut(), &self.renewal) {
+                c.renewal = r.borrow().note.clone();
+            }
             let errors = match (self.step_error.as_deref(), self.tls_error.as_deref()) {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b).map(str::to_string),
@@ -487,6 +514,57 @@ impl Agent {
             step: Some(step),
             step_ok,
             observed_cluster,
+        }
+    }
+
+    /// Hands the signer task its inputs, and after a renewal rebuilds the
+    /// client of the members with the new files (etcd itself re-reads
+    /// them on each new connection).
+    async fn follow_certificates(&mut self, o: &Observation) {
+        if let Some(tx) = &self.signer {
+            let members = o.cluster.as_ref().map(|c| {
+                c.members
+                    .iter()
+                    .map(|m| deckhand_etcd::Member {
+                        id: m.id,
+                        name: m.name.clone(),
+                        peer_urls: m.peer_urls.clone(),
+                        client_urls: m.client_urls.clone(),
+                        is_learner: m.is_learner,
+                    })
+                    .collect()
+            });
+            let lease = self.lease();
+            let auto_sign = self.desired.config.pki.auto_sign;
+            tx.send_modify(|i| {
+                i.lease = lease;
+                i.auto_sign = auto_sign;
+                if members.is_some() {
+                    i.members = members;
+                }
+            });
+        }
+        let Some(r) = &self.renewal else { return };
+        let installed = r.borrow().installed;
+        if installed == self.renewals_loaded {
+            return;
+        }
+        let Some(t) = &self.ctx.settings.tls else {
+            return;
+        };
+        match crate::tls::load_node(t) {
+            Ok(new) => {
+                let eps = self.ctx.cluster.endpoints();
+                match Cluster::connect(&eps, REQUEST_TIMEOUT, Some(&new.client)).await {
+                    Ok(c) => {
+                        self.ctx.cluster = c;
+                        self.renewals_loaded = installed;
+                        tracing::info!("the members' client now uses the renewed certificate");
+                    }
+                    Err(e) => tracing::warn!("cannot rebuild the members' client yet: {e}"),
+                }
+            }
+            Err(e) => tracing::error!("the renewed files do not load: {e:#}"),
         }
     }
 

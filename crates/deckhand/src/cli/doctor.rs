@@ -1085,6 +1085,13 @@ pub fn certificates(s: &Snapshot) -> Finding {
         } else {
             ok.push(format!("{} {days} d", n.name));
         }
+        // The agent's renewal through etcd (docs/pki.md): a refusal or a
+        // failure needs an operator; one under way is fine.
+        if let Some(r) = &c.renewal
+            && (r.contains("refused") || r.contains("failed"))
+        {
+            warns.push(format!("{}: {r}", n.name));
+        }
     }
     if ok.is_empty() && fails.is_empty() && warns.is_empty() {
         return Finding::new(
@@ -1771,6 +1778,7 @@ mod tests {
             status_mut(&mut s, k).certificate = Some(CertificateStatus {
                 not_after_unix: now + 200 * day + 5,
                 common_name: format!("node:node{k}"),
+                renewal: None,
             });
         }
         expect(
@@ -1798,7 +1806,20 @@ mod tests {
             CheckState::Fail,
             &["node3: expired", "node:node3", "--renew"],
         );
+        // A renewal the signer refused is said, with its reason.
         status_mut(&mut s, 3).certificate = None;
+        status_mut(&mut s, 1).certificate.as_mut().unwrap().renewal =
+            Some("renewal: refused by node5: the address 10.0.0.2 is live node node2 (b)'s".into());
+        expect(
+            &certificates(&s),
+            CheckState::Warn,
+            &["node1: renewal: refused by node5: the address"],
+        );
+        status_mut(&mut s, 1).certificate.as_mut().unwrap().renewal =
+            Some("renewal: asked for a certificate; waiting for the signer".into());
+        expect(&certificates(&s), CheckState::Warn, &["node2: 10 d left"]);
+        let f = format!("{:?}", certificates(&s));
+        assert!(!f.contains("waiting for the signer"), "{f}");
         status_mut(&mut s, 2).certificate = None;
         expect(
             &certificates(&s),

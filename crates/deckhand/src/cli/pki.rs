@@ -80,10 +80,12 @@ pub enum PkiCommand {
     /// with etcdctl --cacert ca.crt --cert operator.crt --key operator.key.
     ///
     /// Keys are ECDSA P-256, made fresh each time, written mode 0600.
-    /// Certificates last 365 days by default (as kubeadm's); renewal through
-    /// the agent is not built yet: reissue with --renew before they expire
-    /// (`deckhand pki show` prints the days left) and install the new files;
-    /// etcd reloads leaf certificates on new connections.
+    /// Certificates last 365 days by default (as kubeadm's). Agents renew
+    /// their own through etcd once a third of the lifetime is left, when a
+    /// node holding the CA key runs the signer (docs/pki.md); otherwise
+    /// reissue with --renew before they expire (`deckhand pki show` prints
+    /// the days left) and install the new files; etcd reloads leaf
+    /// certificates on new connections.
     ///
     /// Existing files are not overwritten: the command is refused unless
     /// --renew, which moves each existing file aside to FILE.old-<UTC time>
@@ -139,6 +141,219 @@ pub enum PkiCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the open certificate requests (join and renewal) and their state.
+    ///
+    /// One row per pki/requests/<node-id> in etcd: the node's name, id,
+    /// kind (join or renew), claimed address, when it asked (its own clock)
+    /// and the state: "open" (the signer has not decided yet), "awaiting
+    /// approval" (pki.auto_sign is off), "approved", "refused: <reason>"
+    /// (the signer's exact words; it decides again on each pass), or
+    /// "issued" (the node has not installed it yet). --json prints the same
+    /// as a JSON array. Talks to etcd like every other command.
+    ///
+    /// Example: deckhand pki pending
+    ///
+    /// Exit status: 0 listed (also when none); 1 etcd failed.
+    #[command(verbatim_doc_comment)]
+    Pending {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a node's open certificate request (with pki.auto_sign off).
+    ///
+    /// Writes pki/approvals/<node-id> naming the request's CSR (its SHA-256):
+    /// the elected signer then signs it on its next pass, if it passes the
+    /// rest of the policy (the challenge to its address, an address and a
+    /// name no other node has). A later request of that node (another key)
+    /// needs its own approval. Check the request first: `deckhand pki
+    /// pending` shows its name, address and kind.
+    ///
+    /// Example: deckhand pki approve node6
+    ///
+    /// Exit status: 0 approved; 1 etcd failed; 2 no open request for NODE.
+    #[command(verbatim_doc_comment)]
+    Approve {
+        /// Node id or the name the request asks for.
+        node: String,
+    },
+}
+
+impl PkiCommand {
+    /// Whether the command talks to etcd (`pending`, `approve`).
+    pub fn is_online(&self) -> bool {
+        matches!(
+            self,
+            PkiCommand::Pending { .. } | PkiCommand::Approve { .. }
+        )
+    }
+}
+
+/// One open request as `deckhand pki pending` shows it.
+#[derive(Debug, Serialize)]
+pub struct Pending {
+    /// The node id.
+    pub id: String,
+    /// The name asked for.
+    pub name: String,
+    /// join or renew.
+    pub kind: String,
+    /// The claimed address.
+    pub address: String,
+    /// When the node wrote it (its clock), Unix seconds.
+    pub created_unix: u64,
+    /// open, awaiting approval, approved, refused: ..., issued.
+    pub state: String,
+}
+
+/// The open requests and their states.
+pub fn pending_of(pki: &std::collections::BTreeMap<String, crate::store::PkiKeys>) -> Vec<Pending> {
+    let mut out = Vec::new();
+    for (id, k) in pki {
+        let Some(req) = &k.request else { continue };
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                out.push(Pending {
+                    id: id.clone(),
+                    name: String::new(),
+                    kind: String::new(),
+                    address: String::new(),
+                    created_unix: 0,
+                    state: format!("invalid: {e}"),
+                });
+                continue;
+            }
+        };
+        let sha = deckhand_pki::sha256_hex(req.csr_pem.as_bytes());
+        let state = if matches!(&k.issued, Some(Ok(i)) if i.csr_sha256 == sha) {
+            "issued".to_string()
+        } else if let Some(Ok(r)) = k
+            .refused
+            .as_ref()
+            .filter(|r| matches!(r, Ok(r) if r.csr_sha256 == sha))
+        {
+            if r.reason.starts_with("awaiting approval") {
+                if matches!(&k.approval, Some(Ok(a)) if a.csr_sha256 == sha) {
+                    "approved".to_string()
+                } else {
+                    "awaiting approval".to_string()
+                }
+            } else {
+                format!("refused: {}", r.reason)
+            }
+        } else if matches!(&k.approval, Some(Ok(a)) if a.csr_sha256 == sha) {
+            "approved".to_string()
+        } else {
+            "open".to_string()
+        };
+        out.push(Pending {
+            id: id.clone(),
+            name: req.name.clone(),
+            kind: req.kind.to_string(),
+            address: req.address.clone(),
+            created_unix: req.created_unix,
+            state,
+        });
+    }
+    out
+}
+
+/// Writes the approval of `node`'s open request (`node`: its id or the
+/// name it asks for), `by` naming who approved. Returns the node id.
+///
+/// # Errors
+/// No such open request (usage), or etcd failed.
+pub async fn approve(store: &crate::store::Store, node: &str, by: &str) -> Result<String, Failure> {
+    let pki = store.pki().await.map_err(Failure::failed)?;
+    let found: Vec<(&String, &deckhand_model::pki::CertRequest)> = pki
+        .iter()
+        .filter_map(|(id, k)| match &k.request {
+            Some(Ok(r)) if id == node || r.name == node => Some((id, r)),
+            _ => None,
+        })
+        .collect();
+    let (id, req) = match found.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Failure::usage(anyhow!(
+                "no open certificate request for {node:?} (see `deckhand pki pending`)"
+            )));
+        }
+        _ => {
+            return Err(Failure::usage(anyhow!(
+                "several open requests ask for the name {node:?}: approve one by node id (see `deckhand pki pending`)"
+            )));
+        }
+    };
+    let approval = deckhand_model::pki::CertApproval {
+        csr_sha256: deckhand_pki::sha256_hex(req.csr_pem.as_bytes()),
+        by: by.to_owned(),
+    };
+    store
+        .put_cert_approval(id, &approval)
+        .await
+        .map_err(Failure::failed)?;
+    Ok(id.clone())
+}
+
+/// Runs `deckhand pki pending` and `deckhand pki approve` (through etcd).
+///
+/// # Errors
+/// As [`approve`]; etcd not answering.
+pub async fn online(target: crate::connect::Target, cmd: PkiCommand) -> Result<(), Failure> {
+    let session = super::session::Session::connect(target).await?;
+    match cmd {
+        PkiCommand::Pending { json } => {
+            let pki = session.store.pki().await.map_err(Failure::failed)?;
+            let rows = pending_of(&pki);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).map_err(Failure::failed)?
+                );
+            } else if rows.is_empty() {
+                println!("no open certificate requests");
+            } else {
+                let table: Vec<[String; 6]> = rows
+                    .iter()
+                    .map(|r| {
+                        [
+                            r.name.clone(),
+                            r.id.clone(),
+                            r.kind.clone(),
+                            r.address.clone(),
+                            utc_rfc3339(r.created_unix),
+                            r.state.clone(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    super::table::columns(
+                        &["NODE", "ID", "KIND", "ADDRESS", "ASKED", "STATE"],
+                        &table
+                    )
+                );
+            }
+            Ok(())
+        }
+        PkiCommand::Approve { node } => {
+            let by = format!(
+                "deckhand pki approve (user {} on {})",
+                std::env::var("USER").unwrap_or_else(|_| "?".into()),
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim()
+            );
+            let id = approve(&session.store, &node, &by).await?;
+            println!(
+                "approved the certificate request of {node} ({id}); the signer signs it on its next pass if it passes the policy (see `deckhand pki pending`)"
+            );
+            Ok(())
+        }
+        other => pki(other),
+    }
 }
 
 /// Runs a `deckhand pki` command (no etcd involved).
@@ -164,6 +379,9 @@ pub fn pki(cmd: PkiCommand) -> Result<(), Failure> {
             ))),
         },
         PkiCommand::Show { files, json } => show(&files, json),
+        PkiCommand::Pending { .. } | PkiCommand::Approve { .. } => Err(Failure::usage(anyhow!(
+            "this pki command talks to etcd (pki::online)"
+        ))),
     }
 }
 

@@ -795,6 +795,7 @@ mod tests {
             Some(deckhand_model::CertificateStatus {
                 not_after_unix: after,
                 common_name: "node:x".into(),
+                renewal: None,
             })
         };
         let mut a = alive("node1", "0.1.0", true);
