@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::FirewallStatus;
 use crate::planes::UnitMode;
 use crate::role::{Plane, Role};
 
@@ -102,6 +103,10 @@ pub struct NodeStatus {
     /// plaintext node and from agents that predate TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<CertificateStatus>,
+    /// The host firewall on this node (`docs/firewall.md`); all false when
+    /// the agent predates it.
+    #[serde(default)]
+    pub firewall: FirewallStatus,
 }
 
 /// A certificate as its node's agent last read it from disk.
