@@ -150,6 +150,12 @@ impl PlaneConfig {
         }
         let mut ports = BTreeSet::new();
         for p in &cfg.ports {
+            if p.protocol == crate::firewall::PortProtocol::Tcp && matches!(p.port, 2379 | 2380) {
+                return Err(invalid(format!(
+                    "port {}/tcp is etcd's: deckhand's firewall decides who reaches it, by role",
+                    p.port
+                )));
+            }
             if !ports.insert((p.port, p.protocol)) {
                 return Err(invalid(format!(
                     "port {}/{} is listed twice",

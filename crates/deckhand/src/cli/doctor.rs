@@ -1535,6 +1535,7 @@ mod tests {
             PlaneConfig {
                 units: vec![],
                 images: images.iter().map(|i| ImageRef::parse(i).unwrap()).collect(),
+                ports: vec![],
             },
         );
         s.planes = Ok(configs);
