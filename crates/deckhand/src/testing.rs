@@ -36,6 +36,7 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         checks: Vec::new(),
         voter_problems: Vec::new(),
         certificate: None,
+        firewall: Default::default(),
     }
 }
 

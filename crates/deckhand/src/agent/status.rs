@@ -42,6 +42,8 @@ pub struct Inputs<'a> {
     pub voter_problems: &'a [VoterProblem],
     /// The node certificate as last read (TLS on), for `certificate`.
     pub certificate: Option<&'a CertificateStatus>,
+    /// The host firewall's state (`agent::firewall`).
+    pub firewall: &'a deckhand_model::FirewallStatus,
 }
 
 /// The status document. `converged` holds only when the step is
@@ -112,6 +114,7 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         checks: i.checks.to_vec(),
         voter_problems: i.voter_problems.to_vec(),
         certificate: i.certificate.cloned(),
+        firewall: i.firewall.clone(),
     }
 }
 
@@ -274,6 +277,7 @@ mod tests {
             checks: &checks,
             voter_problems: &problems,
             certificate: None,
+            firewall: &Default::default(),
         });
         assert!(s.converged);
         assert_eq!(s.applied, Some(role));
@@ -310,6 +314,7 @@ mod tests {
             checks: &[],
             voter_problems: &[],
             certificate: None,
+            firewall: &Default::default(),
         };
         let s = document(&inputs);
         assert!(!s.converged);
