@@ -366,8 +366,206 @@ async fn nft_remove(nft_path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deckhand_model::{FirewallDefault, PortFrom, PortProtocol};
-    use deckhand_plan::MemberView;
+    use deckhand_model::{EtcdMode, FirewallDefault, PortFrom, PortProtocol, Role};
+    use deckhand_plan::{ClusterView, LocalView, LockView, MemberView};
+
+    /// node`k` at 10.0.0.k, a started voter.
+    fn voter(k: u64) -> MemberView {
+        MemberView {
+            id: k,
+            name: format!("node{k}"),
+            peer_urls: vec![format!("http://10.0.0.{k}:2380")],
+            client_urls: vec![format!("http://10.0.0.{k}:2379")],
+            is_learner: false,
+            healthy: Some(true),
+        }
+    }
+
+    /// Node 1's observation: a running member of three voters.
+    fn member_observation(cluster: bool) -> Observation {
+        Observation {
+            node_name: "node1".into(),
+            peer_url: "http://10.0.0.1:2380".into(),
+            desired: Some(Role::new(EtcdRole::Member)),
+            in_initial_cluster: true,
+            config_endpoints: vec![],
+            min_voters: 3,
+            local: LocalView {
+                member_unit_active: true,
+                data_dir_exists: true,
+                bootstrapped: true,
+                ..LocalView::default()
+            },
+            cluster: cluster.then(|| ClusterView {
+                members: (1..=3).map(voter).collect(),
+                leader: Some(1),
+            }),
+            lock: LockView::Free,
+            learner_timeout: 300,
+            voter_start_timeout: 300,
+            pending: Default::default(),
+            down: Default::default(),
+            identity: Default::default(),
+        }
+    }
+
+    fn nodes() -> BTreeMap<String, NodeKeys> {
+        (1..=5)
+            .map(|k| {
+                let mut st = crate::testing::node_status(&format!("node{k}"), EtcdMode::Member);
+                st.address = format!("10.0.0.{k}");
+                let etcd = if k <= 3 || k == 5 { "member" } else { "proxy" };
+                (
+                    format!("id{k}"),
+                    NodeKeys {
+                        name: Some(format!("node{k}")),
+                        role: Some((format!(r#"{{"etcd":"{etcd}"}}"#).into_bytes(), 1)),
+                        status: Some(st),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    const IN_NETNS: &str = "DECKHAND_TEST_IN_NETNS";
+
+    /// The agent's firewall pass against the real kernel, in a network
+    /// namespace of its own (this test runs its inner half again under
+    /// `unshare -n`, so the host's rules are never touched): applied,
+    /// flushed by hand and applied again, a refused rule set that keeps
+    /// the previous rules, and the table removed when the firewall is
+    /// turned off. Skipped, saying why, without root, nft or unshare.
+    #[test]
+    fn the_agent_applies_reapplies_refuses_and_removes_in_a_private_netns() {
+        if let Err(e) = find_nft() {
+            println!("SKIPPED: {e}");
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("unshare")
+            .args(["-n", "--"])
+            .arg(&exe)
+            .args([
+                "--exact",
+                "agent::firewall::tests::inner_netns_pass",
+                "--include-ignored",
+                "--nocapture",
+            ])
+            .env(IN_NETNS, "1")
+            .output();
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                println!("SKIPPED: unshare could not run: {e}");
+                return;
+            }
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() && text.contains("unshare failed") {
+            println!("SKIPPED: no network namespace here: {text}");
+            return;
+        }
+        println!("{text}");
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("1 passed"),
+            "the inner test did not run: {text}"
+        );
+    }
+
+    #[tokio::test]
+    #[ignore = "run by the_agent_applies_reapplies_refuses_and_removes_in_a_private_netns, in a private netns"]
+    async fn inner_netns_pass() {
+        assert_eq!(
+            std::env::var(IN_NETNS).as_deref(),
+            Ok("1"),
+            "only run inside a private network namespace"
+        );
+        let nft_path = find_nft().unwrap();
+        let list = || nft(&nft_path, &["list", "table", "inet", "deckhand"], None);
+        let dir = tempfile::tempdir().unwrap();
+        let mut fw = Firewall::new(dir.path());
+        let mut config = FirewallConfig {
+            enabled: true,
+            default: FirewallDefault::Drop,
+            cluster_networks: vec![],
+        };
+        let ports = [PlanePort {
+            port: 8080,
+            protocol: PortProtocol::Tcp,
+            from: PortFrom::Any,
+        }];
+        let o = member_observation(true);
+        fw.reconcile(&o, &config, &ports, || async { Ok(nodes()) })
+            .await;
+        let st = fw.status().clone();
+        assert!(st.enabled && st.applied && st.matches_role, "{st:?}");
+        assert_eq!(st.role.as_deref(), Some("member"));
+        assert!(
+            st.peers.contains(&"10.0.0.5".to_string()),
+            "node5 wants to be a member: let in on 2380: {st:?}"
+        );
+        assert!(!st.peers.contains(&"10.0.0.4".to_string()), "{st:?}");
+        let listed = list().await.unwrap();
+        assert!(
+            listed.contains("tcp dport 2380 ip saddr @peers4 accept"),
+            "{listed}"
+        );
+        assert!(listed.contains("policy drop"), "{listed}");
+        // The addresses seen are remembered.
+        let known = std::fs::read_to_string(dir.path().join(KNOWN_NODES)).unwrap();
+        assert!(known.contains("10.0.0.4"), "{known}");
+
+        // Flushed by hand: the next read-back applies it again.
+        nft(&nft_path, &["flush", "table", "inet", "deckhand"], None)
+            .await
+            .unwrap();
+        assert!(!list().await.unwrap().contains("dport 2380"));
+        fw.last_check = None;
+        fw.reconcile(&o, &config, &ports, || async { Ok(nodes()) })
+            .await;
+        assert_eq!(list().await.unwrap(), listed, "re-applied as before");
+        assert!(fw.status().applied);
+
+        // The member list unknown: refused, the previous rules stay.
+        let blind = member_observation(false);
+        fw.last_check = None;
+        config.default = FirewallDefault::Accept;
+        fw.reconcile(&blind, &config, &ports, || async { Ok(nodes()) })
+            .await;
+        let st = fw.status().clone();
+        assert!(!st.applied, "{st:?}");
+        assert!(
+            st.reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("member list is unknown"),
+            "{st:?}"
+        );
+        assert_eq!(st.hash, fw.in_place.as_ref().map(|p| p.hash.clone()));
+        assert_eq!(list().await.unwrap(), listed, "the previous rules stay");
+
+        // Off: the table goes, and only it.
+        nft(
+            &nft_path,
+            &["-f", "-"],
+            Some("table inet other {\n\tchain c {\n\t}\n}\n"),
+        )
+        .await
+        .unwrap();
+        config.enabled = false;
+        fw.reconcile(&o, &config, &ports, || async { Ok(nodes()) })
+            .await;
+        assert_eq!(fw.status(), &FirewallStatus::default());
+        assert!(list().await.is_err(), "table inet deckhand removed");
+        nft(&nft_path, &["list", "table", "inet", "other"], None)
+            .await
+            .expect("another table is never touched");
+    }
 
     /// The generated scripts parse and type-check in the kernel's eyes:
     /// `nft -c -f -` (check mode: nothing is applied) on this host. Skipped,
