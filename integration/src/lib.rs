@@ -472,7 +472,7 @@ rm -f /run/systemd/system/demo-*.service.d/90-test.conf
 # The firewall test's listeners, and deckhand's table in case a test died
 # with the firewall on (the agents remove it themselves once the reset has
 # deleted the cluster config; this is for a table left by an older agent).
-docker rm -f e2e-fw-any e2e-fw-cluster e2e-fw-etcd >/dev/null 2>&1 || true
+docker rm -f e2e-fw-any e2e-fw-cluster e2e-fw-etcd e2e-fw-metrics >/dev/null 2>&1 || true
 if command -v nft >/dev/null; then nft delete table inet deckhand 2>/dev/null || true; fi
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do

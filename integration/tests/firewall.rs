@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use deckhand_integration::*;
+use deckhand_model::METRICS_PORT;
 use serde_json::Value;
 
 const IMAGE: &str = "172.29.77.2:5000/deckhand/router:1";
@@ -34,21 +35,48 @@ fn ip(node: &str) -> Result<String> {
     Ok(cluster(&["ip", node])?.trim().to_string())
 }
 
-/// Whether `ip:port` answers an HTTP request from `node` (curl gets any
-/// HTTP status; a dropped or refused connection gives none).
-fn from_node(node: &str, ip: &str, port: u16) -> Result<bool> {
-    let out = sh_ok(
-        node,
-        &format!(
-            "curl -s -m 3 -o /dev/null -w '%{{http_code}}' http://{ip}:{port}/version || true"
-        ),
-    )?;
-    Ok(out.trim() != "000" && !out.trim().is_empty())
+/// What a TCP connection attempt got: the handshake completed, a reset or
+/// ICMP rejection came back, or nothing came back before the timeout (what
+/// a firewall's drop gives). The etcd ports are probed at the TCP level:
+/// on a TLS cluster a plaintext HTTP request to them gets no HTTP answer
+/// whether a firewall is there or not (integration/tests/tls.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    Connected,
+    Refused,
+    TimedOut,
 }
 
-/// Whether `ip:port` answers an HTTP request from a busybox container on
-/// the harness network that is no cluster node.
-fn from_outside(ip: &str, port: u16) -> Result<bool> {
+impl Probe {
+    /// From a probe script's output: `rc=N` last, an error message before.
+    fn parse(out: &str) -> Result<Probe> {
+        let rc = out
+            .rsplit("rc=")
+            .next()
+            .and_then(|r| r.trim().parse::<i32>().ok())
+            .with_context(|| format!("probe output without rc=: {out:?}"))?;
+        Ok(if rc == 0 {
+            Probe::Connected
+        } else if out.to_lowercase().contains("refused") {
+            Probe::Refused
+        } else {
+            Probe::TimedOut
+        })
+    }
+}
+
+/// A TCP connection from `node` to `ip:port` (bash's /dev/tcp, 4 s).
+fn from_node(node: &str, ip: &str, port: u16) -> Result<Probe> {
+    let (_, out, err) = sh(
+        node,
+        &format!("timeout 4 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' 2>&1; echo rc=$?"),
+    )?;
+    Probe::parse(&format!("{err}{out}"))
+}
+
+/// A TCP connection to `ip:port` from a busybox container on the harness
+/// network that is no cluster node (busybox nc, 3 s).
+fn from_outside(ip: &str, port: u16) -> Result<Probe> {
     let out = Command::new("docker")
         .args([
             "exec",
@@ -57,12 +85,12 @@ fn from_outside(ip: &str, port: u16) -> Result<bool> {
             "sh",
             "-c",
             &format!(
-                "printf 'GET /version HTTP/1.0\\r\\n\\r\\n' | /bin/busybox timeout 5 /bin/busybox nc -w 3 {ip} {port}"
+                "/bin/busybox timeout 5 /bin/busybox nc -w 3 {ip} {port} </dev/null 2>&1; echo rc=$?"
             ),
         ])
         .output()
         .context("docker exec in the outside container")?;
-    Ok(String::from_utf8_lossy(&out.stdout).contains("HTTP/"))
+    Probe::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The outside container: removed when dropped.
@@ -117,7 +145,7 @@ fn listen(node: &str, name: &str, addr_port: &str) -> Result<()> {
 fn stop_listeners(node: &str) {
     let _ = sh(
         node,
-        "docker rm -f e2e-fw-any e2e-fw-cluster e2e-fw-etcd >/dev/null 2>&1",
+        "docker rm -f e2e-fw-any e2e-fw-cluster e2e-fw-etcd e2e-fw-metrics >/dev/null 2>&1",
     );
 }
 
@@ -162,19 +190,34 @@ fn wait_applied(members: &[&str]) -> Result<()> {
     })
 }
 
+/// `got` is `want`, or an error naming the probe.
+fn expect(what: &str, got: Probe, want: Probe) -> Result<()> {
+    println!("probe {what}: {got:?}");
+    ensure!(got == want, "{what}: {got:?}, expected {want:?}");
+    Ok(())
+}
+
+/// The agent's main PID on `node`.
+fn agent_pid(node: &str) -> Result<String> {
+    Ok(sh_ok(node, "systemctl show -p MainPID --value deckhand")?
+        .trim()
+        .to_string())
+}
+
 #[test]
 fn firewall_follows_roles_and_planes() -> Result<()> {
+    use Probe::{Connected, TimedOut};
     let guard = ClusterGuard::shared()?;
     let (n1, n4) = (ip("node1")?, ip("node4")?);
     let _outsider = Outsider::start()?;
 
-    // A plane with two ports on node4 (a proxy), and listeners for them and
-    // for 2379 on node4's address (its grpc-proxy is on 127.0.0.1 only).
+    // A plane with two ports on node4 (a proxy), and listeners for them,
+    // for 2379 on node4's address (its grpc-proxy is on 127.0.0.1 only)
+    // and for the metrics port on node1 (the agent serves none yet).
     sh_ok(
         "node1",
         &format!(
-            "echo '{{\"ports\":[{{\"port\":{PORT_ANY},\"protocol\":\"tcp\",\"from\":\"any\"}},\
-             {{\"port\":{PORT_CLUSTER},\"protocol\":\"tcp\",\"from\":\"cluster\"}}]}}' | deckhand plane set router --file -"
+            "deckhand plane set router --port {PORT_ANY}/tcp=any --port {PORT_CLUSTER}/tcp=cluster"
         ),
     )?;
     sh_ok(
@@ -184,19 +227,33 @@ fn firewall_follows_roles_and_planes() -> Result<()> {
     listen("node4", "e2e-fw-any", &PORT_ANY.to_string())?;
     listen("node4", "e2e-fw-cluster", &PORT_CLUSTER.to_string())?;
     listen("node4", "e2e-fw-etcd", &format!("{n4}:2379"))?;
+    listen("node1", "e2e-fw-metrics", &METRICS_PORT.to_string())?;
     let result = (|| -> Result<()> {
-        // Baseline, firewall off: every probe below gets an answer.
+        // Baseline, firewall off: every probe that is refused below
+        // connects (so a refusal later is the firewall's, not a missing
+        // listener's).
         wait_for("the listeners to answer", Duration::from_secs(30), || {
-            Ok((from_node("node5", &n4, 2379)? && from_outside(&n4, PORT_CLUSTER)?).then_some(()))
+            Ok((from_node("node5", &n4, 2379)? == Connected
+                && from_outside(&n4, PORT_CLUSTER)? == Connected
+                && from_outside(&n1, METRICS_PORT)? == Connected)
+                .then_some(()))
         })?;
-        for (what, ok) in [
-            ("node4 -> node1:2380", from_node("node4", &n1, 2380)?),
-            ("outside -> node1:2379", from_outside(&n1, 2379)?),
-            ("outside -> node1:2380", from_outside(&n1, 2380)?),
-            ("outside -> node4:8090", from_outside(&n4, PORT_CLUSTER)?),
-            ("node5 -> node4:2379", from_node("node5", &n4, 2379)?),
+        for (what, got) in [
+            ("off: node4 -> node1:2380", from_node("node4", &n1, 2380)?),
+            ("off: outside -> node1:2379", from_outside(&n1, 2379)?),
+            ("off: outside -> node1:2380", from_outside(&n1, 2380)?),
+            (
+                "off: outside -> node4:8090",
+                from_outside(&n4, PORT_CLUSTER)?,
+            ),
+            ("off: node5 -> node4:2379", from_node("node5", &n4, 2379)?),
+            ("off: node1 -> node4:2379", from_node("node1", &n4, 2379)?),
+            (
+                "off: outside -> node1:7479",
+                from_outside(&n1, METRICS_PORT)?,
+            ),
         ] {
-            ensure!(ok, "baseline without firewall: {what} did not answer");
+            expect(what, got, Connected)?;
         }
         let doctor = sh("node1", "deckhand doctor --json")?.1;
         ensure!(
@@ -209,43 +266,97 @@ fn firewall_follows_roles_and_planes() -> Result<()> {
             "node1",
             r#"deckhand cluster set 'firewall={"enabled":true,"default":"drop"}'"#,
         )?;
+        let t = std::time::Instant::now();
         wait_applied(&["node1", "node2", "node3"])?;
+        println!(
+            "[figure] firewall on: every node's rules applied {:.1} s after cluster set",
+            t.elapsed().as_secs_f64()
+        );
         let f = firewalls()?;
         println!("firewall statuses: {f:?}");
-        ensure!(
-            from_node("node2", &n1, 2380)?,
-            "member node2 -> node1:2380 refused"
-        );
-        ensure!(
-            !from_node("node4", &n1, 2380)?,
-            "proxy node4 reached node1:2380"
-        );
-        ensure!(!from_outside(&n1, 2380)?, "outside reached node1:2380");
-        ensure!(
-            from_node("node4", &n1, 2379)?,
-            "node4 -> node1:2379 refused"
-        );
-        ensure!(!from_outside(&n1, 2379)?, "outside reached node1:2379");
-        ensure!(
-            !from_node("node5", &n4, 2379)?,
-            "node5 reached proxy node4's 2379"
-        );
-        ensure!(
-            !from_node("node1", &n4, 2379)?,
-            "node1 reached proxy node4's 2379"
-        );
-        ensure!(
-            from_outside(&n4, PORT_ANY)?,
-            "outside -> node4:8080 (from any) refused"
-        );
-        ensure!(
-            !from_outside(&n4, PORT_CLUSTER)?,
-            "outside reached node4:8090 (from cluster)"
-        );
-        ensure!(
-            from_node("node5", &n4, PORT_CLUSTER)?,
-            "node5 -> node4:8090 refused"
-        );
+        let listing = sh_ok("node1", "nft list table inet deckhand")?;
+        println!("node1's table:\n{listing}");
+        for rule in [
+            "policy drop",
+            "iif \"lo\" accept",
+            "tcp dport 2380 ip saddr @peers4 accept",
+            "tcp dport 2379 ip saddr @cluster4 accept",
+            "tcp dport 7479 ip saddr @cluster4 accept",
+        ] {
+            ensure!(listing.contains(rule), "node1's table lacks {rule:?}");
+        }
+        for (what, got, want) in [
+            (
+                "member node2 -> node1:2380",
+                from_node("node2", &n1, 2380)?,
+                Connected,
+            ),
+            (
+                "proxy node4 -> node1:2380",
+                from_node("node4", &n1, 2380)?,
+                TimedOut,
+            ),
+            ("outside -> node1:2380", from_outside(&n1, 2380)?, TimedOut),
+            (
+                "proxy node4 -> node1:2379",
+                from_node("node4", &n1, 2379)?,
+                Connected,
+            ),
+            ("outside -> node1:2379", from_outside(&n1, 2379)?, TimedOut),
+            (
+                "node5 -> proxy node4:2379",
+                from_node("node5", &n4, 2379)?,
+                TimedOut,
+            ),
+            (
+                "node1 -> proxy node4:2379",
+                from_node("node1", &n4, 2379)?,
+                TimedOut,
+            ),
+            (
+                "node4 -> localhost:2379",
+                from_node("node4", "127.0.0.1", 2379)?,
+                Connected,
+            ),
+            (
+                "node1 -> localhost:2379",
+                from_node("node1", "127.0.0.1", 2379)?,
+                Connected,
+            ),
+            (
+                "outside -> node4:8080 (any)",
+                from_outside(&n4, PORT_ANY)?,
+                Connected,
+            ),
+            (
+                "outside -> node4:8090 (cluster)",
+                from_outside(&n4, PORT_CLUSTER)?,
+                TimedOut,
+            ),
+            (
+                "node5 -> node4:8090 (cluster)",
+                from_node("node5", &n4, PORT_CLUSTER)?,
+                Connected,
+            ),
+            (
+                "node4 -> node1:7479 (metrics)",
+                from_node("node4", &n1, METRICS_PORT)?,
+                Connected,
+            ),
+            (
+                "outside -> node1:7479 (metrics)",
+                from_outside(&n1, METRICS_PORT)?,
+                TimedOut,
+            ),
+        ] {
+            expect(what, got, want)?;
+        }
+        // Requests still flow where they must: a proxy node's local client
+        // through its grpc-proxy to the members' 2379 (TLS), and the CLI.
+        sh_ok(
+            "node4",
+            "etcdctl --command-timeout=5s put /e2e/firewall ok >/dev/null",
+        )?;
         let (_, doctor, _) = sh("node1", "deckhand doctor --json")?;
         let d: Value = serde_json::from_str(&doctor).context("doctor JSON")?;
         let fw = d["findings"]
@@ -257,18 +368,77 @@ fn firewall_follows_roles_and_planes() -> Result<()> {
         println!("{table}");
         ensure!(table.contains("FIREWALL"), "{table}");
 
+        // A bad config (written past `deckhand cluster set`, which refuses
+        // it): every agent reports it, keeps the rules in place and runs on.
+        let hashes: Vec<(String, Value)> = f
+            .iter()
+            .map(|(n, v)| (n.clone(), v["hash"].clone()))
+            .collect();
+        let pids: Vec<String> = (1..=SHARED_NODES)
+            .map(|k| agent_pid(&format!("node{k}")))
+            .collect::<Result<_>>()?;
+        sh_ok(
+            "node1",
+            r#"etcdctl put /deckhand/config/cluster '{"firewall":{"enabled":true,"default":"reject"}}' >/dev/null"#,
+        )?;
+        wait_for("every node to report the bad config", FOLLOW, || {
+            let st = status("node1")?;
+            for k in 1..=SHARED_NODES {
+                let name = format!("node{k}");
+                let n = node(&st, &name).context("node missing")?;
+                let e = n["error"].as_str().unwrap_or("");
+                ensure!(e.contains("rejected"), "{name}: error {e:?}");
+            }
+            Ok(Some(()))
+        })?;
+        std::thread::sleep(Duration::from_secs(5));
+        let after = firewalls()?;
+        for (name, fw) in &after {
+            let before = &hashes.iter().find(|(n, _)| n == name).context("node")?.1;
+            ensure!(
+                fw["applied"] == true && &fw["hash"] == before,
+                "{name} changed its rules on a bad config: {fw}"
+            );
+        }
+        for (k, pid) in pids.iter().enumerate() {
+            let node = format!("node{}", k + 1);
+            ensure!(
+                &agent_pid(&node)? == pid,
+                "{node}'s agent restarted on a bad config"
+            );
+        }
+        expect(
+            "bad config: outside -> node1:2379",
+            from_outside(&n1, 2379)?,
+            TimedOut,
+        )?;
+        sh_ok(
+            "node1",
+            r#"etcdctl put /deckhand/config/cluster '{"firewall":{"enabled":true,"default":"drop"}}' >/dev/null"#,
+        )?;
+
         // Someone flushes node2's table: the agent notices and re-applies.
         sh_ok("node2", "nft flush table inet deckhand")?;
+        let t = std::time::Instant::now();
         wait_for("node2's table to come back", FOLLOW, || {
             let l = sh_ok("node2", "nft list table inet deckhand")?;
             Ok(l.contains("dport 2380").then_some(()))
         })?;
+        println!(
+            "[figure] a flushed table re-applied within {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
 
         // proxy -> member: node5 joins; its own 2380 opened before the
         // learner was added, and the members let it in.
+        let t = std::time::Instant::now();
         let (ok, out, rev) = role_set("node1", "node5", "member")?;
         ensure!(ok, "{out}");
         wait_converged("node1", "node5", rev)?;
+        println!(
+            "[figure] node5 proxy -> member with the firewall on converged in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         let m = members("node1")?;
         let n5 = ip("node5")?;
         let voters = m["members"]
@@ -279,14 +449,21 @@ fn firewall_follows_roles_and_planes() -> Result<()> {
             .count();
         ensure!(voters == 4, "node5 did not become a voter: {m}");
         wait_applied(&["node1", "node2", "node3", "node5"])?;
-        ensure!(
+        expect(
+            "new member node5 -> node1:2380",
             from_node("node5", &n1, 2380)?,
-            "new member node5 -> node1:2380 refused"
-        );
-        ensure!(
+            Connected,
+        )?;
+        expect(
+            "node1 -> new member node5:2380",
             from_node("node1", &n5, 2380)?,
-            "node1 -> new member node5:2380 refused"
-        );
+            Connected,
+        )?;
+        expect(
+            "outside -> new member node5:2380",
+            from_outside(&n5, 2380)?,
+            TimedOut,
+        )?;
         let j = journal_since("node5", guard.since)?;
         let opened = j
             .find("firewall: applied the member rules")
@@ -309,13 +486,15 @@ fn firewall_follows_roles_and_planes() -> Result<()> {
             }
             Ok(Some(()))
         })?;
-        ensure!(
+        expect(
+            "firewall off: outside -> node1:2379",
             from_outside(&n1, 2379)?,
-            "firewall off: outside -> node1:2379 refused"
-        );
+            Connected,
+        )?;
         Ok(())
     })();
     stop_listeners("node4");
+    stop_listeners("node1");
     let _ = sh("node1", "deckhand cluster set firewall=null");
     result
 }
