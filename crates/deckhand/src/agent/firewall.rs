@@ -98,6 +98,8 @@ struct InPlace {
     role: EtcdRole,
     hash: String,
     peers: Vec<String>,
+    /// The `nft -f` script that applied them.
+    script: String,
     /// `nft list table inet deckhand` right after applying.
     listing: String,
 }
@@ -213,8 +215,20 @@ impl Firewall {
         let rs = match computed {
             Ok(rs) => rs,
             Err(refusal) => {
-                tracing::warn!("firewall rule set refused: {refusal}");
-                self.set_status(role, None, Some(format!("not applied: {refusal}")));
+                let reason = format!("not applied: {refusal}");
+                if self.status.reason.as_ref() != Some(&reason) {
+                    tracing::warn!("firewall rule set refused: {refusal}");
+                }
+                // The previous rules stay, and are kept as they were: a
+                // table flushed by hand with policy drop cuts this node off
+                // (loopback and replies included), which is itself a reason
+                // the member list is unknown, so only restoring what was
+                // applied can end it.
+                if due && self.in_place.is_some() {
+                    self.last_check = Some(Instant::now());
+                    self.restore(&nft_path).await;
+                }
+                self.set_status(role, None, Some(reason));
                 return;
             }
         };
@@ -270,15 +284,46 @@ impl Firewall {
     }
 
     async fn apply(&mut self, nft_path: &Path, rs: &RuleSet) -> Result<()> {
-        nft(nft_path, &["-f", "-"], Some(&rs.apply_script())).await?;
+        let script = rs.apply_script();
+        nft(nft_path, &["-f", "-"], Some(&script)).await?;
         let listing = nft(nft_path, &["list", "table", "inet", "deckhand"], None).await?;
         self.in_place = Some(InPlace {
             role: rs.role,
             hash: rs.hash.clone(),
             peers: rs.peer_strings(),
+            script,
             listing,
         });
         Ok(())
+    }
+
+    /// Reads the table back and, when it was changed or removed outside
+    /// deckhand, applies the rules in place again (one transaction, as
+    /// [`Firewall::apply`]).
+    async fn restore(&mut self, nft_path: &Path) {
+        let Some(p) = &self.in_place else { return };
+        let listed = nft(nft_path, &["list", "table", "inet", "deckhand"], None).await;
+        if listed.as_ref().is_ok_and(|now| *now == p.listing) {
+            return;
+        }
+        tracing::warn!(
+            "the nftables table inet deckhand was changed or removed outside deckhand; \
+             applying the previous rules {} again (the current rule set is refused)",
+            p.hash
+        );
+        let script = p.script.clone();
+        let relisted = match nft(nft_path, &["-f", "-"], Some(&script)).await {
+            Ok(_) => nft(nft_path, &["list", "table", "inet", "deckhand"], None).await,
+            Err(e) => Err(e),
+        };
+        match relisted {
+            Ok(listing) => {
+                if let Some(p) = &mut self.in_place {
+                    p.listing = listing;
+                }
+            }
+            Err(e) => tracing::error!("applying the previous firewall rules again: {e:#}"),
+        }
     }
 
     /// Sets the status: `applied` when `current` (the computed rule set) is
@@ -548,6 +593,17 @@ mod tests {
         );
         assert_eq!(st.hash, fw.in_place.as_ref().map(|p| p.hash.clone()));
         assert_eq!(list().await.unwrap(), listed, "the previous rules stay");
+        // Flushed by hand while refused (with policy drop that cuts the
+        // node off, so the member list stays unknown): the previous rules
+        // are applied again all the same.
+        nft(&nft_path, &["flush", "table", "inet", "deckhand"], None)
+            .await
+            .unwrap();
+        fw.last_check = None;
+        fw.reconcile(&blind, &config, &ports, || async { Ok(nodes()) })
+            .await;
+        assert_eq!(list().await.unwrap(), listed, "the previous rules restored");
+        assert!(!fw.status().applied, "{:?}", fw.status());
 
         // Off: the table goes, and only it.
         nft(
