@@ -236,6 +236,21 @@ pub fn etcdctl_at(ips: &[&str]) -> Result<String> {
     Ok(format!("etcdctl --endpoints={} {tls}", urls.join(",")))
 }
 
+/// An etcdctl, run in a node, that dials every node's client URL
+/// (`https://172.29.77.1K:2379` with the node's certificate on a TLS
+/// cluster) rather than `localhost:2379`: for what dials the members'
+/// advertised URLs too (`defrag --cluster`, `endpoint health --cluster`).
+/// Proxy nodes refuse on their address; etcdctl's balancer takes a member
+/// that answers. Not localhost: etcdctl 3.4 given `--cacert/--cert/--key`
+/// speaks TLS to an `http://127.0.0.1:2379` endpoint too, and fails there.
+pub fn etcdctl_members() -> Result<String> {
+    let ips: Vec<String> = (1..=SHARED_NODES)
+        .map(|k| format!("172.29.77.{}", 10 + k))
+        .collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    etcdctl_at(&ips)
+}
+
 /// A harness cluster ready for one test, in the boot layout: node1..node3
 /// etcd members (the 3 voters), the others proxies, no plane, no plane
 /// config, no cluster config, no failpoint armed, every node running and
@@ -566,11 +581,14 @@ fn reset(n: usize) -> Result<()> {
     if !alarms.trim().is_empty() {
         sh_ok(
             "node1",
-            "set -e
+            &format!(
+                "set -e
              rev=$(etcdctl endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p')
              etcdctl --command-timeout=30s compact \"$rev\" >/dev/null
-             etcdctl --command-timeout=60s defrag --cluster >/dev/null
+             {} --command-timeout=60s defrag --cluster >/dev/null
              etcdctl alarm disarm >/dev/null",
+                etcdctl_members()?
+            ),
         )?;
         println!(
             "[fixture] disarmed etcd alarms left by a test: {}",

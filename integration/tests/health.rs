@@ -47,8 +47,19 @@ impl Drop for DockerBack {
 fn docker_daemon_stopped_fails_its_check_and_recovers() -> Result<()> {
     let _c = ClusterGuard::shared()?;
     let n = "node4";
+    // The node checks, then `tls-certificate` on a TLS cluster.
+    let want: &[&str] = match Mode::from_env() {
+        Mode::Tls => &[
+            "local-etcd",
+            "docker",
+            "disk-docker",
+            "disk-etcd",
+            "tls-certificate",
+        ],
+        Mode::Plaintext => &["local-etcd", "docker", "disk-docker", "disk-etcd"],
+    };
     wait_for(
-        "every node to report its four checks, docker passing",
+        "every node to report its node checks, docker passing",
         Duration::from_secs(60),
         || {
             let st = status("node1")?;
@@ -61,7 +72,7 @@ fn docker_daemon_stopped_fails_its_check_and_recovers() -> Result<()> {
                         .flatten()
                         .filter_map(|c| c["name"].as_str())
                         .collect();
-                    names == ["local-etcd", "docker", "disk-docker", "disk-etcd"]
+                    names == want
                 });
             Ok((ok && check(&st, n, "docker").is_some_and(|c| c["state"] == "pass")).then_some(()))
         },
@@ -294,12 +305,15 @@ fn restart_member(node: &str) -> Result<()> {
 fn free_and_disarm() -> Result<()> {
     sh_ok(
         "node1",
-        "set -e
+        &format!(
+            "set -e
          etcdctl --command-timeout=30s del --prefix /e2e/fill/ >/dev/null
          rev=$(etcdctl endpoint status -w json | sed -n 's/.*\"revision\":\\([0-9]*\\).*/\\1/p')
          etcdctl --command-timeout=30s compact \"$rev\" >/dev/null
-         etcdctl --command-timeout=60s defrag --cluster >/dev/null
+         {} --command-timeout=60s defrag --cluster >/dev/null
          etcdctl alarm disarm >/dev/null",
+            etcdctl_members()?
+        ),
     )?;
     Ok(())
 }

@@ -64,7 +64,10 @@ fn voters_learners(via: &str) -> Result<(Vec<Value>, usize)> {
 fn assert_quorum() -> Result<()> {
     sh_ok(
         "node1",
-        "etcdctl endpoint health --cluster --command-timeout=5s",
+        &format!(
+            "{} endpoint health --cluster --command-timeout=5s",
+            etcdctl_members()?
+        ),
     )?;
     sh_ok(
         "node1",

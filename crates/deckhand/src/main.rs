@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use deckhand::cli::{Cli, Command, cluster, doctor, member, node, pki, plane, role, status};
 use deckhand::exit::{self, Failure};
@@ -66,7 +67,21 @@ fn main() -> ExitCode {
                         tracing::error!("configuration error: {e:#}");
                         Failure::config(e)
                     })?;
-                agent::run(settings, node_tls).await.map_err(|e| {
+                let identity = deckhand::identity::detect(&settings)
+                    .context("detecting this node's identity")
+                    .map_err(|e| {
+                        tracing::error!("agent failed: {e:#}");
+                        Failure::failed(e)
+                    })?;
+                if let Some(t) = &node_tls {
+                    tls::check_node_identity(&t.node, &identity.name, identity.address).map_err(
+                        |e| {
+                            tracing::error!("configuration error: {e:#}");
+                            Failure::config(e)
+                        },
+                    )?;
+                }
+                agent::run(settings, identity, node_tls).await.map_err(|e| {
                     tracing::error!("agent failed: {e:#}");
                     Failure::failed(e)
                 })

@@ -29,6 +29,10 @@ pub struct CertFile {
     pub not_before_unix: u64,
     /// End of validity, seconds since the epoch.
     pub not_after_unix: u64,
+    /// IP address SANs, in the certificate's order.
+    pub ip_sans: Vec<std::net::IpAddr>,
+    /// DNS name SANs, in the certificate's order.
+    pub dns_sans: Vec<String>,
 }
 
 impl CertFile {
@@ -79,7 +83,41 @@ fn cert_file(path: &Path, pem: &str) -> Result<CertFile> {
         common_name: info.common_name.unwrap_or_default(),
         not_before_unix: info.not_before_unix,
         not_after_unix: info.not_after_unix,
+        ip_sans: info.ip_sans,
+        dns_sans: info.dns_sans,
     })
+}
+
+/// Checks that the node certificate is this node's: its CN is
+/// `node:<name>` (the convention of `deckhand pki issue --node`, and the
+/// etcd user name once auth is on) and its IP SANs hold `address`, the
+/// address the member advertises. Go's TLS client, which every etcd peer
+/// and client is, checks the dialled IP against the server certificate's IP
+/// SANs, so a certificate without it fails every peer handshake with
+/// "certificate is valid for ..., not ADDR"; this says so at start-up
+/// instead.
+///
+/// # Errors
+/// Another CN, or no SAN for `address`; the message names the file, what
+/// it holds and what to issue.
+pub fn check_node_identity(node: &CertFile, name: &str, address: std::net::IpAddr) -> Result<()> {
+    let want = deckhand_pki::node_common_name(name);
+    if node.common_name != want {
+        bail!(
+            "tls.cert_file {} has CN {:?}, but this node is {name:?} (CN {want:?}): install this node's certificate (`deckhand pki issue --node {name} --address {address} DIR`)",
+            node.path.display(),
+            node.common_name
+        );
+    }
+    if !node.ip_sans.contains(&address) {
+        let sans: Vec<String> = node.ip_sans.iter().map(ToString::to_string).collect();
+        bail!(
+            "tls.cert_file {} is valid for the addresses [{}], not for this node's address {address}: peers would refuse its TLS handshakes; issue it again with `--address {address}`",
+            node.path.display(),
+            sans.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Reads a CA, a certificate and its key, and checks that the certificate
@@ -323,7 +361,32 @@ mod tests {
             common_name: "node:n1".into(),
             not_before_unix: not_before,
             not_after_unix: not_after,
+            ip_sans: vec!["10.0.0.1".parse().unwrap()],
+            dns_sans: vec!["n1".into()],
         }
+    }
+
+    #[test]
+    fn the_node_certificate_must_name_this_node_and_its_address() {
+        let c = cert(0, 1);
+        let addr: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        check_node_identity(&c, "n1", addr).unwrap();
+        let other = check_node_identity(&c, "n2", addr).unwrap_err().to_string();
+        assert!(
+            other.contains("has CN \"node:n1\", but this node is \"n2\""),
+            "{other}"
+        );
+        assert!(
+            other.contains("pki issue --node n2 --address 10.0.0.1"),
+            "{other}"
+        );
+        let moved = check_node_identity(&c, "n1", "10.0.0.9".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            moved.contains("[10.0.0.1], not for this node's address 10.0.0.9"),
+            "{moved}"
+        );
     }
 
     #[test]

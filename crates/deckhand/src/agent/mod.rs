@@ -57,8 +57,9 @@ use self::status::{EventLog, StatusWriter};
 use self::voters::VoterWatch;
 use self::watches::{Source, Watches};
 use crate::config::Settings;
+use crate::identity::Identity;
 use crate::store::Store;
-use crate::{connect, identity, paths};
+use crate::{connect, paths};
 
 /// Longest idle wait between two iterations (also bounds watchdog pings).
 const IDLE_TICK: Duration = Duration::from_secs(5);
@@ -66,16 +67,21 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// cluster whose members boot far apart still gets its agents started.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
-/// Runs the agent until SIGTERM or SIGINT. `tls`: the node's TLS files,
-/// checked ([`crate::tls::load_node`]), when `[tls]` is on; the cluster
+/// Runs the agent until SIGTERM or SIGINT, as `identity`
+/// ([`crate::identity::detect`]). `tls`: the node's TLS files, checked
+/// ([`crate::tls::load_node`], [`crate::tls::check_node_identity`]), when
+/// `[tls]` is on; the cluster
 /// client then speaks mutual TLS to the members (`https://` endpoints),
 /// while keys, watches and the lease stay on plaintext `localhost:2379`.
 ///
 /// # Errors
 /// Start-up failures (no D-Bus, bad identity); the loop itself never returns
 /// an error, it reports errors in the status.
-pub async fn run(settings: Settings, tls: Option<crate::tls::NodeTls>) -> Result<()> {
-    let identity = identity::detect(&settings).context("detecting this node's identity")?;
+pub async fn run(
+    settings: Settings,
+    identity: Identity,
+    tls: Option<crate::tls::NodeTls>,
+) -> Result<()> {
     tracing::info!(
         "deckhand agent {} starting: node {} ({}) at {}",
         env!("CARGO_PKG_VERSION"),
