@@ -484,6 +484,11 @@ if [ -e $quota ]; then
   systemctl try-restart deckhand-etcd-member.service
 fi
 rm -f /run/systemd/system/demo-*.service.d/90-test.conf
+# The firewall test's listeners, and deckhand's table in case a test died
+# with the firewall on (the agents remove it themselves once the reset has
+# deleted the cluster config; this is for a table left by an older agent).
+docker rm -f e2e-fw-any e2e-fw-cluster e2e-fw-etcd e2e-fw-metrics >/dev/null 2>&1 || true
+if command -v nft >/dev/null; then nft delete table inet deckhand 2>/dev/null || true; fi
 cmp -s /opt/deckhand/dist/deckhand /usr/local/bin/deckhand || install -m 0755 /opt/deckhand/dist/deckhand /usr/local/bin/deckhand
 for u in /opt/deckhand/dist/units/*.service; do
   cmp -s "$u" "/etc/systemd/system/${u##*/}" || install -m 0644 "$u" /etc/systemd/system/
@@ -518,6 +523,7 @@ a=$(systemctl list-units --state=active,activating --no-legend --plain 'demo-*' 
 c=$(docker ps --format '{{.Names}}' | paste -sd, -)
 [ -z "$c" ] || bad="$bad containers-running:$c"
 pgrep -f '[p]robe\.log|[f]aults-probe\.stop' >/dev/null && bad="$bad probe-running"
+command -v nft >/dev/null && nft list table inet deckhand >/dev/null 2>&1 && bad="$bad firewall-table"
 echo "$bad"
 "#;
 
@@ -547,6 +553,10 @@ fn reset(n: usize) -> Result<()> {
     }
     cluster(&["registry", "start"])?;
     cluster(&["images"])?;
+    // The firewall test's container outside the cluster.
+    let _ = Command::new("docker")
+        .args(["rm", "-f", "deckhand-e2e-outsider"])
+        .output();
     // Every node: probes, failpoints, drop-ins, binary, an agent running.
     for name in &names {
         sh_ok(name, NODE_CLEAN)?;

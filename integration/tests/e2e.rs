@@ -10,7 +10,8 @@
 //! Needs Docker and root (it boots containers); `.ci/run` provides both.
 //! Runs on the shared cluster (ClusterGuard::shared: reused and reset when
 //! one is up); integration/test takes it down at the end unless
-//! DECKHAND_E2E_KEEP=1.
+//! DECKHAND_E2E_KEEP=1. With DECKHAND_E2E_FIREWALL=1 the host firewall is on
+//! (default drop) throughout.
 
 use std::time::{Duration, Instant};
 
@@ -74,9 +75,24 @@ fn five_node_cluster_roles() -> Result<()> {
             "{n} starts as a proxy: {st:#}"
         );
     }
+    // DECKHAND_E2E_FIREWALL=1: the same scenario with the host firewall on
+    // (default drop, docs/firewall.md): the role changes must not be
+    // blocked by it.
+    let firewall = std::env::var("DECKHAND_E2E_FIREWALL").as_deref() == Ok("1");
+    let fw_config = if firewall {
+        r#","firewall":{"enabled":true,"default":"drop"}"#
+    } else {
+        ""
+    };
+    println!(
+        "host firewall: {}",
+        if firewall { "on, default drop" } else { "off" }
+    );
     sh_ok(
         "node1",
-        &format!("etcdctl put /deckhand/config/cluster '{{\"lease_ttl_seconds\":{TTL}}}'"),
+        &format!(
+            "etcdctl put /deckhand/config/cluster '{{\"lease_ttl_seconds\":{TTL}{fw_config}}}'"
+        ),
     )?;
 
     // Keys written before any change, and a probe on every node.
@@ -296,6 +312,29 @@ fn five_node_cluster_roles() -> Result<()> {
             oks.len(),
             "{n}: every acknowledged write is stored"
         );
+    }
+
+    // With the firewall on: every node's rules applied and following the
+    // role it ended with.
+    if firewall {
+        wait_for(
+            "every node's firewall to follow its role",
+            Duration::from_secs(30),
+            || {
+                let st = status("node1")?;
+                for n in NODES {
+                    let fw = &node(&st, n).context("node missing")?["firewall"];
+                    ensure!(
+                        fw["enabled"] == true
+                            && fw["applied"] == true
+                            && fw["matches_role"] == true,
+                        "{n}: {fw}"
+                    );
+                }
+                Ok(Some(()))
+            },
+        )?;
+        println!("every node's firewall applied and matching its role");
     }
 
     // 6. docker kill of a proxy: its status disappears, alive turns false.

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::FirewallConfig;
 use crate::image::ImageRef;
 
 /// Largest cluster config accepted, in bytes (room for the `upcoming` list).
@@ -46,6 +47,8 @@ pub struct ClusterConfig {
     pub upcoming: Vec<ImageRef>,
     /// The certificate signer's policy (`docs/pki.md`).
     pub pki: PkiConfig,
+    /// The host firewall (`docs/firewall.md`): off by default.
+    pub firewall: FirewallConfig,
 }
 
 /// `pki` of the cluster config: how the elected signer treats requests.
@@ -77,6 +80,7 @@ impl Default for ClusterConfig {
             preseed_all_planes: false,
             upcoming: Vec::new(),
             pki: PkiConfig::default(),
+            firewall: FirewallConfig::default(),
         }
     }
 }
@@ -160,6 +164,9 @@ impl ClusterConfig {
                 range: "0..=64",
             });
         }
+        cfg.firewall
+            .validate()
+            .map_err(ClusterConfigError::Firewall)?;
         Ok(cfg)
     }
 }
@@ -187,6 +194,10 @@ pub enum ClusterConfigError {
         /// The `min_voters` value.
         min_voters: usize,
     },
+    /// A bad `firewall` section (a value serde accepts but the firewall
+    /// cannot use), in words.
+    #[error("cluster config {0}")]
+    Firewall(String),
     /// A number outside its allowed range.
     #[error("cluster config field {field} = {value} is outside {range}")]
     OutOfRange {
@@ -266,5 +277,44 @@ mod tests {
         );
         assert!(ClusterConfig::parse(br#"{"pki":{"autosign":false}}"#).is_err());
         assert!(ClusterConfig::parse(br#"{"pki":{"auto_sign":"no"}}"#).is_err());
+    }
+
+    #[test]
+    fn firewall_section_defaults_off_and_refuses_bad_values() {
+        use crate::firewall::FirewallDefault;
+        let d = ClusterConfig::parse(b"{}").unwrap().firewall;
+        assert!(!d.enabled, "an existing cluster keeps its behaviour");
+        assert_eq!(d.default, FirewallDefault::Accept);
+        let f = ClusterConfig::parse(
+            br#"{"firewall":{"enabled":true,"default":"drop","cluster_networks":["10.0.0.0/24","fd00::1"]}}"#,
+        )
+        .unwrap()
+        .firewall;
+        assert!(f.enabled);
+        assert_eq!(f.default, FirewallDefault::Drop);
+        assert_eq!(f.networks().len(), 2);
+        assert_eq!(f.networks()[0].to_string(), "10.0.0.0/24");
+        for (bad, words) in [
+            (
+                r#"{"firewall":{"default":"reject"}}"#,
+                "unknown variant `reject`",
+            ),
+            (r#"{"firewall":{"enable":true}}"#, "unknown field `enable`"),
+            (r#"{"firewall":{"enabled":"yes"}}"#, "expected a boolean"),
+            (
+                r#"{"firewall":{"cluster_networks":["10.0.0.0/33"]}}"#,
+                "prefix length must be 0..=32",
+            ),
+            (
+                r#"{"firewall":{"cluster_networks":["node1"]}}"#,
+                "not an IP address",
+            ),
+            (r#"{"firewall":true}"#, "expected struct FirewallConfig"),
+        ] {
+            let e = ClusterConfig::parse(bad.as_bytes())
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(words), "{bad}: {e}");
+        }
     }
 }

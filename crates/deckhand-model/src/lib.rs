@@ -5,6 +5,7 @@
 //! error says what is wrong in words an operator can act on.
 
 pub mod cluster;
+pub mod firewall;
 pub mod image;
 pub mod keyspace;
 pub mod pki;
@@ -14,6 +15,10 @@ pub mod status;
 pub mod unit_name;
 
 pub use cluster::{ClusterConfig, ClusterConfigError, PkiConfig};
+pub use firewall::{
+    FirewallConfig, FirewallDefault, FirewallStatus, METRICS_PORT, Network, PlanePort, PortFrom,
+    PortProtocol,
+};
 pub use image::{ImageRef, ImageRefError};
 pub use keyspace::Keyspace;
 pub use planes::{PlaneConfig, PlaneConfigError, PlaneUnit, UnitMode};

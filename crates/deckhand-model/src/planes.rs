@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::{MAX_PLANE_PORTS, PlanePort};
 use crate::image::ImageRef;
 use crate::role::Plane;
 use crate::unit_name::check_unit_name;
@@ -68,6 +69,11 @@ pub struct PlaneConfig {
     /// The images the plane's units need, normalized, each once.
     #[serde(default)]
     pub images: Vec<ImageRef>,
+    /// The ports the plane's units serve, opened by the host firewall on
+    /// the plane's nodes (`docs/firewall.md`): `{"port": 443, "protocol":
+    /// "tcp", "from": "any"}`; each port and protocol once, at most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PlanePort>,
 }
 
 /// Why a plane config was rejected.
@@ -136,6 +142,27 @@ impl PlaneConfig {
                 return Err(invalid(format!("unit {:?} is listed twice", u.name)));
             }
         }
+        if cfg.ports.len() > MAX_PLANE_PORTS {
+            return Err(invalid(format!(
+                "{} ports, more than the {MAX_PLANE_PORTS} allowed",
+                cfg.ports.len()
+            )));
+        }
+        let mut ports = BTreeSet::new();
+        for p in &cfg.ports {
+            if p.protocol == crate::firewall::PortProtocol::Tcp && matches!(p.port, 2379 | 2380) {
+                return Err(invalid(format!(
+                    "port {}/tcp is etcd's: deckhand's firewall decides who reaches it, by role",
+                    p.port
+                )));
+            }
+            if !ports.insert((p.port, p.protocol)) {
+                return Err(invalid(format!(
+                    "port {}/{} is listed twice",
+                    p.port, p.protocol
+                )));
+            }
+        }
         let mut images = BTreeSet::new();
         for i in &cfg.images {
             if !images.insert(i) {
@@ -166,6 +193,20 @@ mod tests {
             PlaneConfig::parse(Plane::Data, b"{}").unwrap(),
             PlaneConfig::default()
         );
+        let cfg = PlaneConfig::parse(
+            Plane::Router,
+            br#"{"ports":[{"port":443,"protocol":"tcp","from":"any"},
+                          {"port":443,"protocol":"udp","from":"cluster"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.ports.len(), 2);
+        assert_eq!(cfg.ports[1].to_string(), "443/udp from cluster");
+        // No ports: the document serializes as before.
+        assert!(
+            !serde_json::to_string(&PlaneConfig::default())
+                .unwrap()
+                .contains("ports")
+        );
     }
 
     #[test]
@@ -194,6 +235,38 @@ mod tests {
             (r#"{"images":["Bad/Ref"]}"#, "invalid image reference"),
             (r#"{"images":["redis","redis:latest"]}"#, "listed twice"),
             (r#"{"unit":[]}"#, "unknown field"),
+            (
+                r#"{"ports":[{"port":0,"protocol":"tcp","from":"any"}]}"#,
+                "port 0 is outside 1..=65535",
+            ),
+            (
+                r#"{"ports":[{"port":70000,"protocol":"tcp","from":"any"}]}"#,
+                "port 70000 is outside 1..=65535",
+            ),
+            (
+                r#"{"ports":[{"port":-1,"protocol":"tcp","from":"any"}]}"#,
+                "outside 1..=65535",
+            ),
+            (
+                r#"{"ports":[{"port":53,"protocol":"sctp","from":"any"}]}"#,
+                "unknown variant `sctp`",
+            ),
+            (
+                r#"{"ports":[{"port":53,"protocol":"udp","from":"world"}]}"#,
+                "unknown variant `world`",
+            ),
+            (
+                r#"{"ports":[{"port":53,"protocol":"udp"}]}"#,
+                "missing field `from`",
+            ),
+            (
+                r#"{"ports":[{"port":53,"protocol":"udp","from":"any","to":1}]}"#,
+                "unknown field `to`",
+            ),
+            (
+                r#"{"ports":[{"port":53,"protocol":"udp","from":"any"},{"port":53,"protocol":"udp","from":"cluster"}]}"#,
+                "port 53/udp is listed twice",
+            ),
             ("[", "EOF"),
         ] {
             let e = PlaneConfig::parse(Plane::Control, value.as_bytes())

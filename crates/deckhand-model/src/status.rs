@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::FirewallStatus;
 use crate::planes::UnitMode;
 use crate::role::{Plane, Role};
 
@@ -108,6 +109,10 @@ pub struct NodeStatus {
     /// and after; absent on a plaintext node that never took part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_stage: Option<String>,
+    /// The host firewall on this node (`docs/firewall.md`); all false when
+    /// the agent predates it.
+    #[serde(default)]
+    pub firewall: FirewallStatus,
 }
 
 /// A certificate as its node's agent last read it from disk.

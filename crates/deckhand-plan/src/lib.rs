@@ -11,6 +11,7 @@
 //! join as a learner, promote once in sync, one learner at a time, and never
 //! remove a voter when the healthy voters left would not hold quorum.
 
+pub mod firewall;
 pub mod health;
 pub mod identity;
 mod observation;

@@ -368,6 +368,7 @@ mod tests {
                 })
                 .collect(),
             images: images.iter().map(|i| ImageRef::parse(i).unwrap()).collect(),
+            ports: vec![],
         }
     }
 

@@ -37,6 +37,7 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         voter_problems: Vec::new(),
         certificate: None,
         tls_stage: None,
+        firewall: Default::default(),
     }
 }
 

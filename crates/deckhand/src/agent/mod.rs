@@ -12,13 +12,16 @@
 //! [`fence`] (singletons stopped before the lease can expire), [`lease`]
 //! (the node lease, handed over when its TTL changes),
 //! [`images`] (the preseed worker), [`checks`] (the node checks, in the
-//! background) and [`voters`] (voters in trouble, on the leader's agent).
+//! background), [`voters`] (voters in trouble, on the leader's agent) and
+//! [`firewall`] (the nftables table `inet deckhand`, applied before the
+//! step so that a joining node's 2380 is open before it asks to join).
 
 pub mod act;
 pub mod checks;
 pub mod context;
 pub mod desired;
 pub mod fence;
+pub mod firewall;
 pub mod images;
 pub mod lease;
 pub mod local;
@@ -47,6 +50,7 @@ use deckhand_systemd::{Systemd, notify};
 use self::context::{Context, REQUEST_TIMEOUT};
 use self::desired::Desired;
 use self::fence::Fence;
+use self::firewall::Firewall;
 use self::lease::NodeLease;
 use self::local::Local;
 use self::observe::Observer;
@@ -274,6 +278,8 @@ struct Agent {
     renewals_loaded: u64,
     /// The signer task's inputs (TLS on).
     signer: Option<tokio::sync::watch::Sender<signing::SignerInputs>>,
+    /// The host firewall.
+    firewall: Firewall,
 }
 
 impl Agent {
@@ -309,6 +315,7 @@ impl Agent {
             renewal: None,
             renewals_loaded: 0,
             signer: None,
+            firewall: Firewall::new(Path::new(paths::STATE_DIR)),
         }
     }
 
@@ -433,7 +440,18 @@ impl Agent {
                 REQUEST_TIMEOUT,
             )
             .await;
-        let step = deckhand_plan::plan(&o);
+        // The firewall before the step: a node about to join opens its
+        // 2380 to the members first, and the join waits for the members'
+        // firewalls to let it in (Firewall::gate).
+        let ports = self.planes.ports_for(&self.desired.planes());
+        let store = self.ctx.store.clone();
+        self.firewall
+            .reconcile(&o, &self.desired.config.firewall, &ports, || async move {
+                store.nodes().await
+            })
+            .await;
+        let address = self.ctx.identity.address.to_string();
+        let step = self.firewall.gate(deckhand_plan::plan(&o), &o, &address);
         if !step.is_idle() {
             tracing::info!("taking step: {step}");
         } else if Some(&step) != self.last_step.as_ref() {
@@ -492,6 +510,7 @@ impl Agent {
                 voter_problems: &voter_problems,
                 certificate: certificate.as_ref(),
                 tls_stage: self.tls_stage.reported(),
+                firewall: self.firewall.status(),
             });
             let lease = self.lease();
             self.status.write(&self.ctx.store, doc, lease).await;

@@ -44,6 +44,8 @@ pub struct Inputs<'a> {
     pub certificate: Option<&'a CertificateStatus>,
     /// The TLS stage applied (`crate::tls_enable`), for `tls_stage`.
     pub tls_stage: Option<&'a str>,
+    /// The host firewall's state (`agent::firewall`).
+    pub firewall: &'a deckhand_model::FirewallStatus,
 }
 
 /// The status document. `converged` holds only when the step is
@@ -115,6 +117,7 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         voter_problems: i.voter_problems.to_vec(),
         certificate: i.certificate.cloned(),
         tls_stage: i.tls_stage.map(str::to_string),
+        firewall: i.firewall.clone(),
     }
 }
 
@@ -278,6 +281,7 @@ mod tests {
             voter_problems: &problems,
             certificate: None,
             tls_stage: None,
+            firewall: &Default::default(),
         });
         assert!(s.converged);
         assert_eq!(s.applied, Some(role));
@@ -315,6 +319,7 @@ mod tests {
             voter_problems: &[],
             certificate: None,
             tls_stage: None,
+            firewall: &Default::default(),
         };
         let s = document(&inputs);
         assert!(!s.converged);

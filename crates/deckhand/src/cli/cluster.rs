@@ -49,11 +49,17 @@ pub enum ClusterCommand {
     ///   preseed_concurrency          3, 1..=16: image pulls at once per node
     ///   preseed_all_planes           false: every node keeps every plane's images
     ///   upcoming                     []: images every node keeps present (the next release)
+    ///   firewall                     {"enabled":false,"default":"accept","cluster_networks":[]}:
+    ///                                the host firewall (docs/firewall.md); off until turned on;
+    ///                                default accept or drop; cluster_networks: CIDRs that count
+    ///                                as the cluster's nodes (new nodes' subnet)
     ///
     /// Examples:
     ///   deckhand cluster set voters=5 dead_grace_seconds=600
     ///   deckhand cluster set 'upcoming=["registry.example/app:2","registry.example/sched:3"]'
     ///   deckhand cluster set voters=null          (unset: operators decide the voters)
+    ///   deckhand cluster set 'firewall={"enabled":true,"default":"drop","cluster_networks":["10.0.0.0/24"]}'
+    ///   deckhand cluster set firewall=null        (the firewall off: every node removes its table)
     ///   deckhand cluster set lease_ttl_seconds=30 (every node moves its keys to a new lease; none looks dead)
     ///   deckhand cluster set --file cluster.json  (a whole document; - for stdin)
     #[command(verbatim_doc_comment)]
@@ -292,6 +298,36 @@ mod tests {
 
     fn err(stored: Option<&str>, a: &[&str]) -> String {
         format!("{:#}", set(stored, a).unwrap_err())
+    }
+
+    #[test]
+    fn the_firewall_section_is_set_whole_and_checked() {
+        let c = set(None, &[r#"firewall={"enabled":true,"default":"drop"}"#]).unwrap();
+        assert!(c.firewall.enabled);
+        assert_eq!(c.firewall.default, deckhand_model::FirewallDefault::Drop);
+        let c = set(Some(r#"{"firewall":{"enabled":true}}"#), &["firewall=null"]).unwrap();
+        assert!(!c.firewall.enabled, "unset: off");
+        for (a, words) in [
+            (
+                r#"firewall={"default":"reject"}"#,
+                "unknown variant `reject`",
+            ),
+            (
+                r#"firewall={"enabled":true,"ports":[]}"#,
+                "unknown field `ports`",
+            ),
+            (
+                r#"firewall={"cluster_networks":["10.0.0.0/40"]}"#,
+                "prefix length",
+            ),
+            ("firewall=on", "expected struct FirewallConfig"),
+        ] {
+            let e = err(None, &[a]);
+            assert!(
+                e.contains(words) && e.contains("nothing written"),
+                "{a}: {e}"
+            );
+        }
     }
 
     #[test]

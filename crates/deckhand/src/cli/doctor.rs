@@ -62,7 +62,9 @@ a node without a status fails\n\
 URLs; loopback stays plaintext by design)\n\
 - certificates     each node's TLS certificate expiry, from its status: expired fails, under 30 days \
 warns\n\
-- firewall, backups, monitoring   not built yet: each warns \"not configured\"\n\n\
+- firewall         each live node's status: its rule set (table inet deckhand) applied and matching \
+its role; warns while the cluster config leaves the firewall off\n\
+- backups, monitoring   not built yet: each warns \"not configured\"\n\n\
 Exit status: 0 every check passed; 1 a check failed; 2 warnings only (2 is also a usage error, \
 which prints the usage instead of findings); 78 the agent config cannot be used."
 )]
@@ -1120,13 +1122,86 @@ pub fn certificates(s: &Snapshot) -> Finding {
     Finding::new(name, level(&fails, &warns), saw(&fails, &warns, fine), todo)
 }
 
-/// **firewall**: a host firewall following each node's role. Not built yet.
-pub fn firewall(_s: &Snapshot) -> Finding {
+/// **firewall**: the host firewall (nftables table `inet deckhand`,
+/// `docs/firewall.md`) on every live node. Warns while the cluster config
+/// leaves it off; fails when a live node's agent does not run it, refused
+/// its rule set (the previous rules stay: its status says why), could not
+/// apply it, or holds the rules of the other role; passes when every live
+/// node's current rule set is applied and matches its role.
+pub fn firewall(s: &Snapshot) -> Finding {
+    const NAME: &str = "firewall";
+    let cfg = match &s.cluster {
+        Ok(c) => &c.firewall,
+        Err(e) => return Finding::cannot_run(NAME, e),
+    };
+    if !cfg.enabled {
+        return Finding::new(
+            NAME,
+            CheckState::Warn,
+            "not configured: the host firewall is off (cluster config firewall.enabled is false, \
+             the default: an existing cluster keeps its behaviour until an operator turns it on)"
+                .into(),
+            "deckhand cluster set 'firewall={\"enabled\":true,\"default\":\"drop\"}' \
+             (docs/firewall.md): 2379 and 2380 then follow each node's role",
+        );
+    }
+    let nodes = match &s.nodes {
+        Ok(n) => n,
+        Err(e) => return Finding::cannot_run(NAME, e),
+    };
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for k in nodes.values() {
+        let Some(st) = &k.status else { continue };
+        let fw = &st.firewall;
+        let name = &st.name;
+        if !fw.enabled {
+            bad.push(format!(
+                "{name}: its agent reports no firewall (an agent older than the firewall, or it has not read the config yet)"
+            ));
+        } else if !fw.applied {
+            let kept = match &fw.role {
+                Some(r) => format!("its previous {r} rules stay"),
+                None => "it has no rules in place".into(),
+            };
+            bad.push(format!(
+                "{name}: {} ({kept})",
+                fw.reason
+                    .as_deref()
+                    .unwrap_or("the current rule set is not applied")
+            ));
+        } else if !fw.matches_role {
+            bad.push(format!(
+                "{name}: the rules in place are for {}, not its role",
+                fw.role.as_deref().unwrap_or("?")
+            ));
+        } else {
+            good.push(format!("{name} {}", fw.role.as_deref().unwrap_or("?")));
+        }
+    }
+    if good.is_empty() && bad.is_empty() {
+        return Finding::cannot_run(NAME, "no node has a status");
+    }
+    if !bad.is_empty() {
+        return Finding::new(
+            NAME,
+            CheckState::Fail,
+            bad.join("; "),
+            "see the node's status (deckhand status --json: firewall.reason) and its journal \
+             (journalctl -u deckhand | grep -i firewall); refused rule sets keep the previous rules \
+             until the member list is known again",
+        );
+    }
     Finding::new(
-        "firewall",
-        CheckState::Warn,
-        "not configured: deckhand manages no host firewall yet".into(),
-        "allow 2379/2380 only from the cluster's hosts (nftables) by hand",
+        NAME,
+        CheckState::Pass,
+        format!(
+            "{} live node(s) apply their role's rules, default {}: {}",
+            good.len(),
+            cfg.default,
+            good.join(", ")
+        ),
+        "",
     )
 }
 
@@ -1262,6 +1337,65 @@ mod tests {
                 "{w:?} not in {f:?}"
             );
         }
+    }
+
+    #[test]
+    fn firewall_passes_only_when_every_live_node_applies_its_role() {
+        use deckhand_model::FirewallStatus;
+        let mut s = boot();
+        expect(
+            &firewall(&s),
+            CheckState::Warn,
+            &["not configured", "firewall.enabled"],
+        );
+        s.cluster.as_mut().unwrap().firewall.enabled = true;
+        let ok = |role: &str| FirewallStatus {
+            enabled: true,
+            applied: true,
+            matches_role: true,
+            role: Some(role.into()),
+            hash: Some("0123".into()),
+            peers: vec![],
+            reason: None,
+        };
+        for k in 1..=5 {
+            status_mut(&mut s, k).firewall = ok(if k <= 3 { "member" } else { "proxy" });
+        }
+        expect(
+            &firewall(&s),
+            CheckState::Pass,
+            &["5 live node(s)", "node4 proxy"],
+        );
+        // A dead node is not judged.
+        kill(&mut s, 5);
+        expect(&firewall(&s), CheckState::Pass, &["4 live node(s)"]);
+        // Refused: fail, with the reason and what stays.
+        let mut refused = ok("member");
+        refused.applied = false;
+        refused.reason = Some("not applied: the member list is unknown".into());
+        status_mut(&mut s, 2).firewall = refused;
+        expect(
+            &firewall(&s),
+            CheckState::Fail,
+            &[
+                "node2: not applied: the member list is unknown",
+                "previous member rules stay",
+            ],
+        );
+        // Stale role, and an agent without a firewall.
+        status_mut(&mut s, 2).firewall = ok("member");
+        status_mut(&mut s, 4).firewall.matches_role = false;
+        expect(
+            &firewall(&s),
+            CheckState::Fail,
+            &["node4: the rules in place are for proxy"],
+        );
+        status_mut(&mut s, 4).firewall = FirewallStatus::default();
+        expect(
+            &firewall(&s),
+            CheckState::Fail,
+            &["node4: its agent reports no firewall"],
+        );
     }
 
     #[test]
@@ -1557,6 +1691,7 @@ mod tests {
             PlaneConfig {
                 units: vec![],
                 images: images.iter().map(|i| ImageRef::parse(i).unwrap()).collect(),
+                ports: vec![],
             },
         );
         s.planes = Ok(configs);

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use deckhand_model::{ImageRef, Plane, PlaneConfig, PlaneUnit, UnitMode};
+use deckhand_model::{
+    ImageRef, Plane, PlaneConfig, PlanePort, PlaneUnit, PortFrom, PortProtocol, UnitMode,
+};
 
 use super::session::Session;
 use crate::connect::Target;
@@ -26,6 +28,7 @@ pub enum PlaneCommand {
     /// Examples:
     ///   deckhand plane set router --unit router.service=global --image registry.example/router:1.4
     ///   deckhand plane set control --unit scheduler.service=singleton --image registry.example/sched:2
+    ///   deckhand plane set router --unit router.service=global --port 443/tcp=any --port 9000/udp=cluster
     ///   deckhand plane set data --file data.json     (JSON: {"units":[{"name":..,"mode":..}],"images":[..]}; - for stdin)
     #[command(verbatim_doc_comment)]
     Set {
@@ -39,9 +42,14 @@ pub enum PlaneCommand {
         /// repeat for more images.
         #[arg(long = "image", value_name = "REFERENCE")]
         images: Vec<String>,
+        /// A port the plane's units serve, opened by the host firewall on
+        /// the plane's nodes (docs/firewall.md): PORT/PROTOCOL=FROM, e.g.
+        /// 443/tcp=any or 9000/udp=cluster; repeat for more ports.
+        #[arg(long = "port", value_name = "PORT/PROTOCOL=FROM")]
+        ports: Vec<String>,
         /// Read the whole config as JSON from this file (- for stdin)
-        /// instead of --unit/--image.
-        #[arg(long, conflicts_with_all = ["units", "images"])]
+        /// instead of --unit/--image/--port.
+        #[arg(long, conflicts_with_all = ["units", "images", "ports"])]
         file: Option<std::path::PathBuf>,
     },
     /// Print a plane's config (every plane's when none is named).
@@ -61,6 +69,7 @@ fn plane_config(
     plane: Plane,
     units: &[String],
     images: &[String],
+    ports: &[String],
     file: Option<&Path>,
 ) -> Result<PlaneConfig> {
     if let Some(path) = file {
@@ -75,7 +84,7 @@ fn plane_config(
         };
         return Ok(PlaneConfig::parse(plane, text.as_bytes())?);
     }
-    if units.is_empty() && images.is_empty() {
+    if units.is_empty() && images.is_empty() && ports.is_empty() {
         bail!(
             "nothing to set for plane {plane}: give --unit NAME=MODE and --image REFERENCE (or --file); \
              an empty config would stop the plane's units on every node (to do that on purpose: \
@@ -100,9 +109,39 @@ fn plane_config(
     for i in images {
         cfg.images.push(ImageRef::parse(i)?);
     }
+    for p in ports {
+        cfg.ports.push(port_flag(p)?);
+    }
     // The same checks as a value read from etcd.
     let json = serde_json::to_vec(&cfg)?;
     Ok(PlaneConfig::parse(plane, &json)?)
+}
+
+/// One `--port PORT/PROTOCOL=FROM`.
+fn port_flag(p: &str) -> Result<PlanePort> {
+    let shape =
+        || format!("--port {p:?} is not PORT/PROTOCOL=FROM (e.g. 443/tcp=any, 9000/udp=cluster)");
+    let (pp, from) = p.split_once('=').with_context(shape)?;
+    let (port, protocol) = pp.split_once('/').with_context(shape)?;
+    let port = match port.parse::<u16>() {
+        Ok(n) if n != 0 => n,
+        _ => bail!("--port {p:?}: port {port:?} is outside 1..=65535"),
+    };
+    let protocol = match protocol {
+        "tcp" => PortProtocol::Tcp,
+        "udp" => PortProtocol::Udp,
+        other => bail!("--port {p:?}: unknown protocol {other:?} (tcp or udp)"),
+    };
+    let from = match from {
+        "any" => PortFrom::Any,
+        "cluster" => PortFrom::Cluster,
+        other => bail!("--port {p:?}: unknown source {other:?} (any or cluster)"),
+    };
+    Ok(PlanePort {
+        port,
+        protocol,
+        from,
+    })
 }
 
 /// `deckhand plane set|get|delete`.
@@ -119,10 +158,12 @@ pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<(), Failure> {
             plane,
             units,
             images,
+            ports,
             file,
         } => {
             let p: Plane = plane.parse().map_err(Failure::usage)?;
-            let config = plane_config(p, units, images, file.as_deref()).map_err(Failure::usage)?;
+            let config =
+                plane_config(p, units, images, ports, file.as_deref()).map_err(Failure::usage)?;
             Some((p, config))
         }
         PlaneCommand::Get { plane: Some(p) } | PlaneCommand::Delete { plane: p } => {
@@ -194,16 +235,30 @@ mod tests {
             Plane::Router,
             &["router.service=global".into()],
             &["registry.example/router:1.4".into()],
+            &["443/tcp=any".into(), "53/udp=cluster".into()],
             None,
         )
         .unwrap();
         assert_eq!(c.units[0].mode, UnitMode::Global);
+        assert_eq!(c.ports[1].to_string(), "53/udp from cluster");
+        let port_err = |p: &str| {
+            format!(
+                "{:#}",
+                plane_config(Plane::Router, &[], &[], &[p.to_string()], None).unwrap_err()
+            )
+        };
+        assert!(port_err("443").contains("is not PORT/PROTOCOL=FROM"));
+        assert!(port_err("0/tcp=any").contains("outside 1..=65535"));
+        assert!(port_err("70000/tcp=any").contains("outside 1..=65535"));
+        assert!(port_err("53/sctp=any").contains("unknown protocol"));
+        assert!(port_err("53/udp=world").contains("unknown source"));
+        assert!(port_err("2380/tcp=any").contains("etcd's"));
         let err = |u: &[&str], i: &[&str]| {
             let u: Vec<String> = u.iter().map(|s| s.to_string()).collect();
             let i: Vec<String> = i.iter().map(|s| s.to_string()).collect();
             format!(
                 "{:#}",
-                plane_config(Plane::Router, &u, &i, None).unwrap_err()
+                plane_config(Plane::Router, &u, &i, &[], None).unwrap_err()
             )
         };
         assert!(err(&[], &[]).contains("deckhand plane delete router"));

@@ -126,6 +126,9 @@ struct NodeJson {
     /// The voters this node's agent reports in trouble (only the leader's
     /// agent watches them).
     voter_problems: Vec<deckhand_model::VoterProblem>,
+    /// The node's host firewall (`docs/firewall.md`); all false for a
+    /// node without status.
+    firewall: deckhand_model::FirewallStatus,
     /// The node's TLS certificate as its agent reports it; `None` without
     /// TLS (or from an older agent).
     certificate: Option<deckhand_model::CertificateStatus>,
@@ -391,6 +394,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
         Some(s) => NodeJson {
             id: id.to_string(),
             name: s.name.clone(),
+            firewall: s.firewall.clone(),
             address: Some(s.address.clone()),
             version: Some(s.version.clone()),
             alive: true,
@@ -422,6 +426,7 @@ fn node_json(id: &str, k: &NodeKeys, nospace: bool, now: u64) -> NodeJson {
             desired: k.role(),
             desired_revision: k.role_revision(),
             applied: None,
+            firewall: Default::default(),
             converged: false,
             etcd: EtcdStatus {
                 mode: EtcdMode::None,
@@ -461,7 +466,7 @@ pub fn table(s: &StatusJson) -> String {
     );
     out.push_str(&cluster_lines(&s.cluster));
     let nospace = s.cluster.alarms.iter().any(|a| a.alarm == "NOSPACE");
-    let rows: Vec<[String; 13]> = s
+    let rows: Vec<[String; 14]> = s
         .nodes
         .iter()
         .map(|n| {
@@ -475,6 +480,13 @@ pub fn table(s: &StatusJson) -> String {
                 .as_ref()
                 .map(|b| format!("blocked: {b}"))
                 .or_else(|| n.error.clone())
+                .or_else(|| {
+                    n.firewall
+                        .reason
+                        .as_ref()
+                        .filter(|_| n.alive)
+                        .map(|r| format!("firewall {r}"))
+                })
                 .or_else(|| n.step.clone())
                 .unwrap_or_default();
             [
@@ -502,6 +514,7 @@ pub fn table(s: &StatusJson) -> String {
                 },
                 images_cell(&n.images),
                 checks_cell(n.alive, &n.checks),
+                firewall_cell(n.alive, &n.firewall),
                 cert_cell(n.certificate_days_left),
                 n.version.clone().unwrap_or_else(|| "-".into()),
                 note,
@@ -519,6 +532,7 @@ pub fn table(s: &StatusJson) -> String {
         "CONVERGED",
         "IMAGES",
         "CHECKS",
+        "FIREWALL",
         "CERT",
         "VERSION",
         "NOTE",
@@ -600,6 +614,26 @@ fn checks_cell(alive: bool, checks: &[Check]) -> String {
         "ok".into()
     } else {
         bad.join(",")
+    }
+}
+
+/// The FIREWALL column: `off` (disabled), the role whose rules are in
+/// place when they are the current ones (`member`, `proxy`), `stale`
+/// (older rules stay: see the note), `none` (no rules in place yet),
+/// `wrong-role` (rules of the other role, for a moment during a change);
+/// `-` for a dead node.
+fn firewall_cell(alive: bool, fw: &deckhand_model::FirewallStatus) -> String {
+    if !alive {
+        return "-".into();
+    }
+    if !fw.enabled {
+        return "off".into();
+    }
+    match (&fw.role, fw.applied, fw.matches_role) {
+        (None, _, _) => "none".into(),
+        (Some(role), true, true) => role.clone(),
+        (Some(_), true, false) => "wrong-role".into(),
+        (Some(_), false, _) => "stale".into(),
     }
 }
 
@@ -827,6 +861,24 @@ mod tests {
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["nodes"][0]["certificate_days_left"], 300);
         assert_eq!(json["nodes"][0]["certificate"]["common_name"], "node:x");
+    }
+
+    #[test]
+    fn firewall_column_says_off_role_or_stale() {
+        use deckhand_model::FirewallStatus;
+        let mut fw = FirewallStatus::default();
+        assert_eq!(firewall_cell(true, &fw), "off");
+        assert_eq!(firewall_cell(false, &fw), "-");
+        fw.enabled = true;
+        assert_eq!(firewall_cell(true, &fw), "none");
+        fw.role = Some("member".into());
+        fw.applied = true;
+        fw.matches_role = true;
+        assert_eq!(firewall_cell(true, &fw), "member");
+        fw.matches_role = false;
+        assert_eq!(firewall_cell(true, &fw), "wrong-role");
+        fw.applied = false;
+        assert_eq!(firewall_cell(true, &fw), "stale");
     }
 
     #[test]

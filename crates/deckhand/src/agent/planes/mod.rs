@@ -123,6 +123,16 @@ impl Planes {
         self.docker = Some(docker::DockerProbe::spawn(settings));
     }
 
+    /// The ports the valid configs of `planes` open (the firewall's plane
+    /// rules), in plane order.
+    pub fn ports_for(&self, planes: &BTreeSet<Plane>) -> Vec<deckhand_model::PlanePort> {
+        planes
+            .iter()
+            .filter_map(|p| self.configs.get(p))
+            .flat_map(|c| c.ports.iter().copied())
+            .collect()
+    }
+
     /// A receiver of the preseed worker's reports, to wake the loop up when
     /// an image arrives.
     pub fn images_watch(&self) -> watch::Receiver<ImagesState> {

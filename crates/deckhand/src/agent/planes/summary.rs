@@ -133,6 +133,7 @@ mod tests {
                 })
                 .collect(),
             images: vec![],
+            ports: vec![],
         }
     }
 
