@@ -15,7 +15,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::info::{info_of, parse_cert, parse_pem};
-use crate::names::{check_node_name, check_operator_name, node_common_name};
+use crate::names::{check_node_address, check_node_name, check_operator_name, node_common_name};
 use crate::{
     BACKDATE_SECONDS, CA_CERT_FILE, CA_KEY_FILE, CERT_MODE, CertInfo, Error, KEY_MODE, MAX_DAYS,
     Result, write_new_file,
@@ -298,6 +298,7 @@ impl Ca {
 
     fn node_params(&self, name: &str, address: IpAddr, days: u32) -> Result<CertificateParams> {
         check_node_name(name)?;
+        check_node_address(address)?;
         let mut p = self.leaf_params(days)?;
         p.distinguished_name.push(
             DnType::CommonName,
@@ -342,6 +343,7 @@ impl Ca {
     /// As [`Ca::issue_node`].
     pub fn issue_proxy(&self, name: &str, address: IpAddr, days: u32) -> Result<Issued> {
         check_node_name(name)?;
+        check_node_address(address)?;
         let mut p = self.leaf_params(days)?;
         p.subject_alt_names = vec![SanType::IpAddress(address)];
         p.extended_key_usages = vec![
@@ -396,6 +398,7 @@ impl Ca {
         days: u32,
     ) -> Result<String> {
         check_node_name(expect_name)?;
+        check_node_address(expect_address)?;
         let csr = parse_csr(csr_pem)?;
         let want_cn = node_common_name(expect_name);
         let subject: Vec<(String, String)> = csr
@@ -445,6 +448,7 @@ impl Ca {
         days: u32,
     ) -> Result<String> {
         check_node_name(name)?;
+        check_node_address(expect_address)?;
         let csr = parse_csr(csr_pem)?;
         if csr.params.distinguished_name.iter().next().is_some() {
             let subject: Vec<String> = csr
@@ -525,6 +529,7 @@ fn san_text(s: &SanType) -> String {
 /// [`Error::InvalidName`], [`Error::Generate`].
 pub fn generate_csr(name: &str, address: IpAddr) -> Result<(String, String)> {
     check_node_name(name)?;
+    check_node_address(address)?;
     let key = new_key()?;
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
@@ -548,6 +553,7 @@ pub fn generate_csr(name: &str, address: IpAddr) -> Result<(String, String)> {
 /// # Errors
 /// [`Error::Generate`].
 pub fn generate_proxy_csr(address: IpAddr) -> Result<(String, String)> {
+    check_node_address(address)?;
     let key = new_key()?;
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();

@@ -78,6 +78,17 @@ pub enum Error {
         /// Why not.
         reason: &'static str,
     },
+    /// A node address no peer or client could dial: unspecified
+    /// (`0.0.0.0`, `::`), multicast or broadcast.
+    #[error(
+        "invalid node address {address}: {reason}; give the address the node advertises to its peers"
+    )]
+    InvalidAddress {
+        /// The address given.
+        address: std::net::IpAddr,
+        /// Why not.
+        reason: &'static str,
+    },
     /// A lifetime outside 1..=[`crate::MAX_DAYS`].
     #[error("invalid lifetime of {days} days: give 1 to {max}", max = crate::MAX_DAYS)]
     InvalidDays {

@@ -43,7 +43,7 @@ pub use ca::{Ca, Issued, generate_csr, generate_proxy_csr};
 pub use error::{Error, Result};
 pub use files::{CERT_MODE, KEY_MODE, write_new_file};
 pub use info::{CertInfo, key_matches, utc_rfc3339, verify_issued_by};
-pub use names::{check_node_name, check_operator_name, node_common_name};
+pub use names::{check_node_address, check_node_name, check_operator_name, node_common_name};
 pub use proof::{
     cert_public_key, csr_public_key, random_nonce, sha256_hex, sign_message, verify_message,
 };

@@ -1,5 +1,7 @@
 //! Which node and operator names a certificate may carry, and the node CN.
 
+use std::net::IpAddr;
+
 use crate::{Error, Result};
 
 /// The CN of a node's certificate, `node:<name>`: the node's etcd user name
@@ -81,6 +83,25 @@ pub fn check_operator_name(name: &str) -> Result<()> {
         return bad("only ASCII letters, digits and ._:@- are allowed");
     }
     Ok(())
+}
+
+/// Checks a node's address: one its peers and clients can dial, which
+/// `0.0.0.0`/`::` (unspecified), multicast and `255.255.255.255` are not.
+/// Loopback is allowed (a cluster of processes on one host, as in tests).
+///
+/// # Errors
+/// [`Error::InvalidAddress`] saying which.
+pub fn check_node_address(address: IpAddr) -> Result<()> {
+    let reason = if address.is_unspecified() {
+        "unspecified (a listen address, not one to dial)"
+    } else if address.is_multicast() {
+        "multicast"
+    } else if address == IpAddr::from([255, 255, 255, 255]) {
+        "broadcast"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidAddress { address, reason })
 }
 
 #[cfg(test)]

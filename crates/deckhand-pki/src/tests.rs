@@ -452,3 +452,16 @@ fn a_proxy_csr_is_signed_with_an_empty_subject_and_its_address_only() {
         .unwrap_err();
     assert!(e.to_string().contains("empty subject"), "{e}");
 }
+
+#[test]
+fn node_addresses_nobody_can_dial_are_refused() {
+    let ca = Ca::create("test-ca", 30).unwrap();
+    for bad in ["0.0.0.0", "::", "224.0.0.1", "ff02::1", "255.255.255.255"] {
+        let e = ca.issue_node("n1", ip(bad), 1).unwrap_err().to_string();
+        assert!(e.contains(&format!("invalid node address {bad}")), "{e}");
+        assert!(ca.issue_proxy("n1", ip(bad), 1).is_err(), "{bad}");
+        assert!(generate_csr("n1", ip(bad)).is_err(), "{bad}");
+    }
+    ca.issue_node("n1", ip("10.0.0.1"), 1).unwrap();
+    ca.issue_node("n1", ip("127.0.0.1"), 1).unwrap();
+}

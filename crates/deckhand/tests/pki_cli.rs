@@ -274,6 +274,10 @@ fn bad_input_is_refused_and_writes_nothing() {
         ),
         (vec!["--node", "n1", d], "--address"),
         (
+            vec!["--node", "n1", "--address", "0.0.0.0", d],
+            "invalid node address 0.0.0.0",
+        ),
+        (
             vec!["--node", "bad_name", "--address", "10.0.0.1", d],
             "invalid node name",
         ),

@@ -209,18 +209,18 @@ pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure>
             let rev = stored.as_ref().map(|(_, r)| *r).unwrap_or(0);
             match &stored {
                 None => {
-                    println!("{}", pretty(&ClusterConfig::default())?);
+                    outln!("{}", pretty(&ClusterConfig::default())?);
                     eprintln!("{key} is not set (revision 0): every field takes its default");
                 }
                 Some((v, _)) => match ClusterConfig::parse(v) {
                     Ok(c) => {
-                        println!("{}", pretty(&c)?);
+                        outln!("{}", pretty(&c)?);
                         eprintln!(
                             "revision {rev} of {key} (fields it does not set show their defaults)"
                         );
                     }
                     Err(e) => {
-                        println!("{}", String::from_utf8_lossy(v));
+                        outln!("{}", String::from_utf8_lossy(v));
                         eprintln!(
                             "deckhand: warning: this value (revision {rev} of {key}) is rejected \
                              by every node, which keep their last valid config: {e}"
@@ -249,7 +249,7 @@ pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure>
                 .and_then(|v| ClusterConfig::parse(v).ok())
                 .unwrap_or_default();
             if old_bytes == Some(bytes.as_slice()) && expected == rev {
-                println!("cluster config unchanged (revision {rev}): nothing written");
+                outln!("cluster config unchanged (revision {rev}): nothing written");
                 return Ok(());
             }
             match store
@@ -258,12 +258,12 @@ pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure>
                 .map_err(Failure::failed)?
             {
                 Some(new_rev) => {
-                    println!(
+                    outln!(
                         "cluster config set at revision {new_rev}: {}",
                         String::from_utf8_lossy(&bytes)
                     );
                     for c in changes(&old, &config) {
-                        println!("  {c}");
+                        outln!("  {c}");
                     }
                     Ok(())
                 }

@@ -283,7 +283,7 @@ async fn remove(
     let _ = deckhand_etcd::unlock(&mut kv, &lock, &owner).await;
     let _ = kv.lease_revoke(lease).await;
     result?;
-    println!("removed {label} from the etcd cluster");
+    outln!("removed {label} from the etcd cluster");
     Ok(())
 }
 
@@ -316,7 +316,7 @@ async fn demote_role_key(
         .await
     {
         Ok(Some(rev)) => {
-            println!(
+            outln!(
                 "{name} ({node}): role key set to {proxy} at revision {rev}, so that its agent does not add it back; `deckhand role set {name} --etcd member` makes it a member again"
             );
             Ok(())

@@ -2,6 +2,24 @@
 //! `role`, `plane`, `cluster`, `status`, `doctor`, `member`, `node`, `tls` and `pki` (`deckhand agent` is [`crate::agent`],
 //! `deckhand preseed` is [`crate::preseed`]).
 
+/// `print!` to stdout that ends the process quietly when the reader has
+/// gone (`deckhand doctor | head -1`): Rust ignores SIGPIPE, so `print!`
+/// would panic there ("failed printing to stdout: Broken pipe"). Exits 141,
+/// the status a shell shows for a tool killed by SIGPIPE.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// [`out!`] with a newline, for `println!`.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 pub mod cluster;
 pub mod doctor;
 pub mod member;
@@ -103,4 +121,18 @@ pub enum Command {
     /// deckhand-etcd-member.service, not by hand).
     #[command(hide = true)]
     CheckMember(crate::member_check::CheckMemberArgs),
+}
+
+/// What [`out!`] and [`outln!`] do: write to stdout; a closed pipe ends
+/// the process with status 141, any other error is ignored as `print!`
+/// would not be.
+#[doc(hidden)]
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|()| o.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
 }

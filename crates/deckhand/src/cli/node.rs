@@ -75,7 +75,7 @@ pub async fn node(target: crate::connect::Target, cmd: NodeCommand) -> Result<()
                 "node {name} ({id}) wrote its status meanwhile: it is alive; nothing was deleted"
             ),
             Some(deleted) => {
-                println!("forgot node {name} ({id}): deleted {}", deleted.join(", "));
+                outln!("forgot node {name} ({id}): deleted {}", deleted.join(", "));
                 Ok(())
             }
         }

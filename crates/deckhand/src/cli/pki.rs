@@ -308,12 +308,12 @@ pub async fn online(target: crate::connect::Target, cmd: PkiCommand) -> Result<(
             let pki = session.store.pki().await.map_err(Failure::failed)?;
             let rows = pending_of(&pki);
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&rows).map_err(Failure::failed)?
                 );
             } else if rows.is_empty() {
-                println!("no open certificate requests");
+                outln!("no open certificate requests");
             } else {
                 let table: Vec<[String; 6]> = rows
                     .iter()
@@ -328,7 +328,7 @@ pub async fn online(target: crate::connect::Target, cmd: PkiCommand) -> Result<(
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     super::table::columns(
                         &["NODE", "ID", "KIND", "ADDRESS", "ASKED", "STATE"],
@@ -347,7 +347,7 @@ pub async fn online(target: crate::connect::Target, cmd: PkiCommand) -> Result<(
                     .trim()
             );
             let id = approve(&session.store, &node, &by).await?;
-            println!(
+            outln!(
                 "approved the certificate request of {node} ({id}); the signer signs it on its next pass if it passes the policy (see `deckhand pki pending`)"
             );
             Ok(())
@@ -389,7 +389,9 @@ pub fn pki(cmd: PkiCommand) -> Result<(), Failure> {
 /// a failure.
 fn failure(e: Error) -> Failure {
     match e {
-        Error::InvalidName { .. } | Error::InvalidDays { .. } => Failure::usage(e),
+        Error::InvalidName { .. } | Error::InvalidAddress { .. } | Error::InvalidDays { .. } => {
+            Failure::usage(e)
+        }
         _ => Failure::failed(e),
     }
 }
@@ -408,7 +410,7 @@ fn init(dir: &Path, days: u32, name: &str) -> Result<(), Failure> {
     make_private_dir(dir)?;
     ca.write(dir).map_err(failure)?;
     let info = ca.info();
-    println!(
+    outln!(
         "made CA {:?} in {}: {CA_CERT_FILE} (certificate, give it to every node and client), {CA_KEY_FILE} (private key, mode 0600: keep it offline and backed up); valid until {}, sha256 {}",
         name,
         dir.display(),
@@ -475,7 +477,7 @@ fn write_set(dir: &Path, files: &[(&str, &str, u32)], renew: bool) -> Result<(),
         std::fs::rename(p, &aside)
             .with_context(|| format!("cannot move {} aside to {}", p.display(), aside.display()))
             .map_err(Failure::failed)?;
-        println!("moved {} aside to {}", p.display(), aside.display());
+        outln!("moved {} aside to {}", p.display(), aside.display());
     }
     for (name, contents, mode) in files {
         write_new_file(&dir.join(name), contents.as_bytes(), *mode).map_err(failure)?;
@@ -516,7 +518,8 @@ fn issue_node(
         renew,
     )?;
     let info = CertInfo::from_pem(&node.cert_pem).map_err(failure)?;
-    println!(
+    warn_if_cut(&info, days);
+    outln!(
         "issued node {name} ({address}) in {}: {CA_CERT_FILE}, {NODE_CERT_FILE}/{NODE_KEY_FILE} (CN node:{name}), {PROXY_CERT_FILE}/{PROXY_KEY_FILE} (empty CN); valid until {}\n\
 install them on the node into {NODE_PKI_DIR}/ (owner root, group etcd; keys mode 0640, certificates 0644)",
         out.display(),
@@ -540,7 +543,8 @@ fn issue_operator(dir: &Path, name: &str, days: u32, renew: bool) -> Result<(), 
         renew,
     )?;
     let info = CertInfo::from_pem(&op.cert_pem).map_err(failure)?;
-    println!(
+    warn_if_cut(&info, days);
+    outln!(
         "issued operator {name:?} in {}: {CA_CERT_FILE}, {OPERATOR_CERT_FILE}/{OPERATOR_KEY_FILE} (CN {name}); valid until {}\n\
 use: etcdctl --cacert {d}/{CA_CERT_FILE} --cert {d}/{OPERATOR_CERT_FILE} --key {d}/{OPERATOR_KEY_FILE} ...",
         out.display(),
@@ -548,6 +552,21 @@ use: etcdctl --cacert {d}/{CA_CERT_FILE} --cert {d}/{OPERATOR_CERT_FILE} --key {
         d = out.display()
     );
     Ok(())
+}
+
+/// Says so on stderr when a leaf ends more than a day before the `days`
+/// asked for: leaves never outlive the CA, which cuts them at its own end.
+fn warn_if_cut(info: &CertInfo, days: u32) {
+    let asked = info
+        .not_before_unix
+        .saturating_add(deckhand_pki::BACKDATE_SECONDS as u64)
+        .saturating_add(u64::from(days) * 86_400);
+    if info.not_after_unix + 86_400 < asked {
+        eprintln!(
+            "deckhand pki: warning: valid until {} only, not {days} days: a certificate never outlives the CA (see `deckhand pki show DIR/ca.crt`)",
+            info.not_after_utc()
+        );
+    }
 }
 
 /// One certificate in `deckhand pki show --json`.
@@ -609,7 +628,7 @@ fn show(files: &[PathBuf], json: bool) -> Result<(), Failure> {
         }
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&shown).map_err(Failure::failed)?
         );
@@ -658,17 +677,17 @@ fn print_one(s: &ShowJson) {
     } else {
         format!("{} days left", s.days_left)
     };
-    println!("{}", s.file);
-    println!("  subject CN  {}", cn(&s.common_name));
-    println!("  issuer CN   {}", cn(&s.issuer_common_name));
-    println!("  kind        {kind}");
-    println!(
+    outln!("{}", s.file);
+    outln!("  subject CN  {}", cn(&s.common_name));
+    outln!("  issuer CN   {}", cn(&s.issuer_common_name));
+    outln!("  kind        {kind}");
+    outln!(
         "  IP SANs     {}",
         list(s.ip_sans.iter().map(|i| i.to_string()).collect())
     );
-    println!("  DNS SANs    {}", list(s.dns_sans.clone()));
-    println!("  valid       {} to {} ({left})", s.not_before, s.not_after);
-    println!("  serial      {}", s.serial);
-    println!("  sha256      {}", s.sha256_fingerprint);
-    println!("  file mode   {}", s.mode);
+    outln!("  DNS SANs    {}", list(s.dns_sans.clone()));
+    outln!("  valid       {} to {} ({left})", s.not_before, s.not_after);
+    outln!("  serial      {}", s.serial);
+    outln!("  sha256      {}", s.sha256_fingerprint);
+    outln!("  file mode   {}", s.mode);
 }

@@ -184,7 +184,7 @@ async fn run(target: Target, cmd: PlaneCommand, set: Option<(Plane, PlaneConfig)
             let (plane, config) = set.expect("validated above");
             let rev = store.put_plane_config(plane, &config).await?;
             let json = serde_json::to_string(&config)?;
-            println!("plane {plane} set at revision {rev}: {json}");
+            outln!("plane {plane} set at revision {rev}: {json}");
         }
         PlaneCommand::Get { plane } => {
             let planes: Vec<Plane> = match plane {
@@ -197,9 +197,9 @@ async fn run(target: Target, cmd: PlaneCommand, set: Option<(Plane, PlaneConfig)
                     Some(raw) => {
                         let v = raw.value.as_slice();
                         if one {
-                            println!("{}", String::from_utf8_lossy(v));
+                            outln!("{}", String::from_utf8_lossy(v));
                         } else {
-                            println!("{p}: {}", String::from_utf8_lossy(v));
+                            outln!("{p}: {}", String::from_utf8_lossy(v));
                         }
                         if let Err(e) = PlaneConfig::parse(p, v) {
                             eprintln!(
@@ -209,16 +209,16 @@ async fn run(target: Target, cmd: PlaneCommand, set: Option<(Plane, PlaneConfig)
                         }
                     }
                     None if one => bail!("plane {p} has no config ({})", store.keyspace().plane(p)),
-                    None => println!("{p}: (no config)"),
+                    None => outln!("{p}: (no config)"),
                 }
             }
         }
         PlaneCommand::Delete { plane } => {
             let p: Plane = plane.parse()?;
             if !store.delete_plane_config(p).await? {
-                println!("plane {p} had no config");
+                outln!("plane {p} had no config");
             } else {
-                println!("plane {p} config deleted: its nodes stop its units");
+                outln!("plane {p} config deleted: its nodes stop its units");
             }
         }
     }

@@ -86,7 +86,7 @@ async fn run(target: crate::connect::Target, cmd: RoleCommand, wanted: Option<Ro
             let id = resolve(&nodes, &node)?;
             match nodes.get(&id).and_then(|k| k.role.as_ref()) {
                 Some((v, rev)) => {
-                    println!("{}", String::from_utf8_lossy(v));
+                    outln!("{}", String::from_utf8_lossy(v));
                     if let Err(e) = Role::parse(v) {
                         eprintln!(
                             "deckhand: warning: this role value is invalid (revision {rev}): {e}"
@@ -106,7 +106,7 @@ async fn run(target: crate::connect::Target, cmd: RoleCommand, wanted: Option<Ro
             let id = resolve(&nodes, &node)?;
             let role = wanted.expect("checked above");
             let rev = session.store.put_role(&id, &role).await?;
-            println!("{node} ({id}): role set to {role} at revision {rev}");
+            outln!("{node} ({id}): role set to {role} at revision {rev}");
             if wait {
                 wait_converged(session, &id, rev, Duration::from_secs(timeout)).await?;
             }
@@ -152,7 +152,7 @@ async fn wait_converged(
                 );
             }
             if s.converged {
-                println!(
+                outln!(
                     "{}: converged in {:.1} s",
                     s.name,
                     start.elapsed().as_secs_f64()
@@ -161,12 +161,12 @@ async fn wait_converged(
             }
             let step = s.step.clone().unwrap_or_default();
             if step != last_step {
-                println!("{}: {step}", s.name);
+                outln!("{}: {step}", s.name);
                 last_step = step;
             }
             if s.error != last_error {
                 if let Some(e) = &s.error {
-                    println!("{}: error: {e}", s.name);
+                    outln!("{}: error: {e}", s.name);
                 }
                 last_error.clone_from(&s.error);
             }

@@ -174,9 +174,9 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
     };
     let out = report(&nodes, &live);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", table(&out));
+        out!("{}", table(&out));
     }
     Ok(())
 }

@@ -101,7 +101,7 @@ async fn enable(target: Target, args: &EnableArgs) -> Result<()> {
         let _ = kv.lease_revoke(lease).await;
     }
     result?;
-    println!(
+    outln!(
         "TLS is on: every member's peer and client URLs are https://, localhost:2379 stays plaintext ({} s)",
         started.elapsed().as_secs()
     );
@@ -205,7 +205,7 @@ async fn run(
                 let since = match &waiting {
                     Some((w, t)) if w == what => *t,
                     _ => {
-                        println!("waiting: {what}");
+                        outln!("waiting: {what}");
                         Instant::now()
                     }
                 };
@@ -222,7 +222,7 @@ async fn run(
             Action::SetStage { node, name, stage } => {
                 rollout.nodes.insert(node.clone(), *stage);
                 put_rollout(session, &key, &rollout).await?;
-                println!(
+                outln!(
                     "{name}: TLS stage {stage}{}",
                     match stage {
                         Stage::Certs =>
@@ -243,12 +243,12 @@ async fn run(
                     .map(|u| tls_enable::to_https(u))
                     .collect();
                 cluster.update_peer_urls(*member, &urls).await?;
-                println!("{name}: peer URL now {}", urls.join(","));
+                outln!("{name}: peer URL now {}", urls.join(","));
             }
             Action::MarkDone => {
                 rollout.done = true;
                 put_rollout(session, &key, &rollout).await?;
-                println!("every node at https: {key} says done");
+                outln!("every node at https: {key} says done");
             }
         }
         waiting = None;
