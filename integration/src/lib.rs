@@ -845,3 +845,70 @@ pub fn members(via_member: &str) -> Result<Value> {
     )?;
     serde_json::from_str(&out).context("member list JSON")
 }
+
+/// What a localhost write probe logged (the probes of `tls.rs` and
+/// `tls_enable.rs`): one line per attempt, `A <unix ms> ok|fail`, and one
+/// per logical write (retried for up to 10 s), `L ok KEY` or `L fail KEY`.
+#[derive(Debug, Default)]
+pub struct ProbeLog {
+    /// The keys of the writes acknowledged.
+    pub acknowledged: Vec<String>,
+    /// Logical writes that failed for 10 s.
+    pub failed_writes: usize,
+    /// Attempts, and those that failed.
+    pub attempts: usize,
+    /// Attempts that failed.
+    pub failed_attempts: usize,
+    /// The longest time from one answered attempt to the next, in ms.
+    pub longest_gap_ms: u64,
+}
+
+impl ProbeLog {
+    /// Reads a probe's log.
+    pub fn parse(log: &str) -> ProbeLog {
+        let acknowledged = log
+            .lines()
+            .filter_map(|l| l.strip_prefix("L ok "))
+            .map(String::from)
+            .collect();
+        let failed_writes = log.lines().filter(|l| l.starts_with("L fail")).count();
+        let attempts: Vec<(u64, bool)> = log
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.strip_prefix("A ")?.split(' ');
+                Some((f.next()?.parse().ok()?, f.next()? == "ok"))
+            })
+            .collect();
+        let answered: Vec<u64> = attempts.iter().filter(|a| a.1).map(|a| a.0).collect();
+        ProbeLog {
+            acknowledged,
+            failed_writes,
+            attempts: attempts.len(),
+            failed_attempts: attempts.iter().filter(|(_, ok)| !ok).count(),
+            longest_gap_ms: answered.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0),
+        }
+    }
+
+    /// Prints `node`'s figures and fails unless the probe made progress
+    /// (5 writes or more) and no write failed for 10 s.
+    pub fn report(&self, node: &str) -> Result<()> {
+        println!(
+            "{node}: {} writes acknowledged, {} of {} attempts failed, longest gap between answers {} ms, {} writes failed for 10 s",
+            self.acknowledged.len(),
+            self.failed_attempts,
+            self.attempts,
+            self.longest_gap_ms,
+            self.failed_writes
+        );
+        ensure!(
+            self.acknowledged.len() >= 5,
+            "{node}: the probe made progress ({})",
+            self.acknowledged.len()
+        );
+        ensure!(
+            self.failed_writes == 0,
+            "{node}: localhost:2379 refused writes for over 10 s"
+        );
+        Ok(())
+    }
+}

@@ -388,37 +388,9 @@ fn member_proxy_member_on_tls_keeps_localhost_serving() -> Result<()> {
     }
     std::thread::sleep(std::time::Duration::from_secs(3));
     for n in NODES {
-        let log = sh_ok(n, "cat /tmp/tls-probe.log")?;
-        let oks: Vec<&str> = log
-            .lines()
-            .filter_map(|l| l.strip_prefix("L ok "))
-            .collect();
-        let fails = log.lines().filter(|l| l.starts_with("L fail")).count();
-        let attempts: Vec<(u64, bool)> = log
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.strip_prefix("A ")?.split(' ');
-                Some((f.next()?.parse().ok()?, f.next()? == "ok"))
-            })
-            .collect();
-        let failed = attempts.iter().filter(|(_, ok)| !ok).count();
-        // The longest time from one answered attempt to the next.
-        let answered: Vec<u64> = attempts.iter().filter(|a| a.1).map(|a| a.0).collect();
-        let gap = answered.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-        println!(
-            "{n}: {} writes acknowledged, {failed} of {} attempts failed, longest gap between answers {gap} ms, {fails} writes failed for 10 s",
-            oks.len(),
-            attempts.len()
-        );
-        ensure!(
-            oks.len() >= 5,
-            "{n}: the probe made progress ({})",
-            oks.len()
-        );
-        ensure!(
-            fails == 0,
-            "{n}: localhost:2379 refused writes for over 10 s"
-        );
+        let p = ProbeLog::parse(&sh_ok(n, "cat /tmp/tls-probe.log")?);
+        p.report(n)?;
+        let oks = &p.acknowledged;
         let stored = sh_ok(
             "node2",
             &format!("etcdctl get --prefix /e2e/tls/probe/{n}/ --keys-only | grep -c probe"),

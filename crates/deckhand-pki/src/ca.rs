@@ -481,7 +481,7 @@ impl Ca {
 }
 
 /// A CSR that parses, whose signature verifies and whose key is ECDSA P-256.
-fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams> {
+pub(crate) fn parse_csr(csr_pem: &str) -> Result<CertificateSigningRequestParams> {
     let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| match e {
         rcgen::Error::InvalidCertificationRequestSignature => Error::CsrRefused {
             reason: "its signature does not verify".into(),

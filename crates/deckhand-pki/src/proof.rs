@@ -4,7 +4,7 @@
 //! key in the CSR (or the certificate). ECDSA P-256 with SHA-256, ASN.1
 //! DER signatures (ring, through rcgen's key pair).
 
-use rcgen::{CertificateSigningRequestParams, KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PublicKeyData};
 use ring::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 
 use crate::info::{parse_cert, parse_pem};
@@ -34,23 +34,10 @@ pub fn sign_message(key_pem: &str, msg: &[u8]) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`Error::BadPem`] when it does not parse, [`Error::CsrRefused`] when its
-/// signature does not verify or its key is not ECDSA P-256.
+/// signature does not verify, it asks for an extension the CA never signs,
+/// or its key is not ECDSA P-256 (the checks of every CSR the CA signs).
 pub fn csr_public_key(csr_pem: &str) -> Result<Vec<u8>> {
-    let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| match e {
-        rcgen::Error::InvalidCertificationRequestSignature => Error::CsrRefused {
-            reason: "its signature does not verify".into(),
-        },
-        e => Error::BadPem {
-            what: "certificate request".into(),
-            expected: "PEM CSR",
-            reason: e.to_string(),
-        },
-    })?;
-    if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
-        return Err(Error::CsrRefused {
-            reason: "its key is not ECDSA P-256".into(),
-        });
-    }
+    let csr = crate::ca::parse_csr(csr_pem)?;
     Ok(csr.public_key.der_bytes().to_vec())
 }
 
