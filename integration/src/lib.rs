@@ -37,14 +37,31 @@ pub fn cluster_raw(args: &[&str]) -> Result<Output> {
         .with_context(|| format!("running integration/cluster {}", args.join(" ")))
 }
 
-/// Runs `sh -c SCRIPT` on `node`; returns (success, stdout, stderr).
-pub fn sh(node: &str, script: &str) -> Result<(bool, String, String)> {
-    let out = cluster_raw(&["exec", node, "--", "sh", "-c", script])?;
-    Ok((
+/// (success, stdout, stderr) of a finished process.
+fn outcome(out: Output) -> (bool, String, String) {
+    (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
+    )
+}
+
+/// Runs `sh -c SCRIPT` on `node`; returns (success, stdout, stderr).
+pub fn sh(node: &str, script: &str) -> Result<(bool, String, String)> {
+    Ok(outcome(cluster_raw(&[
+        "exec", node, "--", "sh", "-c", script,
+    ])?))
+}
+
+/// Runs `sh -c SCRIPT` on this host, stdin closed; returns (success,
+/// stdout, stderr).
+pub fn host(script: &str) -> Result<(bool, String, String)> {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running `{script}` on the host"))?;
+    Ok(outcome(out))
 }
 
 /// Runs `sh -c SCRIPT` on `node`, failing on a non-zero exit.

@@ -16,7 +16,6 @@
 //! Needs Docker and root, and this host on the harness network
 //! (172.29.77.0/24), which `integration/cluster` sets up.
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
@@ -28,20 +27,6 @@ const NODES: [&str; 5] = ["node1", "node2", "node3", "node4", "node5"];
 const MEMBER: (&str, &str) = ("node1", "172.29.77.11");
 /// A proxy in the boot layout, and its address.
 const PROXY: (&str, &str) = ("node5", "172.29.77.15");
-
-/// Runs `sh -c SCRIPT` on this host: (success, stdout, stderr).
-fn host(script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new("sh")
-        .args(["-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running `{script}` on the host"))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 fn ca() -> String {
     pki_dir().join("ca.crt").display().to_string()

@@ -15,7 +15,6 @@
 //! Needs Docker and root, and this host on the harness network
 //! (172.29.77.0/24), which `integration/cluster` sets up.
 
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
@@ -44,19 +43,6 @@ while [ ! -e /tmp/probe.stop ]; do
   sleep 0.2
 done
 "#;
-
-fn host(script: &str) -> Result<(bool, String, String)> {
-    let out = Command::new("sh")
-        .args(["-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running `{script}` on the host"))?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
 
 /// etcdctl on a node towards `ips` over TLS with the node's certificate.
 fn etcdctl_tls(ips: &[&str]) -> String {

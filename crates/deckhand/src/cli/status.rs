@@ -849,12 +849,7 @@ mod tests {
         };
         let r = report(&nodes, &live);
         let t = table(&r);
-        let header = t.lines().find(|l| l.starts_with("NODE")).unwrap();
-        let col = header.find("CERT").unwrap();
-        let cell = |node: &str| {
-            let line = t.lines().find(|l| l.starts_with(node)).unwrap();
-            line[col..].split_whitespace().next().unwrap().to_string()
-        };
+        let cell = |node: &str| column_cell(&t, "CERT", node);
         assert_eq!(cell("node1"), "300d", "{t}");
         assert_eq!(cell("node2"), "EXPIRED", "{t}");
         assert_eq!(cell("node3"), "-", "{t}");
@@ -879,6 +874,14 @@ mod tests {
         assert_eq!(firewall_cell(true, &fw), "wrong-role");
         fw.applied = false;
         assert_eq!(firewall_cell(true, &fw), "stale");
+    }
+
+    /// The word under `column` in `node`'s row of the node table.
+    fn column_cell(table: &str, column: &str, node: &str) -> String {
+        let header = table.lines().find(|l| l.starts_with("NODE")).unwrap();
+        let col = header.find(column).unwrap();
+        let line = table.lines().find(|l| l.starts_with(node)).unwrap();
+        line[col..].split_whitespace().next().unwrap().to_string()
     }
 
     #[test]
@@ -906,12 +909,7 @@ mod tests {
         };
         let r = report(&nodes, &live);
         let t = table(&r);
-        let header = t.lines().find(|l| l.starts_with("NODE")).unwrap();
-        let col = header.find("CHECKS").unwrap();
-        let cell = |node: &str| {
-            let line = t.lines().find(|l| l.starts_with(node)).unwrap();
-            line[col..].split_whitespace().next().unwrap().to_string()
-        };
+        let cell = |node: &str| column_cell(&t, "CHECKS", node);
         assert_eq!(cell("node1"), "docker,disk-etcd(warn)", "{t}");
         assert_eq!(cell("node2"), "ok", "{t}");
         assert_eq!(cell("node3"), "-", "{t}");
