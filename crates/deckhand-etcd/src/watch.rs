@@ -7,6 +7,7 @@
 //! `compact_revision` set and the history is lost
 //! (<https://etcd.io/docs/v3.4/op-guide/maintenance/#history-compaction-v3-api-key-value-database>).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
@@ -75,6 +76,21 @@ pub fn watch_key(client: Client, key: String, prefix: bool) -> mpsc::Receiver<Ke
     rx
 }
 
+/// Watch streams opened again in this process since it started:
+/// (after a break, after a compaction). Read by the agent's metrics.
+static RESTARTS: (AtomicU64, AtomicU64) = (AtomicU64::new(0), AtomicU64::new(0));
+
+/// How many watch streams of this process [`watch_key`] opened again:
+/// `(broken, compacted)`, the first after a stream broke (resumed from the
+/// last revision seen), the second after that revision was compacted
+/// (started over with a snapshot). Monotonic, for counters.
+pub fn restarts() -> (u64, u64) {
+    (
+        RESTARTS.0.load(Ordering::Relaxed),
+        RESTARTS.1.load(Ordering::Relaxed),
+    )
+}
+
 /// Why one watch stream ended.
 enum End {
     /// The receiver is gone: stop.
@@ -119,6 +135,7 @@ async fn run(client: Client, key: String, prefix: bool, tx: mpsc::Sender<KeyEven
             match w.watch_from(&mut revision).await {
                 End::Closed => return,
                 End::Compacted(compacted) => {
+                    RESTARTS.1.fetch_add(1, Ordering::Relaxed);
                     info!(
                         key = w.key,
                         revision, compacted, "watch history compacted; reading the key again"
@@ -126,6 +143,7 @@ async fn run(client: Client, key: String, prefix: bool, tx: mpsc::Sender<KeyEven
                     break;
                 }
                 End::Broken(reason) => {
+                    RESTARTS.0.fetch_add(1, Ordering::Relaxed);
                     debug!(key = w.key, revision, reason, "watch broke; resuming");
                     if !w.pause().await {
                         return;

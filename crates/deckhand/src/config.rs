@@ -36,6 +36,19 @@ pub struct Fragment {
     pub checks: ChecksFragment,
     /// `[tls]`: present in any file turns TLS on, unless `enabled = false`.
     pub tls: Option<TlsFragment>,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsFragment,
+}
+
+/// `[metrics]` of a config file: the agent's Prometheus endpoint
+/// (`docs/metrics.md`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFragment {
+    /// `address:port` to serve `/metrics` on, or `"off"`; default
+    /// `0.0.0.0:7479` ([`deckhand_model::METRICS_PORT`]).
+    pub listen: Option<String>,
 }
 
 /// `[tls]` of a config file: mutual TLS on every etcd connection between
@@ -185,6 +198,7 @@ impl Fragment {
             over(&mut t.join_key_file, o.join_key_file);
             over(&mut t.ca_key_file, o.ca_key_file);
         }
+        over(&mut self.metrics.listen, other.metrics.listen);
     }
 }
 
@@ -302,6 +316,9 @@ pub struct Settings {
     pub checks: ChecksSettings,
     /// `[tls]`, when TLS is on: then every URL above is `https://`.
     pub tls: Option<TlsSettings>,
+    /// `[metrics] listen`: where the agent serves `/metrics`; `None` when
+    /// `"off"`. Default `0.0.0.0:7479`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -543,6 +560,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
     }
     let docker = docker_settings(f.docker)?;
     let checks = checks_settings(f.checks)?;
+    let metrics = metrics_listen(f.metrics.listen.as_deref())?;
     Ok(Settings {
         key_prefix,
         name: f.node.name,
@@ -559,7 +577,30 @@ pub fn validate(f: Fragment) -> Result<Settings> {
         docker,
         checks,
         tls,
+        metrics,
     })
+}
+
+/// `[metrics] listen`: `None` (absent) gives `0.0.0.0:7479`, `"off"` turns
+/// the endpoint off.
+///
+/// # Errors
+/// A value that is neither `"off"` nor `address:port` (IPv6 in brackets).
+pub fn metrics_listen(v: Option<&str>) -> Result<Option<std::net::SocketAddr>> {
+    match v {
+        None => Ok(Some(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            deckhand_model::METRICS_PORT,
+        )))),
+        Some("off") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "metrics.listen {s:?} is not address:port (e.g. \"0.0.0.0:{}\", \"[::]:{}\") nor \"off\"",
+                deckhand_model::METRICS_PORT,
+                deckhand_model::METRICS_PORT
+            )
+        }),
+    }
 }
 
 /// Parses `name=url,name=url`; empty input gives an empty list. The URLs

@@ -143,8 +143,10 @@ pub async fn run(
                 let report = p.ensure(&images, events_tx).await;
                 for f in &report.failed {
                     tracing::warn!("preseed: {} not present: {}", f.image, f.reason);
+                    super::metrics::image_pull_failed();
                 }
                 for pulled in &report.pulled {
+                    super::metrics::image_pulled(pulled.bytes, pulled.elapsed);
                     tracing::info!(
                         "preseed: pulled {} in {:.1} s ({} bytes)",
                         pulled.image,

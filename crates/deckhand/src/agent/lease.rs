@@ -34,6 +34,7 @@ impl NodeLease {
     pub fn start(&mut self, client: etcd_client::Client, ttl: u64, fence: &Fence) {
         let keeper = LeaseKeeper::spawn(client, ttl as i64);
         fence.follow(keeper.renewals());
+        super::metrics::follow_renewals(keeper.renewals());
         self.keeper = Some(keeper);
         self.ttl = ttl;
     }
@@ -112,6 +113,7 @@ impl NodeLease {
         }
         let (keeper, ttl) = self.pending.take().expect("pending keeper set above");
         fence.follow(keeper.renewals());
+        super::metrics::follow_renewals(keeper.renewals());
         let old_keeper = self.keeper.replace(keeper);
         self.ttl = ttl;
         if let Some(k) = old_keeper {

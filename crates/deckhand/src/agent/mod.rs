@@ -26,6 +26,8 @@ pub mod images;
 pub mod lease;
 pub mod local;
 pub mod member_identity;
+pub mod metrics;
+pub mod metrics_http;
 pub mod observe;
 pub mod planes;
 pub mod renewal;
@@ -103,6 +105,9 @@ pub async fn run(
                 );
             }
         }
+    }
+    if let Some(addr) = settings.metrics {
+        metrics_http::spawn(addr);
     }
     let systemd = Systemd::connect()
         .await
@@ -421,6 +426,7 @@ impl Agent {
             Err(e) => {
                 self.step_error = Some(format!("{e:#}"));
                 tracing::error!("observation failed: {e:#}");
+                metrics::observation_failed();
                 return Outcome {
                     step: None,
                     step_ok: false,
@@ -457,7 +463,9 @@ impl Agent {
         } else if Some(&step) != self.last_step.as_ref() {
             tracing::info!("{step}");
         }
+        let began = Instant::now();
         let result = act::take(&self.ctx, &step, &o, self.lease(), &mut self.events).await;
+        let took = began.elapsed();
         let step_ok = match result {
             Ok(()) => {
                 if !step.is_idle() || step == Step::Converged {
@@ -473,6 +481,11 @@ impl Agent {
             }
         };
         self.last_mode = deckhand_plan::etcd_mode(&o);
+        let demotion = self.last_mode == EtcdMode::Member
+            && deckhand_plan::target_role(&o) != deckhand_model::EtcdRole::Member;
+        metrics::step(&step, step_ok, took, demotion);
+        metrics::etcd_mode(self.last_mode);
+        metrics::firewall(self.firewall.status());
         let mut kv = self.ctx.store.client();
         self.planes_outcome = self
             .planes
@@ -489,6 +502,15 @@ impl Agent {
             let voter_problems = self.voters.refresh(&self.ctx, &o).await.to_vec();
             let checks = self.checks.borrow_and_update().clone();
             let mut certificate = self.certificate.borrow().clone();
+            let troubled: BTreeSet<&str> = voter_problems
+                .iter()
+                .map(|p| p.member_id.as_str())
+                .collect();
+            let leads = metrics::cluster(&o, troubled.len());
+            metrics::ask_alarms(&self.ctx.store.client(), leads, REQUEST_TIMEOUT);
+            metrics::checks(&checks);
+            metrics::certificate(certificate.as_ref());
+            metrics::singletons_held(self.planes.fence.running_units().len());
             if let (Some(c), Some(r)) = (certificate.as_mut(), &self.renewal) {
                 c.renewal = r.borrow().note.clone();
             }

@@ -171,8 +171,14 @@ impl StatusWriter {
             return;
         }
         match store.put_status(&status, lease).await {
-            Ok(()) => self.written = Some((status, lease)),
-            Err(e) => tracing::warn!("{e:#}"),
+            Ok(()) => {
+                self.written = Some((status, lease));
+                super::metrics::status_write(true);
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                super::metrics::status_write(false);
+            }
         }
     }
 }

@@ -478,8 +478,12 @@ impl Planes {
                     self.managed.remove(&unit);
                     self.last_start.remove(&unit);
                     managed_changed = true;
+                    super::metrics::unit_stop(true);
                 }
-                Err(e) => errors.push(format!("stopping {unit} failed: {e}")),
+                Err(e) => {
+                    errors.push(format!("stopping {unit} failed: {e}"));
+                    super::metrics::unit_stop(false);
+                }
             }
         }
         if managed_changed {
@@ -576,6 +580,7 @@ impl Planes {
                 let now = Instant::now().into_std();
                 let f = self.failures.entry(unit.clone()).or_default();
                 f.record(now);
+                super::metrics::unit_failure("did-not-stay-up");
                 tracing::warn!(
                     "plane unit {unit} did not stay up: {} failed starts within {} s",
                     f.recent(now),
@@ -590,7 +595,9 @@ impl Planes {
             // deckhand-preseed.service (the drop-in's After=), longer than
             // the loop may block under its watchdog; the next pass reads
             // the unit's state.
-            if let Err(e) = self.systemd.queue_start(unit).await {
+            let queued = self.systemd.queue_start(unit).await;
+            super::metrics::unit_start(queued.is_ok());
+            if let Err(e) = queued {
                 errors.push(format!("starting {unit} failed: {e}"));
             }
         }

@@ -1,0 +1,108 @@
+//! The exposition's names and types (and `promtool check metrics` on it,
+//! when promtool is installed: `integration/prereqs` installs Debian's
+//! `prometheus`).
+
+use super::*;
+
+/// Fills every metric once, as the agent's code paths would.
+fn exercise() {
+    step(&Step::AcquireLock, true, Duration::from_millis(20), false);
+    step(&Step::AddLearner, false, Duration::from_millis(30), false);
+    step(&Step::Blocked("quorum".into()), true, Duration::ZERO, true);
+    step(&Step::Converged, true, Duration::ZERO, false);
+    observation_failed();
+    etcd_mode(EtcdMode::Member);
+    status_write(true);
+    status_write(false);
+    unit_start(true);
+    unit_start(false);
+    unit_stop(true);
+    unit_failure("did-not-stay-up");
+    singletons_held(1);
+    image_pulled(1234, Duration::from_secs(3));
+    image_pull_failed();
+    checks(&[Check {
+        name: "disk-etcd".into(),
+        state: CheckState::Warn,
+        detail: String::new(),
+    }]);
+    certificate(Some(&CertificateStatus {
+        not_after_unix: 1_900_000_000,
+        common_name: "node1".into(),
+        renewal: None,
+    }));
+    firewall(&FirewallStatus::default());
+}
+
+#[test]
+fn exposition_names_types_and_labels() {
+    exercise();
+    let text = render();
+    for line in [
+        "# TYPE deckhand_role_transitions counter",
+        "deckhand_role_transitions_total{kind=\"acquire-lock\",outcome=\"ok\"} 1",
+        "deckhand_role_transitions_total{kind=\"add-learner\",outcome=\"failed\"} 1",
+        "# TYPE deckhand_role_transition_duration_seconds histogram",
+        "deckhand_role_change_duration_seconds_count 1",
+        "deckhand_step_blocked{change=\"demotion\"} 0",
+        "deckhand_steps_blocked_total 1",
+        "deckhand_converged 1",
+        "deckhand_etcd_mode{mode=\"member\"} 1",
+        "deckhand_status_writes_total{outcome=\"failed\"} 1",
+        "deckhand_plane_unit_failures_total{reason=\"start-job\"} 1",
+        "deckhand_plane_unit_failures_total{reason=\"did-not-stay-up\"} 1",
+        "deckhand_singletons_held 1",
+        "deckhand_image_pull_bytes_total 1234",
+        "deckhand_image_pulls_total{outcome=\"failed\"} 1",
+        "deckhand_check{check=\"disk-etcd\",state=\"warn\"} 1",
+        "deckhand_check{check=\"disk-etcd\",state=\"pass\"} 0",
+        "deckhand_certificate_expiry_timestamp_seconds{certificate=\"node\"} 1900000000",
+        "deckhand_firewall{state=\"enabled\"} 0",
+        "# TYPE deckhand_node_time_seconds gauge",
+        "deckhand_watch_restarts_total{reason=\"broken\"} 0",
+        "deckhand_build_info{version=",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    // The node's wall clock, at scrape.
+    let t: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("deckhand_node_time_seconds "))
+        .expect("node time")
+        .parse()
+        .unwrap();
+    assert!(t > 1.7e9, "{t}");
+}
+
+/// `promtool check metrics` (Prometheus's own linter) on the exposition.
+#[test]
+fn promtool_check_metrics() {
+    exercise();
+    let text = render_text();
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        panic!("promtool not found: run integration/prereqs (Debian's prometheus package)");
+    };
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
