@@ -106,3 +106,33 @@ fn promtool_check_metrics() {
         "promtool: {said}\n{text}"
     );
 }
+
+/// The endpoint over a real socket: text 0.0.4 by default, OpenMetrics
+/// when asked for, 404 elsewhere.
+#[tokio::test]
+async fn endpoint_serves_both_formats() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    exercise();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(crate::agent::metrics_http::serve(listener));
+    let get = |path: &'static str, accept: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let text = get("/metrics", "*/*").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("text/plain; version=0.0.4"), "{text}");
+    assert!(text.contains("# TYPE deckhand_role_transitions_total counter"));
+    let om = get("/metrics", "application/openmetrics-text;version=1.0.0").await;
+    assert!(om.contains("application/openmetrics-text"), "{om}");
+    assert!(om.contains("# TYPE deckhand_role_transitions counter") && om.contains("# EOF"));
+    let other = get("/", "*/*").await;
+    assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+}
