@@ -35,3 +35,30 @@ fn rules_pass_their_unit_tests() {
     let said = promtool(&["test", "rules", "deckhand-rules.test.yml"]);
     assert!(said.contains("SUCCESS"), "{said}");
 }
+
+/// Every query of the Grafana dashboard (`packaging/grafana/deckhand.json`)
+/// parses: promtool checks them as recording rules.
+#[test]
+fn dashboard_queries_parse() {
+    let path = dir().join("../grafana/deckhand.json");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let panels = d["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    for (i, p) in panels.iter().enumerate() {
+        for t in p["targets"].as_array().expect("targets") {
+            let expr = t["expr"].as_str().expect("expr");
+            assert!(expr.contains("deckhand_") || expr.contains("up{"), "{expr}");
+            rules.push_str(&format!(
+                "      - record: dashboard:panel{i}\n        expr: {}\n",
+                serde_json::to_string(expr).unwrap()
+            ));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("dashboard-rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let said = promtool(&["check", "rules", file.to_str().unwrap()]);
+    assert!(said.contains("SUCCESS"), "{said}");
+}

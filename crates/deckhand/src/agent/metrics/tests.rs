@@ -136,3 +136,36 @@ async fn endpoint_serves_both_formats() {
     let other = get("/", "*/*").await;
     assert!(other.starts_with("HTTP/1.1 404"), "{other}");
 }
+
+/// `[metrics] listen`: default 0.0.0.0:7479, "off", an address, and a
+/// clear refusal of anything else.
+#[test]
+fn listen_setting() {
+    use crate::config::metrics_listen;
+    assert_eq!(
+        metrics_listen(None).unwrap(),
+        Some("0.0.0.0:7479".parse().unwrap())
+    );
+    assert_eq!(metrics_listen(Some("off")).unwrap(), None);
+    assert_eq!(
+        metrics_listen(Some("[::1]:9000")).unwrap(),
+        Some("[::1]:9000".parse().unwrap())
+    );
+    let e = metrics_listen(Some("7479")).unwrap_err().to_string();
+    assert!(e.contains("metrics.listen") && e.contains("\"off\""), "{e}");
+    // Through the config file, unknown keys refused like every section's.
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    std::fs::write(
+        &main,
+        "[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]\n[metrics]\nlisten=\"off\"\n",
+    )
+    .unwrap();
+    assert_eq!(crate::config::load(&main).unwrap().metrics, None);
+    std::fs::write(
+        &main,
+        "[etcd]\nendpoints=[\"http://10.0.0.1:2379\"]\n[metrics]\nport=1\n",
+    )
+    .unwrap();
+    assert!(crate::config::load(&main).is_err());
+}
