@@ -152,11 +152,12 @@ async fn clients_without_the_right_certificate_are_refused() {
 fn plain_http_status(hostport: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(hostport).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    write!(
+    // A TLS listener may reset the socket before the write: that is a
+    // refusal, and the empty answer below says so (no " 200").
+    let _ = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    );
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     String::from_utf8_lossy(&buf)
