@@ -20,6 +20,7 @@ pub mod election;
 pub mod error;
 pub mod lease;
 pub mod lock;
+pub mod snapshot;
 pub mod tls;
 pub mod watch;
 

@@ -49,6 +49,8 @@ pub struct ClusterConfig {
     pub pki: PkiConfig,
     /// The host firewall (`docs/firewall.md`): off by default.
     pub firewall: FirewallConfig,
+    /// Scheduled etcd snapshots (`docs/backup.md`): off by default.
+    pub backup: crate::backup::BackupConfig,
 }
 
 /// `pki` of the cluster config: how the elected signer treats requests.
@@ -81,6 +83,7 @@ impl Default for ClusterConfig {
             upcoming: Vec::new(),
             pki: PkiConfig::default(),
             firewall: FirewallConfig::default(),
+            backup: crate::backup::BackupConfig::default(),
         }
     }
 }
@@ -167,6 +170,7 @@ impl ClusterConfig {
         cfg.firewall
             .validate()
             .map_err(ClusterConfigError::Firewall)?;
+        cfg.backup.validate().map_err(ClusterConfigError::Backup)?;
         Ok(cfg)
     }
 }
@@ -198,6 +202,9 @@ pub enum ClusterConfigError {
     /// cannot use), in words.
     #[error("cluster config {0}")]
     Firewall(String),
+    /// A bad `backup` section, in words.
+    #[error("cluster config {0}")]
+    Backup(String),
     /// A number outside its allowed range.
     #[error("cluster config field {field} = {value} is outside {range}")]
     OutOfRange {
@@ -277,6 +284,17 @@ mod tests {
         );
         assert!(ClusterConfig::parse(br#"{"pki":{"autosign":false}}"#).is_err());
         assert!(ClusterConfig::parse(br#"{"pki":{"auto_sign":"no"}}"#).is_err());
+        let b = ClusterConfig::parse(br#"{"backup":{"enabled":true,"interval_seconds":30}}"#)
+            .unwrap()
+            .backup;
+        assert!(b.enabled && b.interval_seconds == 30);
+        assert!(
+            ClusterConfig::parse(br#"{"backup":{"interval_seconds":1}}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("backup.interval_seconds = 1")
+        );
+        assert!(ClusterConfig::parse(br#"{"backup":{"s3":{}}}"#).is_err());
     }
 
     #[test]

@@ -151,6 +151,29 @@ impl Keyspace {
         }
         Some((id, leaf))
     }
+
+    /// `<prefix>/backup/cluster-id`: the deckhand cluster id snapshots are
+    /// named by, made once (put if absent); in the data, so a restore keeps it.
+    pub fn backup_cluster_id(&self) -> String {
+        format!("{}/backup/cluster-id", self.prefix)
+    }
+
+    /// `<prefix>/backup/status`: the taker's [`crate::backup::BackupStatus`].
+    pub fn backup_status(&self) -> String {
+        format!("{}/backup/status", self.prefix)
+    }
+
+    /// `<prefix>/backup/request`: a [`crate::backup::BackupRequest`] of
+    /// `deckhand backup now`.
+    pub fn backup_request(&self) -> String {
+        format!("{}/backup/request", self.prefix)
+    }
+
+    /// `<prefix>/elections/backup`: the election of the agent that takes
+    /// snapshots, among the nodes that may (`backup.nodes`).
+    pub fn backup_election(&self) -> String {
+        self.election("backup")
+    }
 }
 
 impl Default for Keyspace {

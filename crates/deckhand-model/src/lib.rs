@@ -4,6 +4,7 @@
 //! Every value an operator writes into etcd is parsed here, and every parse
 //! error says what is wrong in words an operator can act on.
 
+pub mod backup;
 pub mod cluster;
 pub mod firewall;
 pub mod image;

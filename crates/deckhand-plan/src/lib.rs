@@ -18,6 +18,7 @@ mod observation;
 pub mod pki;
 pub mod planes;
 mod replace;
+pub mod retention;
 mod rules;
 mod step;
 

@@ -23,6 +23,10 @@ pub const CONFIG: u8 = 78;
 /// `deckhand-etcd-member.service` has `RestartPreventExitStatus=65`:
 /// systemd does not restart it; the agent moves the data dir aside.
 pub const MEMBER_REFUSED: u8 = 65;
+/// `deckhand backup verify` refused the snapshot (EX_DATAERR, as for a
+/// refused data dir): a changed byte, a truncated file, not an etcd
+/// database, or not what its name or manifest claims.
+pub const BAD_SNAPSHOT: u8 = 65;
 
 /// A command's error together with the exit status it ends with.
 #[derive(Debug)]

@@ -19,6 +19,7 @@
 //! value types and the key layout are `deckhand-model`'s.
 
 pub mod agent;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod connect;

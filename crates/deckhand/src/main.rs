@@ -120,6 +120,7 @@ fn main() -> ExitCode {
                 preseed::run(&config_path, endpoints.clone(), prefix.clone(), args).await
             }
             Command::CheckMember(args) => member_check::run(&config_path, args).await,
+            Command::Backup(cmd) => deckhand::cli::backup::backup(cmd, target).await,
         }
     });
     exit::finish(label, result)

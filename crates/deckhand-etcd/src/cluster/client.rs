@@ -15,7 +15,7 @@ use crate::tls::{self, Tls};
 /// pings more frequent than `--grpc-keepalive-min-time` (5 s by default) with
 /// GOAWAY, and refuses pings while no stream is open, so pings are only sent
 /// while a stream (watch, lease keep-alive) is open.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A client of an etcd cluster, bound to real members' client URLs.
 ///

@@ -18,6 +18,7 @@ mod membership;
 mod status;
 
 pub use client::Cluster;
+pub(crate) use client::KEEPALIVE_INTERVAL;
 pub use member::Member;
 pub use membership::AddedLearner;
 pub use status::EndpointStatus;

@@ -17,6 +17,7 @@
 //! step so that a joining node's 2380 is open before it asks to join).
 
 pub mod act;
+pub mod backup;
 pub mod checks;
 pub mod context;
 pub mod desired;
@@ -189,6 +190,11 @@ pub async fn run(
     };
     agent.renewal = renewal;
     agent.signer = signer;
+    agent.backup_taker = Some(backup::spawn(
+        agent.ctx.store.clone(),
+        agent.ctx.cluster.tls().cloned(),
+        agent.ctx.identity.name.clone(),
+    ));
     agent.start_background();
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -285,6 +291,8 @@ struct Agent {
     signer: Option<tokio::sync::watch::Sender<signing::SignerInputs>>,
     /// The host firewall.
     firewall: Firewall,
+    /// The backup taker task's inputs.
+    backup_taker: Option<tokio::sync::watch::Sender<backup::TakerInputs>>,
 }
 
 impl Agent {
@@ -321,6 +329,7 @@ impl Agent {
             renewals_loaded: 0,
             signer: None,
             firewall: Firewall::new(Path::new(paths::STATE_DIR)),
+            backup_taker: None,
         }
     }
 
@@ -436,6 +445,18 @@ impl Agent {
         };
         self.refresh_endpoints(&o).await;
         self.follow_certificates(&o).await;
+        if let Some(tx) = &self.backup_taker {
+            let is_member = self
+                .desired
+                .role()
+                .is_some_and(|r| r.etcd == deckhand_model::EtcdRole::Member);
+            tx.send_replace(backup::inputs(
+                &o,
+                self.lease(),
+                &self.desired.config.backup,
+                is_member,
+            ));
+        }
         // A TTL change: the new lease takes every key over before the old
         // one is revoked (see lease.rs), so no status read misses this node.
         self.lease

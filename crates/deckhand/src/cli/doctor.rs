@@ -64,7 +64,9 @@ URLs; loopback stays plaintext by design)\n\
 warns\n\
 - firewall         each live node's status: its rule set (table inet deckhand) applied and matching \
 its role; warns while the cluster config leaves the firewall off\n\
-- backups, monitoring   not built yet: each warns \"not configured\"\n\n\
+- backups          with backup.enabled: a good snapshot younger than twice backup.interval_seconds \
+(on the taking agent's clock), someone standing to take them; warns while the schedule is off\n\
+- monitoring       not built yet: warns \"not configured\"\n\n\
 Exit status: 0 every check passed; 1 a check failed; 2 warnings only (2 is also a usage error, \
 which prints the usage instead of findings); 78 the agent config cannot be used."
 )]
@@ -90,7 +92,12 @@ pub struct Finding {
 impl Finding {
     /// A finding; line breaks in `saw` (a multi-line error) become spaces,
     /// so each finding stays one line.
-    fn new(name: &'static str, level: CheckState, saw: String, todo: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        name: &'static str,
+        level: CheckState,
+        saw: String,
+        todo: impl Into<String>,
+    ) -> Self {
         Finding {
             name,
             level,
@@ -104,7 +111,7 @@ impl Finding {
         }
     }
 
-    fn cannot_run(name: &'static str, why: &str) -> Self {
+    pub(crate) fn cannot_run(name: &'static str, why: &str) -> Self {
         Finding::new(
             name,
             CheckState::Fail,
@@ -138,6 +145,8 @@ pub struct Snapshot {
     pub cluster: Result<ClusterConfig, String>,
     /// When it was taken, seconds since the epoch (certificate expiry).
     pub now_unix: u64,
+    /// The backup keys (the taker's status, the election).
+    pub backup: Result<super::doctor_backup::BackupView, String>,
 }
 
 impl Snapshot {
@@ -154,6 +163,7 @@ impl Snapshot {
             planes: Err(e.clone()),
             cluster: Err(e),
             now_unix: crate::agent::observe::unix_now(),
+            backup: Err(why.to_string()),
         }
     }
 }
@@ -338,6 +348,7 @@ pub async fn gather(target: &Target) -> Snapshot {
         planes,
         cluster,
         now_unix: crate::agent::observe::unix_now(),
+        backup: super::doctor_backup::gather(store).await,
     }
 }
 
@@ -1207,14 +1218,10 @@ pub fn firewall(s: &Snapshot) -> Finding {
     )
 }
 
-/// **backups**: a recent verified snapshot of etcd. Not built yet.
-pub fn backups(_s: &Snapshot) -> Finding {
-    Finding::new(
-        "backups",
-        CheckState::Warn,
-        "not configured: deckhand takes no etcd backup yet".into(),
-        "snapshot a voter on a schedule (etcdctl snapshot save FILE) and keep copies off the cluster",
-    )
+/// **backups**: a recent verified snapshot of etcd
+/// ([`super::doctor_backup::check`]).
+pub fn backups(s: &Snapshot) -> Finding {
+    super::doctor_backup::check(s, &s.backup)
 }
 
 /// **monitoring**: a metrics endpoint on every node. Not built yet.
@@ -1308,6 +1315,7 @@ mod tests {
             planes: Ok(PlaneConfigs::default()),
             cluster: Ok(ClusterConfig::default()),
             now_unix: 1000 * 86_400,
+            backup: Ok(Default::default()),
         }
     }
 

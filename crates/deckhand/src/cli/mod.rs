@@ -20,8 +20,10 @@ macro_rules! outln {
     };
 }
 
+pub mod backup;
 pub mod cluster;
 pub mod doctor;
+pub mod doctor_backup;
 pub mod member;
 pub mod node;
 pub mod pki;
@@ -121,6 +123,9 @@ pub enum Command {
     /// deckhand-etcd-member.service, not by hand).
     #[command(hide = true)]
     CheckMember(crate::member_check::CheckMemberArgs),
+    /// Snapshots of etcd: take one now, list them, verify a file (docs/backup.md).
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 /// What [`out!`] and [`outln!`] do: write to stdout; a closed pipe ends

@@ -177,6 +177,9 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         out!("{}", table(&out));
+        if let Some(line) = super::backup::status_line(&session.store).await {
+            outln!("{line}");
+        }
     }
     Ok(())
 }
