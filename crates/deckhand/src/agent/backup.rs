@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use deckhand_etcd::{Member, Tls};
+use deckhand_etcd::{Cluster, Member};
 use deckhand_model::backup::{BackupConfig, BackupFailure, BackupStatus, Manifest};
 use deckhand_plan::Observation;
 use tokio::sync::watch;
@@ -25,15 +25,18 @@ pub const PASS_EVERY: Duration = Duration::from_secs(3);
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// The wait before another scheduled attempt after a failed one, at most.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Bound on each voter's `Status` before a snapshot.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the agent's loop hands the taker each pass.
 #[derive(Debug, Clone, Default)]
 pub struct TakerInputs {
     /// The node lease (0 while none).
     pub lease: i64,
-    /// The member list last observed, with each voter's health; `None`
-    /// before the first.
-    pub members: Option<Vec<(Member, bool)>>,
+    /// The member list last observed; `None` before the first. (The
+    /// voters' health is asked afresh before each snapshot: the loop
+    /// observes it only when a step needs it.)
+    pub members: Option<Vec<Member>>,
     /// The cluster config's `backup` section.
     pub config: BackupConfig,
     /// This node's desired role is an etcd member.
@@ -45,17 +48,12 @@ pub fn inputs(o: &Observation, lease: i64, config: &BackupConfig, is_member: boo
     let members = o.cluster.as_ref().map(|c| {
         c.members
             .iter()
-            .map(|m| {
-                (
-                    Member {
-                        id: m.id,
-                        name: m.name.clone(),
-                        peer_urls: m.peer_urls.clone(),
-                        client_urls: m.client_urls.clone(),
-                        is_learner: m.is_learner,
-                    },
-                    m.healthy == Some(true),
-                )
+            .map(|m| Member {
+                id: m.id,
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: m.client_urls.clone(),
+                is_learner: m.is_learner,
             })
             .collect()
     });
@@ -88,10 +86,11 @@ pub fn due(
 }
 
 /// Starts the taker's task; the agent sends it [`TakerInputs`] each pass.
-/// `tls`: the node's client material for `https://` members.
-pub fn spawn(store: Store, tls: Option<Tls>, name: String) -> watch::Sender<TakerInputs> {
+/// `cluster`: the agent's client of the members (its TLS material is used
+/// for `https://` members).
+pub fn spawn(store: Store, cluster: Cluster, name: String) -> watch::Sender<TakerInputs> {
     let (tx, rx) = watch::channel(TakerInputs::default());
-    tokio::spawn(run(store, tls, name, rx));
+    tokio::spawn(run(store, cluster, name, rx));
     tx
 }
 
@@ -102,7 +101,7 @@ struct Leading {
     failed: Option<Instant>,
 }
 
-async fn run(store: Store, tls: Option<Tls>, name: String, mut rx: watch::Receiver<TakerInputs>) {
+async fn run(store: Store, cluster: Cluster, name: String, mut rx: watch::Receiver<TakerInputs>) {
     let election = store.keyspace().backup_election();
     let mut standing: Option<i64> = None;
     let mut leading: Option<Leading> = None;
@@ -152,7 +151,7 @@ async fn run(store: Store, tls: Option<Tls>, name: String, mut rx: watch::Receiv
             }
         }
         let Some(l) = leading.as_mut() else { continue };
-        pass(&store, tls.as_ref(), &name, &inputs, l).await;
+        pass(&store, &cluster, &name, &inputs, l).await;
     }
 }
 
@@ -179,7 +178,7 @@ async fn start_leading(store: &Store, name: &str) -> anyhow::Result<Leading> {
     })
 }
 
-async fn pass(store: &Store, tls: Option<&Tls>, name: &str, inputs: &TakerInputs, l: &mut Leading) {
+async fn pass(store: &Store, cluster: &Cluster, name: &str, inputs: &TakerInputs, l: &mut Leading) {
     let request = match take::read_request(store).await {
         Ok(r) => r.map(|r| r.id),
         Err(e) => {
@@ -198,7 +197,15 @@ async fn pass(store: &Store, tls: Option<&Tls>, name: &str, inputs: &TakerInputs
     if (request.is_some() || scheduled)
         && let Some(members) = &inputs.members
     {
-        let result = snapshot(tls, name, inputs, members, &l.cluster_id, request.clone()).await;
+        let result = snapshot(
+            cluster,
+            name,
+            inputs,
+            members,
+            &l.cluster_id,
+            request.clone(),
+        )
+        .await;
         let at = super::observe::unix_now();
         match result {
             Ok(m) => {
@@ -255,23 +262,22 @@ async fn pass(store: &Store, tls: Option<&Tls>, name: &str, inputs: &TakerInputs
 }
 
 async fn snapshot(
-    tls: Option<&Tls>,
+    cluster: &Cluster,
     name: &str,
     inputs: &TakerInputs,
-    members: &[(Member, bool)],
+    members: &[Member],
     cluster_id: &str,
     request: Option<String>,
 ) -> anyhow::Result<Manifest> {
-    let list: Vec<Member> = members.iter().map(|(m, _)| m.clone()).collect();
-    let health: Vec<(u64, bool)> = members.iter().map(|(m, ok)| (m.id, *ok)).collect();
-    let Some(member) = take::pick_voter(&list, &health, name) else {
+    let health = cluster.voter_health(members, HEALTH_TIMEOUT).await;
+    let Some(member) = take::pick_voter(members, &health, name) else {
         anyhow::bail!("no healthy voter with a client URL to stream a snapshot from");
     };
     take::take(Take {
         cluster_id,
         dir: std::path::Path::new(&inputs.config.dir),
         member,
-        tls,
+        tls: cluster.tls(),
         node: name,
         now: super::observe::unix_now,
         request,

@@ -192,7 +192,7 @@ pub async fn run(
     agent.signer = signer;
     agent.backup_taker = Some(backup::spawn(
         agent.ctx.store.clone(),
-        agent.ctx.cluster.tls().cloned(),
+        agent.ctx.cluster.clone(),
         agent.ctx.identity.name.clone(),
     ));
     agent.start_background();
