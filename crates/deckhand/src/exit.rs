@@ -28,6 +28,13 @@ pub const MEMBER_REFUSED: u8 = 65;
 /// database, or not what its name or manifest claims.
 pub const BAD_SNAPSHOT: u8 = 65;
 
+/// `deckhand role set --wait`: the node reports the change blocked (it
+/// would cost the cluster its quorum now, or its learner cannot catch up);
+/// the role key keeps asking for it.
+pub const BLOCKED: u8 = 3;
+/// `deckhand role set --wait`: the node did not converge within `--timeout`.
+pub const TIMED_OUT: u8 = 4;
+
 /// A command's error together with the exit status it ends with.
 #[derive(Debug)]
 pub struct Failure {

@@ -5,15 +5,17 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::FromArgMatches as _;
 use deckhand::cli::{
-    Cli, Command, cluster, doctor, member, node, pki, plane, role, status, tls as tls_cli,
+    Cli, Command, cluster, doctor, generate, member, node, pki, plane, role, status, tls as tls_cli,
 };
 use deckhand::exit::{self, Failure};
 use deckhand::{agent, config, connect, logging, member_check, preseed, tls, tls_enable};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The clap definition with each command's exit statuses in its --help.
+    let cli =
+        Cli::from_arg_matches(&generate::command().get_matches()).unwrap_or_else(|e| e.exit());
     logging::init(matches!(cli.command, Command::Agent));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -121,6 +123,8 @@ fn main() -> ExitCode {
             }
             Command::CheckMember(args) => member_check::run(&config_path, args).await,
             Command::Backup(cmd) => deckhand::cli::backup::backup(cmd, target).await,
+            Command::Completion(args) => generate::completion(&args),
+            Command::Man(args) => generate::man(&args),
         }
     });
     exit::finish(label, result)

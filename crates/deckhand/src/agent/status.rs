@@ -139,9 +139,19 @@ pub fn status_line(desired: &Desired, mode: EtcdMode, last_step: Option<&Step>) 
 pub struct EventLog(Vec<String>);
 
 impl EventLog {
-    /// Records an event, dropping the oldest beyond [`EVENTS_KEPT`].
+    /// Records an event at the time now, dropping the oldest beyond
+    /// [`EVENTS_KEPT`] (see [`EventLog::push_at`]).
     pub fn push(&mut self, what: String) {
-        self.0.push(what);
+        self.push_at(super::observe::unix_now(), what);
+    }
+
+    /// Records an event that happened at `unix` (seconds since the epoch,
+    /// UTC) as `<RFC 3339 UTC time> <what>`, e.g. `2026-12-02T19:30:00Z
+    /// removed member 8e9e05c52164694d: ...`, dropping the oldest beyond
+    /// [`EVENTS_KEPT`].
+    pub fn push_at(&mut self, unix: u64, what: String) {
+        self.0
+            .push(format!("{} {what}", deckhand_pki::utc_rfc3339(unix)));
         let extra = self.0.len().saturating_sub(EVENTS_KEPT);
         self.0.drain(..extra);
     }
@@ -373,9 +383,20 @@ mod tests {
     fn event_log_keeps_the_newest() {
         let mut log = EventLog::default();
         for k in 0..8 {
-            log.push(format!("e{k}"));
+            log.push_at(1_764_703_800 + k, format!("e{k}"));
         }
-        assert_eq!(log.all(), ["e3", "e4", "e5", "e6", "e7"]);
+        assert_eq!(
+            log.all(),
+            [
+                "2025-12-02T19:30:03Z e3",
+                "2025-12-02T19:30:04Z e4",
+                "2025-12-02T19:30:05Z e5",
+                "2025-12-02T19:30:06Z e6",
+                "2025-12-02T19:30:07Z e7"
+            ]
+        );
+        log.push("now".into());
+        assert!(log.all()[4].ends_with("Z now"), "{:?}", log.all());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub mod backup;
 pub mod cluster;
 pub mod doctor;
 pub mod doctor_backup;
+pub mod generate;
 pub mod member;
 pub mod node;
 pub mod pki;
@@ -31,6 +32,7 @@ pub mod plane;
 pub mod role;
 pub mod session;
 pub mod status;
+pub mod status_watch;
 pub mod table;
 pub mod tls;
 
@@ -126,6 +128,10 @@ pub enum Command {
     /// Snapshots of etcd: take one now, list them, verify a file (docs/backup.md).
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Print a shell completion script (bash, zsh, fish) on stdout.
+    Completion(generate::CompletionArgs),
+    /// Write a man page per command (deckhand.1, deckhand-role.1, ...) into a directory.
+    Man(generate::ManArgs),
 }
 
 /// What [`out!`] and [`outln!`] do: write to stdout; a closed pipe ends

@@ -31,6 +31,11 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Redraw on every change of the keys under the prefix (an etcd watch,
+    /// not a poll) until interrupted; with --json, one JSON document per
+    /// line per change.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// `deckhand status --json`: every node, the member list, the leader and
@@ -156,6 +161,44 @@ struct MemberJson {
 /// that cannot be had is not an error: the table then shows no members.
 pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
     let session = Session::connect(target).await?;
+    if args.watch {
+        return super::status_watch::watch(session, args.json).await;
+    }
+    out!("{}", render(&session, args.json).await?);
+    Ok(())
+}
+
+/// What `deckhand status` prints once: the table, or the JSON document
+/// (pretty; one line: [`render_json_line`]).
+///
+/// # Errors
+/// The node keys could not be read.
+pub(super) async fn render(session: &Session, json: bool) -> Result<String> {
+    let out = gather(session).await?;
+    Ok(if json {
+        format!("{}\n", serde_json::to_string_pretty(&out)?)
+    } else {
+        let mut text = table(&out);
+        if let Some(line) = super::backup::status_line(&session.store).await {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    })
+}
+
+/// The status report as one line of JSON (`status --watch --json`).
+///
+/// # Errors
+/// The node keys could not be read.
+pub(super) async fn render_json_line(session: &Session) -> Result<String> {
+    Ok(format!(
+        "{}\n",
+        serde_json::to_string(&gather(session).await?)?
+    ))
+}
+
+async fn gather(session: &Session) -> Result<StatusJson> {
     let nodes = session.store.nodes().await?;
     // Without a member list the report says so (no cluster section).
     let members = session
@@ -172,16 +215,7 @@ pub async fn status(target: Target, args: StatusArgs) -> Result<()> {
         alarms,
         now: unix_now(),
     };
-    let out = report(&nodes, &live);
-    if args.json {
-        outln!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        out!("{}", table(&out));
-        if let Some(line) = super::backup::status_line(&session.store).await {
-            outln!("{line}");
-        }
-    }
-    Ok(())
+    Ok(report(&nodes, &live))
 }
 
 /// Every voter's `Status`, asked at once (2 s each): `(member id,
