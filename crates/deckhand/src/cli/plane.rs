@@ -53,9 +53,19 @@ pub enum PlaneCommand {
         file: Option<std::path::PathBuf>,
     },
     /// Print a plane's config (every plane's when none is named).
+    ///
+    /// A named plane: its stored JSON value. Every plane: one line
+    /// `PLANE: VALUE` each, or with --json one JSON object keyed by plane,
+    /// each entry `{"revision": N, "config": VALUE, "error": null}`
+    /// (`config` null for a plane with no config; `error` the reason every
+    /// node rejects a stored value, whose `config` is then the raw text).
+    #[command(verbatim_doc_comment)]
     Get {
         /// control, data or router.
         plane: Option<String>,
+        /// Every plane as one JSON object (see above).
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a plane's config: every node stops the plane's units.
     Delete {
@@ -166,11 +176,11 @@ pub async fn plane(target: Target, cmd: PlaneCommand) -> Result<(), Failure> {
                 plane_config(p, units, images, ports, file.as_deref()).map_err(Failure::usage)?;
             Some((p, config))
         }
-        PlaneCommand::Get { plane: Some(p) } | PlaneCommand::Delete { plane: p } => {
+        PlaneCommand::Get { plane: Some(p), .. } | PlaneCommand::Delete { plane: p } => {
             p.parse::<Plane>().map_err(Failure::usage)?;
             None
         }
-        PlaneCommand::Get { plane: None } => None,
+        PlaneCommand::Get { plane: None, .. } => None,
     };
     run(target, cmd, set).await.map_err(Failure::failed)
 }
@@ -186,7 +196,21 @@ async fn run(target: Target, cmd: PlaneCommand, set: Option<(Plane, PlaneConfig)
             let json = serde_json::to_string(&config)?;
             outln!("plane {plane} set at revision {rev}: {json}");
         }
-        PlaneCommand::Get { plane } => {
+        PlaneCommand::Get {
+            plane: None,
+            json: true,
+        } => {
+            let mut all = serde_json::Map::new();
+            for p in Plane::ALL {
+                let raw = store.plane_config_raw(p).await?;
+                all.insert(
+                    p.to_string(),
+                    plane_json(p, raw.as_ref().map(|r| (r.value.as_slice(), r.revision))),
+                );
+            }
+            outln!("{}", serde_json::to_string_pretty(&all)?);
+        }
+        PlaneCommand::Get { plane, .. } => {
             let planes: Vec<Plane> = match plane {
                 Some(p) => vec![p.parse()?],
                 None => Plane::ALL.to_vec(),
@@ -266,5 +290,50 @@ mod tests {
         assert!(err(&["router.service=sometimes"], &[]).contains("unknown mode"));
         assert!(err(&["deckhand.service=global"], &[]).contains("deckhand"));
         assert!(!err(&["r.service=global"], &["Not A Ref"]).is_empty());
+    }
+}
+
+/// One plane's entry in `plane get --json`: its stored value (`None`: no
+/// config) and the revision it was written at.
+fn plane_json(plane: Plane, stored: Option<(&[u8], i64)>) -> serde_json::Value {
+    match stored {
+        None => serde_json::json!({"revision": null, "config": null, "error": null}),
+        Some((v, revision)) => match PlaneConfig::parse(plane, v) {
+            Ok(_) => serde_json::json!({
+                "revision": revision,
+                "config": serde_json::from_slice::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null),
+                "error": null,
+            }),
+            Err(e) => serde_json::json!({
+                "revision": revision,
+                "config": String::from_utf8_lossy(v),
+                "error": e.to_string(),
+            }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn plane_get_json_entries() {
+        let none = plane_json(Plane::Data, None);
+        assert!(none["config"].is_null() && none["revision"].is_null());
+        let bad = plane_json(Plane::Data, Some((b"{not json", 7)));
+        assert_eq!(bad["revision"], 7);
+        assert_eq!(bad["config"], "{not json");
+        assert!(bad["error"].as_str().is_some_and(|e| !e.is_empty()));
+        let good = plane_json(
+            Plane::Router,
+            Some((
+                br#"{"units":[{"name":"router.service","mode":"global"}]}"#,
+                9,
+            )),
+        );
+        assert_eq!(good["revision"], 9);
+        assert_eq!(good["config"]["units"][0]["name"], "router.service");
+        assert!(good["error"].is_null());
     }
 }
