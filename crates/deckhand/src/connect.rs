@@ -80,6 +80,43 @@ pub fn endpoints_or_env(cli: Vec<String>, env: impl Fn(&str) -> Option<String>) 
         .unwrap_or_default()
 }
 
+/// Why an endpoint given on the command line (or in `ETCDCTL_ENDPOINTS`)
+/// cannot be dialled, or `None` when it can: a scheme other than `http`
+/// and `https`, or no host, or a port that is not a number. etcd-client
+/// dials `HOST:PORT` without a scheme as `http://HOST:PORT`.
+pub fn endpoint_error(endpoint: &str) -> Option<String> {
+    let rest = match endpoint.split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        Some((scheme, _)) => {
+            return Some(format!(
+                "endpoint {endpoint:?}: scheme {scheme:?} is not http or https"
+            ));
+        }
+        None => endpoint,
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // [v6]:port
+        Some(v6) => match v6.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => ("", None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Some(format!("endpoint {endpoint:?} names no host"));
+    }
+    match port {
+        Some(p) if p.parse::<u16>().is_err() => {
+            Some(format!("endpoint {endpoint:?}: port {p:?} is not a number"))
+        }
+        _ => None,
+    }
+}
+
 /// Works out a CLI command's [`Target`] from the agent config at
 /// `config_path` (a missing file is fine) and the command-line overrides,
 /// `tls_files` with the `ETCDCTL_*` variables already applied
@@ -99,6 +136,11 @@ pub fn target(
     cli_prefix: Option<String>,
     tls_files: CliFiles,
 ) -> Result<Target, Failure> {
+    if let Some(bad) = cli_endpoints.iter().find_map(|e| endpoint_error(e)) {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{bad} (an endpoint is http://HOST:PORT, https://HOST:PORT or HOST:PORT, as etcdctl takes it)"
+        )));
+    }
     let settings = match config::load_optional(config_path) {
         Ok(s) => s.map(crate::tls_enable::effective),
         Err(e) if !cli_endpoints.is_empty() && cli_prefix.is_some() => {
@@ -312,6 +354,16 @@ mod tests {
 
     #[test]
     fn endpoints_fall_back_to_etcdctl_endpoints() {
+        assert_eq!(endpoint_error("https://10.0.0.1:2379"), None);
+        assert_eq!(endpoint_error("http://[::1]:2379"), None);
+        assert_eq!(endpoint_error("127.0.0.1:2379"), None);
+        assert!(endpoint_error("ftp://x").unwrap().contains("\"ftp\""));
+        assert!(endpoint_error("http://:2379").unwrap().contains("no host"));
+        assert!(
+            endpoint_error("http://a:b")
+                .unwrap()
+                .contains("not a number")
+        );
         let env = |k: &str| (k == "ETCDCTL_ENDPOINTS").then(|| "https://a:1, https://b:2".into());
         assert_eq!(
             endpoints_or_env(vec![], env),
