@@ -59,7 +59,14 @@ impl CertInfo {
     /// [`Error::Io`] when the file cannot be read, [`Error::BadPem`] naming
     /// the file when it holds no certificate.
     pub fn from_file(path: &Path) -> Result<CertInfo> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| Error::BadPem {
+            what: path.display().to_string(),
+            expected: "PEM certificate",
+            reason: "the file is binary, not PEM text (a DER certificate converts with \
+                     `openssl x509 -inform der -in FILE -out FILE.pem`)"
+                .into(),
+        })?;
         CertInfo::from_pem(&text).map_err(|e| e.naming(&path.display().to_string()))
     }
 

@@ -189,6 +189,14 @@ fn bad_pem_is_an_error_that_names_the_input() {
     std::fs::write(&f, "garbage").unwrap();
     let e = CertInfo::from_file(&f).unwrap_err();
     assert!(e.to_string().contains("x.crt"), "{e}");
+    // DER (binary) where PEM belongs: said so, with the conversion.
+    std::fs::write(&f, [0x30u8, 0x82, 0xff, 0xfe, 0x00]).unwrap();
+    let e = CertInfo::from_file(&f).unwrap_err();
+    assert!(matches!(e, Error::BadPem { .. }), "{e}");
+    assert!(
+        e.to_string().contains("binary") && e.to_string().contains("x.crt"),
+        "{e}"
+    );
     let e = key_matches(&o.cert_pem, "garbage").unwrap_err();
     assert!(matches!(e, Error::BadPem { .. }), "{e}");
     std::fs::write(dir.path().join(CA_CERT_FILE), "garbage").unwrap();
