@@ -45,6 +45,7 @@ pub struct Metrics {
     lease_renewals: Counter,
     lease_renewal_age: FGauge,
     status_writes: Family<Labels, Counter>,
+    cert_renewals: Family<Labels, Counter>,
     watch_restarts: Family<Labels, Counter>,
     unit_starts: Counter,
     unit_stops: Counter,
@@ -99,6 +100,7 @@ impl Metrics {
             lease_renewals: Counter::default(),
             lease_renewal_age: FGauge::default(),
             status_writes: Family::default(),
+            cert_renewals: Family::default(),
             watch_restarts: Family::default(),
             unit_starts: Counter::default(),
             unit_stops: Counter::default(),
@@ -182,6 +184,11 @@ impl Metrics {
             "deckhand_status_writes",
             "Writes of the node's status document, by outcome (ok, failed)",
             m.status_writes.clone(),
+        );
+        r.register(
+            "deckhand_certificate_renewals",
+            "Renewals of this node's certificates through etcd, by outcome (ok, failed)",
+            m.cert_renewals.clone(),
         );
         r.register(
             "deckhand_watch_restarts",
@@ -426,6 +433,15 @@ pub fn follow_renewals(mut renewals: tokio::sync::watch::Receiver<Option<deckhan
 pub fn status_write(ok: bool) {
     let outcome = if ok { "ok" } else { "failed" };
     m().status_writes
+        .get_or_create(&l1("outcome", outcome))
+        .inc();
+}
+
+/// A renewal of the node's certificates (agent/renewal.rs) installed
+/// (`ok`) or given up for this pass (the next pass asks again).
+pub fn certificate_renewal(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    m().cert_renewals
         .get_or_create(&l1("outcome", outcome))
         .inc();
 }

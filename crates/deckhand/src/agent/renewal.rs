@@ -84,6 +84,7 @@ pub fn spawn(store: Store, tls: TlsSettings, identity: Identity) -> watch::Recei
             match ask_and_install(&store, &tls, &ask, report).await {
                 Ok(_) => {
                     tracing::info!("renewed this node's certificates");
+                    super::metrics::certificate_renewal(true);
                     tx.send_modify(|st| {
                         st.note = None;
                         st.installed += 1;
@@ -92,6 +93,7 @@ pub fn spawn(store: Store, tls: TlsSettings, identity: Identity) -> watch::Recei
                 }
                 Err(e) => {
                     tracing::error!("renewal failed: {e:#}");
+                    super::metrics::certificate_renewal(false);
                     tx.send_modify(|st| st.note = Some(format!("renewal failed: {e:#}")));
                 }
             }

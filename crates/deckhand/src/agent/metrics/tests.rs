@@ -14,6 +14,7 @@ fn exercise() {
     etcd_mode(EtcdMode::Member);
     status_write(true);
     status_write(false);
+    certificate_renewal(false);
     unit_start(true);
     unit_start(false);
     unit_stop(true);
@@ -49,6 +50,7 @@ fn exposition_names_types_and_labels() {
         "deckhand_converged 1",
         "deckhand_etcd_mode{mode=\"member\"} 1",
         "deckhand_status_writes_total{outcome=\"failed\"} 1",
+        "deckhand_certificate_renewals_total{outcome=\"failed\"} 1",
         "deckhand_plane_unit_failures_total{reason=\"start-job\"} 1",
         "deckhand_plane_unit_failures_total{reason=\"did-not-stay-up\"} 1",
         "deckhand_singletons_held 1",
