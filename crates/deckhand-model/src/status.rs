@@ -113,6 +113,12 @@ pub struct NodeStatus {
     /// the agent predates it.
     #[serde(default)]
     pub firewall: FirewallStatus,
+    /// Where the agent serves `/metrics` (`[metrics] listen`, e.g.
+    /// `0.0.0.0:7479`); absent when it is off, and from agents that
+    /// predate it. `doctor`'s clock check reads `deckhand_node_time_seconds`
+    /// there, on the node's address with this port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A certificate as its node's agent last read it from disk.

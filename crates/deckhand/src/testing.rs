@@ -38,6 +38,7 @@ pub fn node_status(name: &str, mode: EtcdMode) -> NodeStatus {
         certificate: None,
         tls_stage: None,
         firewall: Default::default(),
+        metrics_listen: None,
     }
 }
 

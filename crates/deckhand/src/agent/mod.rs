@@ -539,7 +539,7 @@ impl Agent {
                 (Some(a), Some(b)) => Some(format!("{a}; {b}")),
                 (a, b) => a.or(b).map(str::to_string),
             };
-            let doc = status::document(&status::Inputs {
+            let mut doc = status::document(&status::Inputs {
                 identity: &self.ctx.identity,
                 failure_domain: self.ctx.settings.failure_domain.as_deref(),
                 desired: &self.desired,
@@ -555,6 +555,7 @@ impl Agent {
                 tls_stage: self.tls_stage.reported(),
                 firewall: self.firewall.status(),
             });
+            doc.metrics_listen = self.ctx.settings.metrics.map(|a| a.to_string());
             let lease = self.lease();
             self.status.write(&self.ctx.store, doc, lease).await;
         }

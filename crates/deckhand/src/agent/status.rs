@@ -118,6 +118,7 @@ pub fn document(i: &Inputs<'_>) -> NodeStatus {
         certificate: i.certificate.cloned(),
         tls_stage: i.tls_stage.map(str::to_string),
         firewall: i.firewall.clone(),
+        metrics_listen: None,
     }
 }
 

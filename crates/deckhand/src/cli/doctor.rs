@@ -57,7 +57,7 @@ cluster config's `upcoming` list\n\
 - alarms           etcd's alarm list (NOSPACE, CORRUPT), by member and node\n\
 - disk, docker     the `disk-docker`/`disk-etcd` and `docker` checks every node reports in its status; \
 a node without a status fails\n\
-- clock            offsets between nodes: not measurable until nodes export their time (warns)\n\
+- clock            spread between nodes' clocks, read from each agent's metrics endpoint (fails above etcd's 1 s, warns above 250 ms)\n\
 - security         the URL schemes of every etcd hop between hosts (CLI endpoints, client and peer \
 URLs; loopback stays plaintext by design)\n\
 - certificates     each node's TLS certificate expiry, from its status: expired fails, under 30 days \
@@ -66,7 +66,7 @@ warns\n\
 its role; warns while the cluster config leaves the firewall off\n\
 - backups          with backup.enabled: a good snapshot younger than twice backup.interval_seconds \
 (on the taking agent's clock), someone standing to take them; warns while the schedule is off\n\
-- monitoring       not built yet: warns \"not configured\"\n\n\
+- monitoring       every node's agent serves /metrics and answered the clock read (warns naming those that do not)\n\n\
 Exit status: 0 every check passed; 1 a check failed; 2 warnings only (2 is also a usage error, \
 which prints the usage instead of findings); 78 the agent config cannot be used."
 )]
@@ -147,6 +147,9 @@ pub struct Snapshot {
     pub now_unix: u64,
     /// The backup keys (the taker's status, the election).
     pub backup: Result<super::doctor_backup::BackupView, String>,
+    /// Every node's clock against the CLI's, read from its metrics
+    /// endpoint (`doctor_metrics`), by node name.
+    pub clocks: Vec<super::doctor_metrics::Reading>,
 }
 
 impl Snapshot {
@@ -164,6 +167,7 @@ impl Snapshot {
             cluster: Err(e),
             now_unix: crate::agent::observe::unix_now(),
             backup: Err(why.to_string()),
+            clocks: Vec::new(),
         }
     }
 }
@@ -341,7 +345,6 @@ pub async fn gather(target: &Target) -> Snapshot {
     Snapshot {
         prefix,
         endpoints,
-        nodes,
         members,
         leader,
         alarms,
@@ -349,6 +352,11 @@ pub async fn gather(target: &Target) -> Snapshot {
         cluster,
         now_unix: crate::agent::observe::unix_now(),
         backup: super::doctor_backup::gather(store).await,
+        clocks: match &nodes {
+            Ok(n) => super::doctor_metrics::read_all(n).await,
+            Err(_) => Vec::new(),
+        },
+        nodes,
     }
 }
 
@@ -989,17 +997,11 @@ pub fn docker(s: &Snapshot) -> Finding {
     )
 }
 
-/// **clock**: offsets between the nodes' clocks. Not measurable yet: nodes
-/// do not export their time. It warns rather than passes (a pass would
-/// claim a check that was not made) and rather than fails (nothing is
-/// known to be wrong; deckhand's own decisions do not compare clocks).
-pub fn clock(_s: &Snapshot) -> Finding {
-    Finding::new(
-        "clock",
-        CheckState::Warn,
-        "not measurable until nodes export their time (metrics endpoint)".into(),
-        "keep NTP running on every node (chrony or systemd-timesyncd); timedatectl shows whether a node is synchronized",
-    )
+/// **clock**: the spread between the nodes' clocks, each read from its
+/// agent's `deckhand_node_time_seconds` (`doctor_metrics::judge`): fails
+/// above etcd's 1 s, warns above 250 ms or while a node cannot be read.
+pub fn clock(s: &Snapshot) -> Finding {
+    super::doctor_metrics::judge(&s.clocks)
 }
 
 /// Whether a URL's host is loopback (`127.0.0.0/8`, `::1`, `localhost`).
@@ -1224,14 +1226,10 @@ pub fn backups(s: &Snapshot) -> Finding {
     super::doctor_backup::check(s, &s.backup)
 }
 
-/// **monitoring**: a metrics endpoint on every node. Not built yet.
-pub fn monitoring(_s: &Snapshot) -> Finding {
-    Finding::new(
-        "monitoring",
-        CheckState::Warn,
-        "not configured: no metrics endpoint".into(),
-        "alert on deckhand doctor --json and etcd's own /metrics (port 2379) meanwhile",
-    )
+/// **monitoring**: every node's agent serves `/metrics`
+/// ([`super::doctor_metrics::monitoring`]).
+pub fn monitoring(s: &Snapshot) -> Finding {
+    super::doctor_metrics::monitoring(&s.clocks)
 }
 
 #[cfg(test)]
@@ -1316,6 +1314,7 @@ mod tests {
             cluster: Ok(ClusterConfig::default()),
             now_unix: 1000 * 86_400,
             backup: Ok(Default::default()),
+            clocks: Vec::new(),
         }
     }
 
@@ -1442,11 +1441,7 @@ mod tests {
                 "proxies: node4, node5",
             ],
         );
-        expect(
-            &f[6],
-            Warn,
-            &["not measurable until nodes export their time"],
-        );
+        expect(&f[6], Warn, &["fewer than two nodes report their time"]);
         expect(&f[7], Warn, &["not configured", "plain http"]);
         for f in &f[8..] {
             assert!(f.saw.starts_with("not configured"), "{f:?}");
@@ -1461,10 +1456,9 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.lines()
-                .nth(7)
-                .unwrap()
-                .starts_with("WARN   clock            not measurable until nodes export their time (metrics endpoint) → keep NTP"),
+            t.lines().nth(7).unwrap().starts_with(
+                "WARN   clock            fewer than two nodes report their time → keep NTP"
+            ),
             "{t}"
         );
         let json = serde_json::to_value(&f).unwrap();

@@ -24,6 +24,7 @@ pub mod backup;
 pub mod cluster;
 pub mod doctor;
 pub mod doctor_backup;
+pub mod doctor_metrics;
 pub mod generate;
 pub mod member;
 pub mod node;
