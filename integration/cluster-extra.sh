@@ -110,6 +110,9 @@ cmd_remove() {
     docker rm -f -v "$n" >/dev/null
     rm -rf "$cache/nodes/$n"
     log "$n removed with its disk"
+    # The dist server goes with the last Ignition node (a checkout without
+    # this file could not `down` the network while it is attached).
+    [[ -n $(docker ps -aq --filter "label=$extra_label=ignition") ]] || dist_down
 }
 
 # dist_down: the dist server, at `down`.

@@ -87,18 +87,21 @@ fn run(_guard: &ClusterGuard) -> Result<()> {
         "! command -v deckhand && test -x /usr/bin/etcd && ! test -e /etc/deckhand/config.toml",
     )
     .context("node6 is not a bare host")?;
-    let (ok, _, err) = host(&format!("docker cp {} {NODE}:/tmp/{name}", deb.display()))?;
+    let (ok, _, err) = host(&format!(
+        "docker cp {} {NODE}:/var/tmp/{name}",
+        deb.display()
+    ))?;
     ensure!(ok, "docker cp: {err}");
 
     // Installed with no config: enabled, not started, and says why.
     let out = sh_ok(
         NODE,
-        &format!("cd /tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y ./{name} 2>&1"),
+        &format!("cd /var/tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y ./{name} 2>&1"),
     )?;
     println!("apt-get install:\n{out}");
     for l in out.lines().filter(|l| l.starts_with("Get:")) {
         ensure!(
-            l.contains(&format!("/tmp/{name}")),
+            l.contains(&format!("/var/tmp/{name}")),
             "apt-get downloaded something: {l}"
         );
     }
