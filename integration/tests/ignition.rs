@@ -58,7 +58,9 @@ fn run(_guard: &ClusterGuard) -> Result<()> {
     let out = sh_ok(
         NODE,
         "set -e
-         test -x /opt/bin/deckhand && test -x /opt/bin/etcd && ! test -e /usr/bin/etcd
+         test -x /opt/bin/deckhand
+         test -x /opt/bin/etcd
+         if [ -e /usr/bin/etcd ]; then echo 'the image has an etcd of its own'; exit 1; fi
          getent passwd etcd | cut -d: -f1
          systemctl is-enabled deckhand.service deckhand-preseed.service deckhand-pki-install.service
          systemctl show -P ExecStart deckhand-etcd-proxy.service | grep -o '/opt/bin/etcd' | head -n 1",
