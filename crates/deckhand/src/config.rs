@@ -886,3 +886,44 @@ mod tests {
         );
     }
 }
+
+/// Where the .deb puts its example config (packaging/deb/build): named by
+/// the agent's error when `/etc/deckhand/config.toml` is missing.
+pub const EXAMPLE_CONFIG: &str = "/usr/share/doc/deckhand/examples/config.toml";
+
+/// [`load`] for the agent, which has no defaults to fall back on: a missing
+/// `main` is an error that says what to write (an installed package ships
+/// an example, no config), before any file is read.
+///
+/// # Errors
+/// `main` missing (the message names it and [`EXAMPLE_CONFIG`]), or as
+/// [`load`].
+pub fn load_for_agent(main: &Path) -> Result<Settings> {
+    if let Err(e) = std::fs::metadata(main)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        bail!(
+            "{} does not exist: the agent needs this node's configuration (the etcd \
+             endpoints and initial cluster, TLS files); copy the example {EXAMPLE_CONFIG} \
+             (installed by the .deb) there, edit it, then start the agent",
+            main.display()
+        );
+    }
+    load(main)
+}
+
+#[cfg(test)]
+mod load_for_agent_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_config_names_the_file_and_the_example() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        let e = format!("{:#}", load_for_agent(&main).unwrap_err());
+        assert!(e.contains(&main.display().to_string()), "{e}");
+        assert!(e.contains(EXAMPLE_CONFIG), "{e}");
+        std::fs::write(&main, "[etcd]\nendpoints = [\"http://10.0.0.1:2379\"]\n").unwrap();
+        assert!(load_for_agent(&main).is_ok());
+    }
+}

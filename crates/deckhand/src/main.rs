@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     let result: Result<(), Failure> = runtime.block_on(async {
         match command {
             Command::Agent => {
-                let settings = config::load(&config_path).map_err(|e| {
+                let settings = config::load_for_agent(&config_path).map_err(|e| {
                     tracing::error!("configuration error: {e:#}");
                     Failure::config(e)
                 })?;
