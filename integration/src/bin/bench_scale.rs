@@ -87,7 +87,9 @@ struct Args {
     /// Settling time after the last agent is up, before the window.
     #[arg(long, default_value_t = 15)]
     warmup_seconds: u64,
-    /// deckhand, deis or both.
+    /// deckhand (merge19's agent), published (its voter-health view as
+    /// the voterhealth branch designs it), deis, both (deckhand and deis)
+    /// or all.
     #[arg(long, default_value = "both")]
     model: String,
     /// Role-key writes for the latency figures (spread over the agents).
@@ -104,7 +106,10 @@ struct Args {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Model {
+    /// merge19's agent: [`VoterHealthView::StatusEveryVoterEachPass`].
     Deckhand,
+    /// The agent with [`VoterHealthView::PublishedByVoters`].
+    DeckhandPublished,
     Deis,
 }
 
@@ -112,6 +117,7 @@ impl Model {
     fn name(self) -> &'static str {
         match self {
             Model::Deckhand => "deckhand",
+            Model::DeckhandPublished => "dh-published",
             Model::Deis => "deis-v1",
         }
     }
@@ -122,13 +128,25 @@ impl Model {
 /// On merge19 every proxy asks every voter for its `Status` on each pass
 /// ([`Cluster::voter_health`], a new connection per call): its cost per
 /// voter grows with N. A design where voters publish their health
-/// (`health/voters/<id>`) and everyone reads it through a watch is a new
-/// variant here: a watch opened at start, nothing per pass.
-#[derive(Clone, Copy, Debug)]
+/// (`health/voters/<id>`) and everyone reads it through a watch (branch
+/// voterhealth) is [`VoterHealthView::PublishedByVoters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum VoterHealthView {
-    /// merge19: one `Status` to every voter, every pass.
+    /// merge19: every pass, the leader looked up (one `Status`) and one
+    /// `Status` to every voter; the member list and the lock read each pass.
     StatusEveryVoterEachPass,
+    /// The voterhealth branch's design as its commits describe it (not its
+    /// code): each voter's agent publishes `health/voters/<id>` on a 10 s
+    /// lease of its own (written on change, read back every 60 s), every
+    /// agent watches `health/voters/`; a steady proxy asks no voter for its
+    /// `Status`, looks up no leader, and reuses its member list and lock
+    /// view for 60 s while no report changed.
+    PublishedByVoters,
 }
+
+/// How long a steady proxy reuses its member list and lock view under
+/// [`VoterHealthView::PublishedByVoters`].
+const PUBLISHED_REUSE: Duration = Duration::from_secs(60);
 
 impl VoterHealthView {
     /// The view's work of one pass.
@@ -137,6 +155,44 @@ impl VoterHealthView {
             VoterHealthView::StatusEveryVoterEachPass => {
                 cluster.voter_health(members, HEALTH_TIMEOUT).await
             }
+            // Read from the watch of health/voters/: nothing to ask.
+            VoterHealthView::PublishedByVoters => Vec::new(),
+        }
+    }
+
+    /// The prefix voters publish under.
+    fn prefix(ks: &Keyspace) -> String {
+        format!("{}/health/voters/", ks.prefix())
+    }
+}
+
+/// A voter's agent publishing its health (PublishedByVoters): its own 10 s
+/// lease, the report written once (nothing changes at rest) and read back
+/// every 60 s.
+async fn voter_publisher(sh: Arc<Shared>, m: usize, url: String, mut stop: watch::Receiver<bool>) {
+    let Ok(mut c) = kv_client(&url).await else {
+        return;
+    };
+    let keeper = LeaseKeeper::spawn(c.clone(), 10);
+    let mut lease = keeper.lease();
+    let key = format!("{}m{m}", VoterHealthView::prefix(&sh.ks));
+    while *lease.borrow_and_update() == 0 {
+        if lease.changed().await.is_err() {
+            return;
+        }
+    }
+    let id = *lease.borrow();
+    let _ = c
+        .put(
+            key.clone(),
+            r#"{"healthy":true}"#,
+            Some(PutOptions::new().with_lease(id)),
+        )
+        .await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = tokio::time::sleep(PUBLISHED_REUSE) => { let _ = c.get(key.clone(), None).await; }
         }
     }
 }
@@ -228,16 +284,38 @@ async fn deckhand_agent(
     let election_key = sh.ks.election(SINGLETON);
     let mut up = false;
     let mut role_pending: Option<()> = None;
+    let published = sh.health == VoterHealthView::PublishedByVoters;
+    // PublishedByVoters: the fifth watch, and the member list kept.
+    let mut reports_rx = published
+        .then(|| deckhand_etcd::watch_key(store.client(), VoterHealthView::prefix(&sh.ks), true));
+    let mut kept: Option<(Vec<Member>, Instant)> = None;
     loop {
         // One pass of the loop (observe, planes, status), as agent::iterate.
-        let members = cluster.member_list().await.ok().filter(|m| !m.is_empty());
+        let members = match &kept {
+            Some((m, at)) if published && at.elapsed() < PUBLISHED_REUSE => Some(m.clone()),
+            _ => {
+                let m = cluster.member_list().await.ok().filter(|m| !m.is_empty());
+                if published && let Some(m) = &m {
+                    kept = Some((m.clone(), Instant::now()));
+                    let _lock = store.membership_lock_holder().await;
+                }
+                m
+            }
+        };
         if let Some(members) = &members {
-            let leader = Cluster::endpoint_status(&kv_url, LEADER_TIMEOUT, None)
-                .await
-                .ok()
-                .filter(|s| s.leader != 0);
+            let leader = if published {
+                Some(())
+            } else {
+                Cluster::endpoint_status(&kv_url, LEADER_TIMEOUT, None)
+                    .await
+                    .ok()
+                    .filter(|s| s.leader != 0)
+                    .map(|_| ())
+            };
             let _health = sh.health.refresh(&cluster, members).await;
-            let _lock = store.membership_lock_holder().await;
+            if !published {
+                let _lock = store.membership_lock_holder().await;
+            }
             let lease_id = *lease.borrow();
             let mut kv = store.client();
             let mut leads = false;
@@ -270,6 +348,16 @@ async fn deckhand_agent(
             _ = stop.changed() => break,
             _ = tokio::time::sleep(pause) => None,
             ev = watches.events.recv() => ev,
+            // A voter's report changed: the member list is read again.
+            Some(_) = async {
+                match reports_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                kept = None;
+                None
+            }
         };
         for (src, ev) in first
             .into_iter()
@@ -300,7 +388,7 @@ async fn deis_agent(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut c = kv_client(&kv_url).await?;
-    let key = format!("{}deis/hosts/{}", sh.ks.prefix(), node_id(i));
+    let key = format!("{}/deis/hosts/{}", sh.ks.prefix(), node_id(i));
     let mut up = false;
     loop {
         let ok = async {
@@ -518,11 +606,20 @@ async fn run_one(args: &Args, model: Model, n: usize) -> Result<Run> {
         model,
         ks: Keyspace::new("/bench"),
         candidates: args.candidates,
-        health: VoterHealthView::StatusEveryVoterEachPass,
+        health: if model == Model::DeckhandPublished {
+            VoterHealthView::PublishedByVoters
+        } else {
+            VoterHealthView::StatusEveryVoterEachPass
+        },
         reports: tx,
     });
     let (stop_tx, stop) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    if sh.health == VoterHealthView::PublishedByVoters {
+        for (m, url) in urls.iter().enumerate() {
+            tasks.spawn(voter_publisher(sh.clone(), m, url.clone(), stop.clone()));
+        }
+    }
     let started = Instant::now();
     let pace = Duration::from_secs_f64(1.0 / args.ramp.max(1) as f64);
     for i in 0..n {
@@ -534,7 +631,9 @@ async fn run_one(args: &Args, model: Model, n: usize) -> Result<Run> {
         let (sh, stop) = (sh.clone(), stop.clone());
         tasks.spawn(async move {
             let r = match sh.model {
-                Model::Deckhand => deckhand_agent(sh.clone(), i, kv_url, voters, stop).await,
+                Model::Deckhand | Model::DeckhandPublished => {
+                    deckhand_agent(sh.clone(), i, kv_url, voters, stop).await
+                }
                 Model::Deis => deis_agent(sh.clone(), i, kv_url, stop).await,
             };
             if let Err(e) = r {
@@ -579,7 +678,7 @@ async fn run_one(args: &Args, model: Model, n: usize) -> Result<Run> {
 
     // Latency: role keys written one at a time, spread over the agents.
     let (mut delivered_ms, mut status_ms) = (Vec::new(), Vec::new());
-    if model == Model::Deckhand && args.writes > 0 {
+    if model != Model::Deis && args.writes > 0 {
         let writer = Store::new(
             Cluster::connect(&urls, REQUEST_TIMEOUT, None)
                 .await?
@@ -738,8 +837,10 @@ fn main() -> Result<()> {
     let models = match args.model.as_str() {
         "deckhand" => vec![Model::Deckhand],
         "deis" => vec![Model::Deis],
+        "published" => vec![Model::DeckhandPublished],
         "both" => vec![Model::Deckhand, Model::Deis],
-        other => bail!("--model takes deckhand, deis or both, not {other:?}"),
+        "all" => vec![Model::Deckhand, Model::DeckhandPublished, Model::Deis],
+        other => bail!("--model takes deckhand, published, deis, both or all, not {other:?}"),
     };
     if args.sizes.is_empty() || args.sizes.contains(&0) {
         bail!("--sizes takes positive numbers");
