@@ -225,6 +225,12 @@ async fn kv_client(url: &str) -> Result<Client> {
     Ok(Client::connect([url], Some(opts)).await?)
 }
 
+/// Agent `i`'s phase, in [0, 1): spread evenly (golden-ratio sequence), as
+/// the agents of a real cluster, started at different times, are.
+fn phase(i: usize) -> f64 {
+    (i as f64 * 0.618_033_988_75).fract()
+}
+
 fn node_id(i: usize) -> String {
     format!("sim{i:05}")
 }
@@ -289,6 +295,9 @@ async fn deckhand_agent(
     let mut reports_rx = published
         .then(|| deckhand_etcd::watch_key(store.client(), VoterHealthView::prefix(&sh.ks), true));
     let mut kept: Option<(Vec<Member>, Instant)> = None;
+    // Passes and reuse periods start at this agent's phase.
+    let mut reuse_offset = PUBLISHED_REUSE.mul_f64(phase(i));
+    tokio::time::sleep(IDLE_TICK.mul_f64(phase(i))).await;
     loop {
         // One pass of the loop (observe, planes, status), as agent::iterate.
         let members = match &kept {
@@ -296,7 +305,10 @@ async fn deckhand_agent(
             _ => {
                 let m = cluster.member_list().await.ok().filter(|m| !m.is_empty());
                 if published && let Some(m) = &m {
-                    kept = Some((m.clone(), Instant::now()));
+                    let at = Instant::now()
+                        .checked_sub(std::mem::take(&mut reuse_offset))
+                        .unwrap_or_else(Instant::now);
+                    kept = Some((m.clone(), at));
                     let _lock = store.membership_lock_holder().await;
                 }
                 m
@@ -390,6 +402,7 @@ async fn deis_agent(
     let mut c = kv_client(&kv_url).await?;
     let key = format!("{}/deis/hosts/{}", sh.ks.prefix(), node_id(i));
     let mut up = false;
+    tokio::time::sleep(DEIS_PERIOD.mul_f64(phase(i))).await;
     loop {
         let ok = async {
             let l = c.lease_grant(DEIS_TTL, None).await?;
@@ -742,7 +755,7 @@ async fn run_one(args: &Args, model: Model, n: usize) -> Result<Run> {
 }
 
 fn print_table(runs: &[Run], args: &Args) {
-    let w = 18;
+    let w = 21;
     let mut head = format!("{:<34}", "");
     for r in runs {
         head.push_str(&format!("{:>w$}", format!("{} N={}", r.model.name(), r.n)));
@@ -770,7 +783,7 @@ fn print_table(runs: &[Run], args: &Args) {
     });
     row("requests/s, all RPCs", &|r| {
         format!(
-            "{:.0} / {:.0}",
+            "{:.1} / {:.1}",
             r.leader.rps.values().sum::<f64>(),
             r.follower.rps.values().sum::<f64>()
         )
