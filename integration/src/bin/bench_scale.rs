@@ -360,8 +360,9 @@ async fn deckhand_agent(
             _ = stop.changed() => break,
             _ = tokio::time::sleep(pause) => None,
             ev = watches.events.recv() => ev,
-            // A voter's report changed: the member list is read again.
-            Some(_) = async {
+            // A voter's report changed (a put or a delete; the watch's first
+            // snapshot is no change): the member list is read again.
+            Some(KeyEvent::Put { .. } | KeyEvent::Delete { .. }) = async {
                 match reports_rx.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
