@@ -164,6 +164,7 @@ mod tests {
                 error: "no healthy voter".into(),
                 request: None,
             }),
+            s3: None,
         }
     }
 
