@@ -54,7 +54,8 @@ pub enum BackupCommand {
     /// etcd database (`etcdctl snapshot status`), and that its name's
     /// revision and its manifest (FILE.json, if present) match what it holds.
     ///
-    /// An argument that is not a file is an S3 key of backup.s3's bucket
+    /// An argument that is not a file (nor starts with / or .) is an S3 key
+    /// of backup.s3's bucket
     /// (`<prefix>/<cluster id>/<time>-rev<revision>.db`, or
     /// `s3://<bucket>/<key>`): it is downloaded to a temporary directory
     /// and checked against its manifest (`<key>.json`), then removed.
@@ -86,7 +87,10 @@ pub async fn backup(
     target: impl Fn() -> Result<Target, Failure>,
 ) -> Result<(), Failure> {
     match cmd {
-        BackupCommand::Verify { file, s3_settings } if !file.is_file() => {
+        // A key: not an existing file, nor a path (absolute or ./relative).
+        BackupCommand::Verify { file, s3_settings }
+            if !file.is_file() && !file.starts_with("/") && !file.starts_with(".") =>
+        {
             verify_key(&file.to_string_lossy(), s3_settings, target).await
         }
         BackupCommand::Verify { file, .. } => verify(&file).await,
