@@ -4,8 +4,9 @@
 //!   verified snapshots of a real etcd (object, then manifest; SHA-256 as
 //!   the manifest says), keeps the snapshot pending while the server is
 //!   down and uploads it once it is back, applies retention over the
-//!   listing, and `fetch_snapshot_from_s3` gives back a verified file or
-//!   refuses a missing key;
+//!   listing, `fetch_snapshot_from_s3` gives back a verified file or
+//!   refuses a missing or changed key, and an upload cut mid-part fails,
+//!   stays pending and completes once the server is reachable again;
 //! - on the shared 5-node cluster: moto on the harness gateway,
 //!   `backup.s3` in the cluster config, `deckhand backup now` puts the
 //!   object and its manifest; moto stopped during scheduled backups: the
@@ -280,8 +281,110 @@ fn uploads_retention_and_fetch_against_moto_on_loopback() -> Result<()> {
         "{e2:#}"
     );
     ensure!(std::fs::read_dir(&dest2)?.count() == 0, "nothing left");
+
+    // 6. The server gone mid-upload: through a proxy that cuts every
+    // connection once 7 MiB went up (part 1 of 5 MiB whole, part 2 cut)
+    // and refuses more, the upload fails naming part 2, the snapshot stays
+    // pending and no object appears; once the proxy forwards again, the
+    // next pass uploads it whole.
+    let proxy = CutProxy::start(&moto)?;
+    let cut = S3Config {
+        endpoint: Some(proxy.endpoint()),
+        ..cfg.clone()
+    };
+    let dir2 = work.path().join("backups2");
+    let (db4, _) = rt.block_on(snapshot(&e, &dir2, "cut", now - 30))?;
+    let name4 = db4.file_name().unwrap().to_string_lossy().into_owned();
+    proxy.cut_after(7 * 1024 * 1024);
+    let out = rt.block_on(s3::sync(&cut, &dir2, "cut", now, &keep_all));
+    let err = out.error.clone().context("an error")?;
+    ensure!(err.contains("uploading part 2 of"), "{err}");
+    ensure!(out.pending == [name4.clone()], "{out:?}");
+    ensure!(
+        moto.keys(BUCKET, "loop/back/cut/")?.is_empty(),
+        "no object of a cut upload"
+    );
+    eprintln!("[figure] upload cut after 7 MiB: {err}");
+    proxy.heal();
+    let out = rt.block_on(s3::sync(&cut, &dir2, "cut", now, &keep_all));
+    ensure!(out.error.is_none() && out.pending.is_empty(), "{out:?}");
+    let key4 = format!("loop/back/cut/{name4}");
+    ensure!(moto.get(BUCKET, &key4)?.context("the object")? == std::fs::read(&db4)?);
     drop(e);
     Ok(())
+}
+
+/// A TCP proxy to moto that can cut the connections once a number of
+/// bytes went up (and refuse new ones) until healed: S3 gone mid-upload.
+struct CutProxy {
+    port: u16,
+    budget: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CutProxy {
+    fn start(moto: &Moto) -> Result<CutProxy> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let budget = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+        let upstream = format!("{}:{}", moto.host, moto.port);
+        let b = budget.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(client) = c else { continue };
+                if b.load(Ordering::SeqCst) == 0 {
+                    continue; // dropped: refused
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Both);
+                });
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let (mut client, mut server) = (client, server);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n as u64,
+                        };
+                        let left = b.load(Ordering::SeqCst);
+                        let send = n.min(left);
+                        if left != u64::MAX {
+                            b.store(left - send, Ordering::SeqCst);
+                        }
+                        if server.write_all(&buf[..send as usize]).is_err() || send < n {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Ok(CutProxy { port, budget })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts after `bytes` more bytes from the client, then refuses.
+    fn cut_after(&self, bytes: u64) {
+        self.budget
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forwards again, without a limit.
+    fn heal(&self) {
+        self.budget
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 const DIR: &str = "/var/lib/deckhand/backups";
