@@ -30,7 +30,7 @@ const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// The wait before another scheduled attempt after a failed one, at most.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 /// How often the uploads are looked at when none is pending (a snapshot
-/// taken, or a change of `backup.s3`, looks at once).
+/// taken, or a change of `backup.s3.bucket`, looks at once).
 const S3_EVERY: Duration = Duration::from_secs(600);
 /// Bound on each voter's `Status` before a snapshot.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
