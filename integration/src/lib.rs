@@ -929,3 +929,6 @@ impl ProbeLog {
         Ok(())
     }
 }
+
+/// The S3 server of the backup tests (`moto`).
+pub mod moto;

@@ -30,6 +30,10 @@ pub struct BackupConfig {
     pub nodes: Vec<String>,
     /// What the taker keeps.
     pub retention: RetentionConfig,
+    /// Where verified snapshots are uploaded too; `None` (the default):
+    /// local disk only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
 }
 
 impl Default for BackupConfig {
@@ -40,7 +44,127 @@ impl Default for BackupConfig {
             dir: DEFAULT_BACKUP_DIR.to_owned(),
             nodes: Vec::new(),
             retention: RetentionConfig::default(),
+            s3: None,
         }
+    }
+}
+
+/// `backup.s3`: an S3-compatible bucket the taker uploads each verified
+/// snapshot to, as `<prefix>/<cluster id>/<UTC time>-rev<revision>.db`
+/// with its manifest beside it (`<same>.json`, uploaded after the object).
+///
+/// Example: `{"bucket":"etcd-backups","prefix":"prod","endpoint":"https://s3.example.net",
+/// "region":"eu-west-1","credentials_file":"/etc/deckhand/s3-credentials.toml"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket: 3..=63 lowercase letters, digits, `.` and `-` (S3's
+    /// bucket naming rules), which must exist.
+    pub bucket: String,
+    /// Key prefix, without a leading or trailing `/`; may be empty.
+    /// Default empty.
+    #[serde(default)]
+    pub prefix: String,
+    /// The service's URL (`https://host[:port]`, or `http://` for a test
+    /// server); `None`: AWS's own endpoint for `region`. Requests are
+    /// path-style (`<endpoint>/<bucket>/<key>`) when an endpoint is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for. Default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// An absolute path, on each node that may take snapshots (and where
+    /// `deckhand backup list/verify` runs), of a TOML file with
+    /// `access_key_id` and `secret_access_key` (and optionally
+    /// `session_token`); read at each use, never stored in etcd.
+    pub credentials_file: String,
+    /// Size of each part of the multipart upload in MiB, 5..=512 (S3's
+    /// minimum part is 5 MiB). Default 16.
+    #[serde(default = "default_part_mib")]
+    pub part_size_mib: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+fn default_part_mib() -> u64 {
+    16
+}
+
+impl S3Config {
+    /// Checks the fields, each error naming its key (`backup.s3.bucket`, ...).
+    ///
+    /// # Errors
+    /// The reason in words.
+    pub fn validate(&self) -> Result<(), String> {
+        let b = &self.bucket;
+        if !(3..=63).contains(&b.len())
+            || !b
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+            || !b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            || !b.ends_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "backup.s3.bucket = {b:?} is not a bucket name (3..=63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit)"
+            ));
+        }
+        let p = &self.prefix;
+        if p.len() > 512
+            || p.starts_with('/')
+            || p.ends_with('/')
+            || p.split('/').any(|s| s == "." || s == "..")
+            || (!p.is_empty() && p.split('/').any(str::is_empty))
+            || !p
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'/' | b'-' | b'_' | b'.' | b'='))
+        {
+            return Err(format!(
+                "backup.s3.prefix = {p:?} is not a key prefix (letters, digits, '-', '_', '.', '=' in segments joined by '/', no leading, trailing or doubled '/', no '.' or '..' segment, at most 512 bytes)"
+            ));
+        }
+        if let Some(e) = &self.endpoint {
+            let rest = e
+                .strip_prefix("https://")
+                .or_else(|| e.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| {
+                let host = r.trim_end_matches('/');
+                !host.is_empty()
+                    && host.bytes().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']')
+                    })
+            });
+            if !ok {
+                return Err(format!(
+                    "backup.s3.endpoint = {e:?} is not an http:// or https:// URL of a host[:port] (no path, no credentials)"
+                ));
+            }
+        }
+        let r = &self.region;
+        if r.is_empty()
+            || r.len() > 64
+            || !r
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        {
+            return Err(format!(
+                "backup.s3.region = {r:?} is not a region name (lowercase letters, digits and '-')"
+            ));
+        }
+        let f = &self.credentials_file;
+        if !f.starts_with('/') || f.split('/').any(|p| p == "..") {
+            return Err(format!(
+                "backup.s3.credentials_file = {f:?} is not an absolute path without `..`"
+            ));
+        }
+        if !(5..=512).contains(&self.part_size_mib) {
+            return Err(format!(
+                "backup.s3.part_size_mib = {} is outside 5..=512",
+                self.part_size_mib
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -98,6 +222,9 @@ impl BackupConfig {
         }
         if self.nodes.len() > 64 || self.nodes.iter().any(|n| n.is_empty() || n.len() > 253) {
             return Err("backup.nodes takes at most 64 node names of 1..=253 bytes".to_owned());
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
         }
         Ok(())
     }
@@ -177,6 +304,44 @@ pub struct BackupStatus {
     pub last_good_age_seconds: Option<u64>,
     /// The last failure, if newer than `last_good`.
     pub last_failure: Option<BackupFailure>,
+    /// The uploads to `backup.s3`, when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<UploadStatus>,
+}
+
+/// The S3 part of [`BackupStatus`]: what the taker uploaded last, what is
+/// waiting (kept on its disk and retried each pass), and the last failed
+/// upload in words.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// The bucket.
+    pub bucket: String,
+    /// The newest snapshot whose object and manifest are both in the bucket.
+    pub last_uploaded: Option<Uploaded>,
+    /// Local snapshots (file names) not confirmed in the bucket by the last
+    /// pass (all of them when the bucket could not be listed), oldest first.
+    #[serde(default)]
+    pub pending: Vec<String>,
+    /// The last failed upload, if newer than `last_uploaded`'s.
+    pub last_failure: Option<BackupFailure>,
+}
+
+/// One snapshot in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    /// Its key (`<prefix>/<cluster id>/<name>.db`); the manifest is `<key>.json`.
+    pub key: String,
+    /// When its manifest was put, Unix seconds on the taker's clock.
+    pub at: u64,
+    /// Its revision.
+    pub revision: i64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of the object, lowercase hex (the manifest's).
+    pub sha256: String,
+    /// The `deckhand backup now` request of the snapshot, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 impl BackupStatus {
@@ -228,6 +393,62 @@ mod tests {
     }
 
     #[test]
+    fn s3_settings_are_checked_naming_the_key() {
+        let good: S3Config = serde_json::from_str(
+            r#"{"bucket":"etcd-backups","prefix":"prod/eu","endpoint":"http://172.29.77.1:9000","credentials_file":"/etc/deckhand/s3.toml"}"#,
+        )
+        .unwrap();
+        assert_eq!(good.region, "us-east-1");
+        assert_eq!(good.part_size_mib, 16);
+        assert!(good.validate().is_ok());
+        let bad = |f: &dyn Fn(&mut S3Config), key: &str| {
+            let mut c = good.clone();
+            f(&mut c);
+            let e = c.validate().unwrap_err();
+            assert!(e.starts_with(&format!("backup.s3.{key} = ")), "{e}");
+        };
+        bad(&|c| c.bucket = "Etcd".into(), "bucket");
+        bad(&|c| c.bucket = "ab".into(), "bucket");
+        bad(&|c| c.bucket = "-ab".into(), "bucket");
+        bad(&|c| c.prefix = "/p".into(), "prefix");
+        bad(&|c| c.prefix = "p/".into(), "prefix");
+        bad(&|c| c.prefix = "a//b".into(), "prefix");
+        bad(&|c| c.prefix = "a/../b".into(), "prefix");
+        bad(&|c| c.prefix = "a b".into(), "prefix");
+        bad(&|c| c.endpoint = Some("s3.example.net".into()), "endpoint");
+        bad(&|c| c.endpoint = Some("ftp://h".into()), "endpoint");
+        bad(&|c| c.endpoint = Some("https://u:p@h".into()), "endpoint");
+        bad(&|c| c.endpoint = Some("https://h/path".into()), "endpoint");
+        bad(&|c| c.region = "".into(), "region");
+        bad(&|c| c.region = "EU".into(), "region");
+        bad(
+            &|c| c.credentials_file = "creds.toml".into(),
+            "credentials_file",
+        );
+        bad(&|c| c.part_size_mib = 4, "part_size_mib");
+        let mut c = good.clone();
+        c.prefix = String::new();
+        c.endpoint = Some("https://s3.example.net:443/".into());
+        assert!(c.validate().is_ok());
+        // Reached from the backup section, and unknown fields are refused.
+        let b = BackupConfig {
+            s3: Some(S3Config {
+                bucket: "x".into(),
+                ..good.clone()
+            }),
+            ..Default::default()
+        };
+        assert!(b.validate().unwrap_err().contains("backup.s3.bucket"));
+        assert!(
+            serde_json::from_str::<S3Config>(
+                r#"{"bucket":"abc","credentials_file":"/x","key":"k"}"#
+            )
+            .is_err()
+        );
+        assert!(serde_json::from_str::<S3Config>(r#"{"bucket":"abc"}"#).is_err());
+    }
+
+    #[test]
     fn overdue_is_twice_the_interval() {
         let mut s = BackupStatus {
             node: "n1".into(),
@@ -236,6 +457,7 @@ mod tests {
             last_good: None,
             last_good_age_seconds: Some(120),
             last_failure: None,
+            s3: None,
         };
         assert!(!s.overdue());
         s.last_good_age_seconds = Some(121);

@@ -5,13 +5,17 @@
 //! on its own clock) and when `deckhand backup now` asks
 //! (`<prefix>/backup/request`), each streamed from a healthy voter
 //! ([`crate::backup::take`]), then applies retention to its local folder
-//! and writes `<prefix>/backup/status`. A node that may no longer take
-//! snapshots resigns.
+//! and writes `<prefix>/backup/status`. With `backup.s3` set, each pass
+//! that took a snapshot (and, while uploads are pending, one every
+//! `min(60 s, interval)`) uploads the verified local snapshots not yet in
+//! the bucket and applies retention there ([`crate::backup::s3::sync`]);
+//! a local snapshot waiting for its upload is not pruned locally. A node
+//! that may no longer take snapshots resigns.
 
 use std::time::{Duration, Instant};
 
 use deckhand_etcd::{Cluster, Member};
-use deckhand_model::backup::{BackupConfig, BackupFailure, BackupStatus, Manifest};
+use deckhand_model::backup::{BackupConfig, BackupFailure, BackupStatus, Manifest, UploadStatus};
 use deckhand_plan::Observation;
 use tokio::sync::watch;
 
@@ -25,6 +29,9 @@ pub const PASS_EVERY: Duration = Duration::from_secs(3);
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// The wait before another scheduled attempt after a failed one, at most.
 const RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How often the uploads are looked at when none is pending (a snapshot
+/// taken, or a change of `backup.s3.bucket`, looks at once).
+const S3_EVERY: Duration = Duration::from_secs(600);
 /// Bound on each voter's `Status` before a snapshot.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -99,6 +106,8 @@ struct Leading {
     status: BackupStatus,
     written: Instant,
     failed: Option<Instant>,
+    /// When the uploads are looked at next; `None`: at the next pass.
+    s3_next: Option<Instant>,
 }
 
 async fn run(store: Store, cluster: Cluster, name: String, mut rx: watch::Receiver<TakerInputs>) {
@@ -168,13 +177,15 @@ async fn start_leading(store: &Store, name: &str) -> anyhow::Result<Leading> {
         interval_seconds: 0,
         last_good: old.as_ref().and_then(|s| s.last_good.clone()),
         last_good_age_seconds: None,
-        last_failure: old.and_then(|s| s.last_failure),
+        last_failure: old.as_ref().and_then(|s| s.last_failure.clone()),
+        s3: old.and_then(|s| s.s3),
     };
     Ok(Leading {
         cluster_id,
         status,
         written: Instant::now() - STATUS_EVERY,
         failed: None,
+        s3_next: None,
     })
 }
 
@@ -207,20 +218,13 @@ async fn pass(store: &Store, cluster: &Cluster, name: &str, inputs: &TakerInputs
         )
         .await;
         let at = super::observe::unix_now();
+        let mut taken = false;
         match result {
             Ok(m) => {
                 l.status.last_good = Some(m);
                 l.status.last_failure = None;
                 l.failed = None;
-                let dir = std::path::Path::new(&inputs.config.dir);
-                match crate::backup::prune(dir, &l.cluster_id, at, &inputs.config.retention) {
-                    Ok(gone) => {
-                        for p in gone {
-                            tracing::info!("retention: deleted {}", p.display());
-                        }
-                    }
-                    Err(e) => tracing::warn!("retention in {}: {e}", dir.display()),
-                }
+                taken = true;
             }
             Err(e) => {
                 let error = format!("{e:#}");
@@ -234,6 +238,45 @@ async fn pass(store: &Store, cluster: &Cluster, name: &str, inputs: &TakerInputs
                 l.failed = Some(Instant::now());
             }
         }
+        if taken {
+            upload(inputs, name, l, request.as_deref()).await;
+            let keep: Vec<String> = l
+                .status
+                .s3
+                .as_ref()
+                .map(|s| s.pending.clone())
+                .unwrap_or_default();
+            let dir = std::path::Path::new(&inputs.config.dir);
+            let at = super::observe::unix_now();
+            match crate::backup::prune_keeping(
+                dir,
+                &l.cluster_id,
+                at,
+                &inputs.config.retention,
+                &keep,
+            ) {
+                Ok(gone) => {
+                    for p in gone {
+                        tracing::info!("retention: deleted {}", p.display());
+                    }
+                }
+                Err(e) => tracing::warn!("retention in {}: {e}", dir.display()),
+            }
+        }
+        changed = true;
+    }
+    let s3_due = match &inputs.config.s3 {
+        None => {
+            changed |= l.status.s3.take().is_some();
+            false
+        }
+        Some(s3) => {
+            l.status.s3.as_ref().is_none_or(|s| s.bucket != s3.bucket)
+                || l.s3_next.is_none_or(|t| Instant::now() >= t)
+        }
+    };
+    if s3_due && !changed {
+        upload(inputs, name, l, None).await;
         changed = true;
     }
     if changed || l.written.elapsed() >= STATUS_EVERY {
@@ -258,6 +301,66 @@ async fn pass(store: &Store, cluster: &Cluster, name: &str, inputs: &TakerInputs
     // The answer is in the status before the request goes.
     if changed && let Some(id) = &request {
         let _ = take::clear_request(store, id).await;
+    }
+}
+
+/// Runs [`crate::backup::s3::sync`] when `backup.s3` is set and puts its
+/// outcome in the status; `request`: the `backup now` request of the
+/// snapshot just taken, named in the failure if that snapshot is left
+/// pending.
+async fn upload(inputs: &TakerInputs, name: &str, l: &mut Leading, request: Option<&str>) {
+    let Some(s3) = &inputs.config.s3 else {
+        return;
+    };
+    let dir = std::path::Path::new(&inputs.config.dir);
+    let now = super::observe::unix_now();
+    let out = crate::backup::s3::sync(s3, dir, &l.cluster_id, now, &inputs.config.retention).await;
+    for k in &out.pruned {
+        tracing::info!("retention: deleted s3://{}/{k}", s3.bucket);
+    }
+    let st = l.status.s3.get_or_insert_with(UploadStatus::default);
+    if st.bucket != s3.bucket {
+        *st = UploadStatus {
+            bucket: s3.bucket.clone(),
+            ..Default::default()
+        };
+    }
+    if out.newest.as_ref().map(|n| &n.key) != st.last_uploaded.as_ref().map(|n| &n.key) {
+        st.last_uploaded = out.newest;
+    }
+    let newest_pending = l
+        .status
+        .last_good
+        .as_ref()
+        .and_then(|m| std::path::Path::new(&m.path).file_name())
+        .is_some_and(|n| out.pending.iter().any(|p| std::ffi::OsStr::new(p) == n));
+    st.pending = out.pending;
+    let retry = RETRY_AFTER.min(Duration::from_secs(inputs.config.interval_seconds));
+    match out.error {
+        Some(error) => {
+            tracing::error!(
+                "S3 upload failed ({} snapshot(s) kept on disk, pending): {error}",
+                st.pending.len()
+            );
+            st.last_failure = Some(BackupFailure {
+                at: super::observe::unix_now(),
+                node: name.to_owned(),
+                error,
+                request: request.filter(|_| newest_pending).map(str::to_owned),
+            });
+            l.s3_next = Some(Instant::now() + retry);
+        }
+        None => {
+            st.last_failure = None;
+            l.s3_next = Some(
+                Instant::now()
+                    + if st.pending.is_empty() {
+                        S3_EVERY
+                    } else {
+                        retry
+                    },
+            );
+        }
     }
 }
 

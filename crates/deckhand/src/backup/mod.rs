@@ -8,6 +8,7 @@
 //! `<same name>.json`; a file being written is `.tmp-<name>` in the same
 //! folder (renamed once verified, so a name without the prefix is whole).
 
+pub mod s3;
 pub mod take;
 
 use std::io::Read as _;
@@ -299,6 +300,22 @@ pub fn prune(
     now: u64,
     policy: &RetentionConfig,
 ) -> std::io::Result<Vec<PathBuf>> {
+    prune_keeping(dir, cluster_id, now, policy, &[])
+}
+
+/// [`prune`], but the files named in `keep` (file names, e.g. the
+/// snapshots still waiting for their S3 upload) are never deleted (they
+/// are counted).
+///
+/// # Errors
+/// As [`prune`].
+pub fn prune_keeping(
+    dir: &Path,
+    cluster_id: &str,
+    now: u64,
+    policy: &RetentionConfig,
+    keep_names: &[String],
+) -> std::io::Result<Vec<PathBuf>> {
     let verified: Vec<(PathBuf, u64)> = list_local(dir, Some(cluster_id))?
         .into_iter()
         .filter_map(|s| s.manifest.map(|m| (s.path, m.taken_at)))
@@ -307,7 +324,10 @@ pub fn prune(
     let keep = deckhand_plan::retention::keep(now, &times, policy);
     let mut deleted = Vec::new();
     for ((path, _), kept) in verified.into_iter().zip(keep) {
-        if !kept {
+        let pinned = path
+            .file_name()
+            .is_some_and(|n| keep_names.iter().any(|k| std::ffi::OsStr::new(k) == n));
+        if !kept && !pinned {
             std::fs::remove_file(&path)?;
             let _ = std::fs::remove_file(manifest_path(&path));
             deleted.push(path);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use clap::Subcommand;
-use deckhand_model::backup::{DEFAULT_BACKUP_DIR, Manifest};
+use deckhand_model::backup::{DEFAULT_BACKUP_DIR, Manifest, S3Config, UploadStatus};
 
 use super::session::Session;
 use crate::backup::{self, take};
@@ -24,11 +24,13 @@ pub enum BackupCommand {
     /// <prefix>/elections/backup streams a snapshot from a healthy voter,
     /// verifies it, writes it to backup.dir on its node and answers in
     /// <prefix>/backup/status. Prints the file, its revision, key count,
-    /// size and SHA-256. Works whether the schedule is on or off.
+    /// size and SHA-256; with backup.s3 set, also the key it was uploaded
+    /// to (with its manifest). Works whether the schedule is on or off.
     ///
-    /// Exit status: 0 written and verified; 1 the agent reported a
-    /// failure (printed), no agent stands for backups, or no answer
-    /// within --timeout.
+    /// Exit status: 0 written and verified (and uploaded, with backup.s3);
+    /// 1 the agent reported a failure (printed; a failed upload leaves the
+    /// snapshot on the taker's disk, retried), no agent stands for
+    /// backups, or no answer within --timeout.
     #[command(verbatim_doc_comment)]
     Now {
         /// Seconds to wait for the answer.
@@ -36,16 +38,15 @@ pub enum BackupCommand {
         timeout: u64,
     },
     /// List the snapshots in this node's backup dir, with their manifests,
-    /// and the taker's status (last good snapshot, last failure).
-    ///
-    /// Remote (S3) snapshots: not built yet (docs/backup.md).
+    /// those in the bucket of backup.s3 (when set) with theirs, and the
+    /// taker's status (last good snapshot, last failure, uploads).
     #[command(verbatim_doc_comment)]
     List {
         /// The backup dir; default: the cluster config's backup.dir, else
         /// /var/lib/deckhand/backups.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Print JSON (an object with `local` and `status`).
+        /// Print JSON (an object with `local`, `remote` and `status`).
         #[arg(long)]
         json: bool,
     },
@@ -53,13 +54,26 @@ pub enum BackupCommand {
     /// etcd database (`etcdctl snapshot status`), and that its name's
     /// revision and its manifest (FILE.json, if present) match what it holds.
     ///
-    /// Needs no etcd. Exit status: 0 good; 65 refused (the reason is
-    /// printed: a changed byte, a truncated file, not an etcd database,
-    /// not what its name or manifest claims); 1 it cannot be read.
+    /// An argument that is not a file (nor starts with / or .) is an S3 key
+    /// of backup.s3's bucket
+    /// (`<prefix>/<cluster id>/<time>-rev<revision>.db`, or
+    /// `s3://<bucket>/<key>`): it is downloaded to a temporary directory
+    /// and checked against its manifest (`<key>.json`), then removed.
+    ///
+    /// A file needs no etcd; a key reads backup.s3 from the cluster config,
+    /// or from --s3-settings. Exit status: 0 good; 65 refused (the reason
+    /// is printed: a changed byte, a truncated file, not an etcd database,
+    /// not what its name or manifest claims, a key that does not exist or
+    /// has no manifest); 1 it cannot be read (or the bucket not reached).
     #[command(verbatim_doc_comment)]
     Verify {
-        /// The snapshot file (`<dir>/<cluster id>/<time>-rev<revision>.db`).
+        /// The snapshot file (`<dir>/<cluster id>/<time>-rev<revision>.db`)
+        /// or S3 key.
         file: PathBuf,
+        /// A JSON file holding the `backup.s3` object (bucket, prefix,
+        /// endpoint, region, credentials_file), for when etcd is gone.
+        #[arg(long, value_name = "FILE")]
+        s3_settings: Option<PathBuf>,
     },
 }
 
@@ -73,7 +87,13 @@ pub async fn backup(
     target: impl Fn() -> Result<Target, Failure>,
 ) -> Result<(), Failure> {
     match cmd {
-        BackupCommand::Verify { file } => verify(&file).await,
+        // A key: not an existing file, nor a path (absolute or ./relative).
+        BackupCommand::Verify { file, s3_settings }
+            if !file.is_file() && !file.starts_with("/") && !file.starts_with(".") =>
+        {
+            verify_key(&file.to_string_lossy(), s3_settings, target).await
+        }
+        BackupCommand::Verify { file, .. } => verify(&file).await,
         BackupCommand::Now { timeout } => now(target()?, Duration::from_secs(timeout)).await,
         BackupCommand::List { dir, json } => list(target, dir, json).await,
     }
@@ -113,6 +133,117 @@ async fn verify(file: &Path) -> Result<(), Failure> {
             error: anyhow!("refused: {r}"),
         }),
     }
+}
+
+/// backup.s3: from `--s3-settings FILE` (JSON), else the cluster config.
+async fn s3_settings(
+    file: Option<PathBuf>,
+    target: impl Fn() -> Result<Target, Failure>,
+) -> Result<S3Config, Failure> {
+    if let Some(f) = file {
+        let b = std::fs::read(&f).map_err(|e| anyhow!("reading {}: {e}", f.display()))?;
+        let c: S3Config = serde_json::from_slice(&b).map_err(|e| {
+            Failure::config(anyhow!("{}: not backup.s3 settings: {e}", f.display()))
+        })?;
+        c.validate()
+            .map_err(|e| Failure::config(anyhow!("{}: {e}", f.display())))?;
+        return Ok(c);
+    }
+    let session = Session::connect(target()?).await?;
+    let (cfg, _) = session
+        .store
+        .cluster_config()
+        .await
+        .map_err(|e| anyhow!("reading the cluster config for backup.s3: {e:#}"))?;
+    cfg.backup.s3.ok_or_else(|| {
+        Failure::failed(anyhow!(
+            "not a file, and backup.s3 is not set in the cluster config (nor --s3-settings given) to look it up as an S3 key"
+        ))
+    })
+}
+
+async fn verify_key(
+    key: &str,
+    settings: Option<PathBuf>,
+    target: impl Fn() -> Result<Target, Failure>,
+) -> Result<(), Failure> {
+    let cfg = s3_settings(settings, target).await?;
+    let tmp = tempdir()?;
+    let r = backup::s3::fetch_snapshot_from_s3(&cfg, key, tmp.path()).await;
+    let result = match r {
+        Ok(path) => {
+            let m: Option<Manifest> = std::fs::read(backup::manifest_path(&path))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            match m {
+                Some(m) => outln!(
+                    "{key}: good: revision {}, {} keys, {} bytes, sha256 {}, as its manifest says (cluster {}, from member {}, taken {})",
+                    m.revision,
+                    m.keys,
+                    m.size,
+                    m.sha256,
+                    m.cluster_id,
+                    m.member,
+                    crate::tls::utc(m.taken_at)
+                ),
+                None => outln!("{key}: good"),
+            }
+            Ok(())
+        }
+        Err(e) if e.downcast_ref::<backup::Refusal>().is_some() => Err(Failure {
+            code: crate::exit::BAD_SNAPSHOT,
+            error: anyhow!("refused: {e:#}"),
+        }),
+        Err(e) => Err(Failure::failed(e)),
+    };
+    let _ = std::fs::remove_dir_all(tmp.path());
+    result
+}
+
+/// A private temporary directory (0700) under $TMPDIR, removed by the caller.
+fn tempdir() -> Result<TempDir, Failure> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| anyhow!("no random bytes from the system"))?;
+    let p = std::env::temp_dir().join(format!("deckhand-verify-{}", backup::hex(&b)));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&p)
+        .map_err(|e| anyhow!("making {}: {e}", p.display()))?;
+    Ok(TempDir(p))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The snapshots in the bucket with their manifests (read one by one).
+async fn remote_list(
+    cfg: &S3Config,
+) -> Result<Vec<(backup::s3::RemoteSnapshot, Option<Manifest>)>> {
+    let bucket = backup::s3::Bucket::open(cfg)?;
+    let objects = bucket.list(None).await?;
+    let mut out = Vec::new();
+    for s in backup::s3::snapshots_in(&cfg.prefix, &objects) {
+        let m = if s.has_manifest {
+            bucket.manifest(&s.key).await?
+        } else {
+            None
+        };
+        out.push((s, m));
+    }
+    Ok(out)
 }
 
 fn describe(m: &Manifest) -> String {
@@ -158,7 +289,31 @@ async fn now(target: Target, timeout: Duration) -> Result<(), Failure> {
                     started.elapsed().as_secs_f64(),
                     describe(m)
                 );
-                return Ok(());
+                let Some(u) = &s.s3 else {
+                    return Ok(());
+                };
+                if let Some(x) = u
+                    .last_uploaded
+                    .as_ref()
+                    .filter(|x| x.request.as_deref() == Some(&id))
+                {
+                    outln!(
+                        "uploaded to s3://{}/{} with its manifest ({}.json)",
+                        u.bucket,
+                        x.key,
+                        x.key
+                    );
+                    return Ok(());
+                }
+                return Err(Failure::failed(anyhow!(
+                    "the upload to s3://{} failed (the snapshot stays on {}'s disk and is retried): {}",
+                    u.bucket,
+                    m.node,
+                    u.last_failure
+                        .as_ref()
+                        .map(|f| f.error.as_str())
+                        .unwrap_or("not uploaded")
+                )));
             }
             if let Some(f) = s
                 .last_failure
@@ -194,15 +349,18 @@ async fn list(
     };
     let mut status = None;
     let mut config_dir = None;
+    let mut s3 = None;
     if let Some(s) = &session {
         status = take::read_status(&s.store).await.ok().flatten();
-        config_dir = s
-            .store
-            .cluster_config()
-            .await
-            .ok()
-            .map(|(c, _)| c.backup.dir);
+        if let Ok((c, _)) = s.store.cluster_config().await {
+            config_dir = Some(c.backup.dir);
+            s3 = c.backup.s3;
+        }
     }
+    let remote = match &s3 {
+        None => None,
+        Some(cfg) => Some(remote_list(cfg).await.map_err(|e| format!("{e:#}"))),
+    };
     let dir = dir
         .or(config_dir.map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_BACKUP_DIR));
@@ -215,6 +373,18 @@ async fn list(
                 "path": s.path.display().to_string(),
                 "manifest": s.manifest,
             })).collect::<Vec<_>>(),
+            "remote": match &remote {
+                None => serde_json::Value::Null,
+                Some(Err(e)) => serde_json::json!({"error": e}),
+                Some(Ok(l)) => serde_json::json!({
+                    "bucket": s3.as_ref().map(|c| c.bucket.clone()),
+                    "snapshots": l.iter().map(|(s, m)| serde_json::json!({
+                        "key": s.key,
+                        "size": s.size,
+                        "manifest": m,
+                    })).collect::<Vec<_>>(),
+                }),
+            },
             "status": status,
         });
         outln!(
@@ -241,7 +411,40 @@ async fn list(
             None => outln!("  {}  (no manifest: not verified)", s.path.display()),
         }
     }
-    outln!("remote: none (S3 upload is not built yet)");
+    match (&s3, &remote) {
+        (Some(cfg), Some(Ok(l))) => {
+            outln!("remote (s3://{}/{}):", cfg.bucket, cfg.prefix);
+            if l.is_empty() {
+                outln!("  none");
+            }
+            for (s, m) in l {
+                match m {
+                    Some(m) => outln!(
+                        "  {}  revision {}, {} keys, {} bytes, sha256 {}, cluster {}, from {} on {}, taken {}",
+                        s.key,
+                        m.revision,
+                        m.keys,
+                        m.size,
+                        m.sha256,
+                        m.cluster_id,
+                        m.member,
+                        m.node,
+                        crate::tls::utc(m.taken_at)
+                    ),
+                    None => outln!(
+                        "  {}  {} bytes (no manifest: upload not finished)",
+                        s.key,
+                        s.size
+                    ),
+                }
+            }
+        }
+        (Some(cfg), Some(Err(e))) => outln!("remote (s3://{}): cannot list: {e}", cfg.bucket),
+        _ if session.is_none() => {
+            outln!("remote: unknown (etcd did not answer: backup.s3 unknown)")
+        }
+        _ => outln!("remote: none (backup.s3 is not set)"),
+    }
     match (&session, &status) {
         (None, _) => outln!("status: etcd did not answer"),
         (Some(_), None) => outln!("status: no snapshot taken yet"),
@@ -262,6 +465,9 @@ async fn list(
                     f.node,
                     f.error
                 );
+            }
+            if let Some(u) = &s.s3 {
+                outln!("{}", upload_line(u));
             }
         }
     }
@@ -296,7 +502,54 @@ pub fn backup_line(st: &deckhand_model::backup::BackupStatus) -> String {
         .as_ref()
         .map(|f| format!("; last attempt failed on {}: {}", f.node, f.error))
         .unwrap_or_default();
-    format!("backup: {good}{late}{failed}")
+    let upload = st
+        .s3
+        .as_ref()
+        .and_then(|u| {
+            u.last_failure.as_ref().map(|f| {
+                format!(
+                    "; S3 upload failing ({} pending on {}): {}",
+                    u.pending.len(),
+                    f.node,
+                    f.error
+                )
+            })
+        })
+        .unwrap_or_default();
+    format!("backup: {good}{late}{failed}{upload}")
+}
+
+/// The uploads' line of `backup list` and `deckhand status`.
+pub fn upload_line(u: &UploadStatus) -> String {
+    let last = match &u.last_uploaded {
+        Some(x) => format!(
+            "last uploaded s3://{}/{} (revision {})",
+            u.bucket, x.key, x.revision
+        ),
+        None => format!("nothing uploaded to s3://{} yet", u.bucket),
+    };
+    let pending = if u.pending.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} pending (kept on disk): {}",
+            u.pending.len(),
+            u.pending.join(" ")
+        )
+    };
+    let failed = u
+        .last_failure
+        .as_ref()
+        .map(|f| {
+            format!(
+                "; upload FAILED {} on {}: {}",
+                crate::tls::utc(f.at),
+                f.node,
+                f.error
+            )
+        })
+        .unwrap_or_default();
+    format!("s3: {last}{pending}{failed}")
 }
 
 fn age_words(s: u64) -> String {
@@ -335,6 +588,7 @@ mod tests {
             }),
             last_good_age_seconds: Some(300),
             last_failure: None,
+            s3: None,
         };
         assert_eq!(
             backup_line(&st),

@@ -79,6 +79,21 @@ pub fn check(s: &Snapshot, view: &Result<BackupView, String>) -> Finding {
         .as_ref()
         .map(|f| format!("; the last attempt on {} failed: {}", f.node, f.error))
         .unwrap_or_default();
+    // backup.s3: a failing upload warns (the snapshot is kept on disk).
+    let failure = match st
+        .s3
+        .as_ref()
+        .and_then(|u| u.last_failure.as_ref().map(|f| (u, f)))
+    {
+        Some((u, f)) => format!(
+            "{failure}; the upload to s3://{} on {} failed ({} pending): {}",
+            u.bucket,
+            f.node,
+            u.pending.len(),
+            f.error
+        ),
+        None => failure,
+    };
     let status = BackupStatus {
         interval_seconds: cfg.interval_seconds,
         ..st.clone()
@@ -164,6 +179,7 @@ mod tests {
                 error: "no healthy voter".into(),
                 request: None,
             }),
+            s3: None,
         }
     }
 
