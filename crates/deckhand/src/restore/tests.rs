@@ -399,3 +399,98 @@ fn restore_expect_in_the_config_keeps_a_node_from_bootstrapping() {
         deckhand_plan::Step::BootstrapMember
     ));
 }
+
+/// The same restore on three "nodes" (three data dirs, three etcd
+/// processes on loopback), each given only the file and the member list:
+/// they form one cluster, the one deckhand computed, holding the keys.
+#[tokio::test]
+async fn three_members_restored_apart_form_one_cluster() {
+    let root = tempfile::tempdir().unwrap();
+    let (path, m) = snapshot(&root.path().join("backups"), 50).await;
+    let nodes: Vec<(String, u16, u16)> = (1..=3)
+        .map(|k| (format!("n{k}"), free_port(), free_port()))
+        .collect();
+    let members: Vec<(String, String)> = nodes
+        .iter()
+        .map(|(n, _, p)| (n.clone(), format!("http://127.0.0.1:{p}")))
+        .collect();
+    let mut running = Vec::new();
+    let mut ids = Vec::new();
+    for (name, client, peer) in &nodes {
+        let base = root.path().join(name);
+        std::fs::create_dir_all(base.join("state")).unwrap();
+        std::fs::create_dir_all(base.join("etcd")).unwrap();
+        let data = base.join("etcd/member");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let c = check(Request {
+            snapshot: path.clone(),
+            cluster_id: None,
+            members: members.clone(),
+            name: name.clone(),
+            peer_url: peer_url.clone(),
+            token: None,
+            data_dir: data.clone(),
+            state_dir: base.join("state"),
+        })
+        .await
+        .unwrap();
+        let now = crate::agent::observe::unix_now();
+        let (prepared, id) = prepare(&c, now).await.unwrap();
+        install(&c, &prepared, "", now).unwrap();
+        ids.push(id);
+        let url = format!("http://127.0.0.1:{client}");
+        let child = Command::new("etcd")
+            .args(["--name", name, "--data-dir"])
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        running.push(Killed(child));
+    }
+    assert!(ids.iter().all(|i| i.cluster_id == ids[0].cluster_id));
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|(_, c, _)| format!("http://127.0.0.1:{c}"))
+        .collect();
+    let mut got = None;
+    for _ in 0..150 {
+        if let Ok(mut c) =
+            crate::connect::first_answering(&urls[2..], Duration::from_secs(2), None).await
+            && let Ok(r) = c
+                .get("/t/k", Some(etcd_client::GetOptions::new().with_prefix()))
+                .await
+        {
+            got = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = got.expect("the third member answers a linearizable read: the three form a quorum");
+    assert_eq!(r.kvs().len(), 50);
+    assert_eq!(r.header().unwrap().cluster_id(), ids[0].cluster_id);
+    let list = deckhand_etcd::Cluster::connect(&urls, Duration::from_secs(2), None)
+        .await
+        .unwrap()
+        .member_list()
+        .await
+        .unwrap();
+    let mut listed: Vec<u64> = list.iter().map(|m| m.id).collect();
+    let mut want: Vec<u64> = ids.iter().map(|i| i.member_id).collect();
+    listed.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(listed, want);
+    assert!(m.revision > 0);
+}
