@@ -219,16 +219,22 @@ pub async fn restore(config_path: &Path, args: RestoreArgs) -> Result<(), Failur
     Ok(())
 }
 
-/// Starts the member and the agent (after a reset of a failed state).
+/// Starts the member (waited for: `Type=exec`) and queues the agent's
+/// start without waiting (`Type=notify`: it is ready once it observed a
+/// cluster, which needs a majority of the members restored).
 async fn start_units(systemd: &Systemd) -> Result<(), Failure> {
-    for unit in [MEMBER_UNIT, AGENT_UNIT] {
-        let _ = systemd.reset_failed(unit).await;
-        systemd
-            .start(unit, JOB_TIMEOUT)
-            .await
-            .map_err(|e| Failure::failed(anyhow!("starting {unit}: {e}")))?;
-        outln!("started {unit}");
-    }
+    let _ = systemd.reset_failed(MEMBER_UNIT).await;
+    systemd
+        .start(MEMBER_UNIT, JOB_TIMEOUT)
+        .await
+        .map_err(|e| Failure::failed(anyhow!("starting {MEMBER_UNIT}: {e}")))?;
+    outln!("started {MEMBER_UNIT}");
+    let _ = systemd.reset_failed(AGENT_UNIT).await;
+    systemd
+        .queue_start(AGENT_UNIT)
+        .await
+        .map_err(|e| Failure::failed(anyhow!("starting {AGENT_UNIT}: {e}")))?;
+    outln!("asked systemd to start {AGENT_UNIT}");
     Ok(())
 }
 
