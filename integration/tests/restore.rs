@@ -196,7 +196,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
                 "systemctl stop deckhand.service deckhand-etcd-member.service deckhand-etcd-proxy.service
                  mv {DATA} {DATA}.lost-$(date +%s)
                  rm -f /var/lib/deckhand/etcd-member.env /var/lib/deckhand/bootstrapped /var/lib/deckhand/restored.json
-                 printf '[restore]\\nexpect = true\\n' > /etc/deckhand/config.d/50-test.toml"
+                 mkdir -p /etc/deckhand/config.d && printf '[restore]\\nexpect = true\\n' > /etc/deckhand/config.d/50-test.toml"
             ),
         )?;
     }
