@@ -755,7 +755,7 @@ fn node_clean(name: &str) -> Result<()> {
 /// alive, converged (to a role key of at least the revision `revs` gives
 /// for its id), with no error and not blocked; 3 voters, the members
 /// node1..node3, all started, no learner.
-fn wait_boot_layout(n: usize, revs: &[(String, i64)]) -> Result<()> {
+pub fn wait_boot_layout(n: usize, revs: &[(String, i64)]) -> Result<()> {
     let want: Vec<String> = (1..=3.min(n)).map(|k| format!("node{k}")).collect();
     wait_for(
         &format!("{n} nodes alive and converged, members node1..node3 (3 voters)"),

@@ -39,6 +39,20 @@ pub struct Fragment {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsFragment,
+    /// `[restore]`.
+    #[serde(default)]
+    pub restore: RestoreFragment,
+}
+
+/// `[restore]` of a config file (`docs/backup.md`, "Restore").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreFragment {
+    /// `expect = true`: this host was (re)provisioned to be restored by
+    /// `deckhand restore`; its agent never bootstraps a new cluster of its
+    /// own (it runs a proxy towards the configured endpoints and waits).
+    /// Default false.
+    pub expect: Option<bool>,
 }
 
 /// `[metrics]` of a config file: the agent's Prometheus endpoint
@@ -199,6 +213,7 @@ impl Fragment {
             over(&mut t.ca_key_file, o.ca_key_file);
         }
         over(&mut self.metrics.listen, other.metrics.listen);
+        over(&mut self.restore.expect, other.restore.expect);
     }
 }
 
@@ -319,6 +334,9 @@ pub struct Settings {
     /// `[metrics] listen`: where the agent serves `/metrics`; `None` when
     /// `"off"`. Default `0.0.0.0:7479`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `[restore] expect`: never bootstrap a new cluster (the node waits
+    /// for `deckhand restore`).
+    pub expect_restore: bool,
 }
 
 impl Settings {
@@ -578,6 +596,7 @@ pub fn validate(f: Fragment) -> Result<Settings> {
         checks,
         tls,
         metrics,
+        expect_restore: f.restore.expect.unwrap_or(false),
     })
 }
 

@@ -32,6 +32,7 @@ pub mod logging;
 pub mod member_check;
 pub mod paths;
 pub mod preseed;
+pub mod restore;
 pub mod store;
 pub mod tls;
 pub mod tls_enable;

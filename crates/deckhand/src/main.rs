@@ -123,6 +123,7 @@ fn main() -> ExitCode {
             }
             Command::CheckMember(args) => member_check::run(&config_path, args).await,
             Command::Backup(cmd) => deckhand::cli::backup::backup(cmd, target).await,
+            Command::Restore(args) => deckhand::cli::restore::restore(&config_path, args).await,
             Command::Completion(args) => generate::completion(&args),
             Command::Man(args) => generate::man(&args),
         }

@@ -83,7 +83,10 @@ impl Local {
             member_env,
             proxy_endpoints,
             data_dir_exists: self.settings.data_dir.exists(),
-            bootstrapped: self.marker_path().exists(),
+            // `[restore] expect`: the node counts as bootstrapped, so it
+            // never bootstraps a new cluster; `deckhand restore` writes the
+            // marker itself.
+            bootstrapped: self.marker_path().exists() || self.settings.expect_restore,
         })
     }
 

@@ -19,6 +19,7 @@
 pub mod act;
 pub mod backup;
 pub mod checks;
+pub mod cluster_change;
 pub mod context;
 pub mod desired;
 pub mod fence;
@@ -293,6 +294,9 @@ struct Agent {
     firewall: Firewall,
     /// The backup taker task's inputs.
     backup_taker: Option<tokio::sync::watch::Sender<backup::TakerInputs>>,
+    /// The etcd cluster ID last seen behind localhost:2379 (a restore
+    /// changes it: [`cluster_change`]).
+    cluster_id: cluster_change::ClusterIdWatch,
 }
 
 impl Agent {
@@ -330,6 +334,7 @@ impl Agent {
             signer: None,
             firewall: Firewall::new(Path::new(paths::STATE_DIR)),
             backup_taker: None,
+            cluster_id: cluster_change::ClusterIdWatch::default(),
         }
     }
 
@@ -444,6 +449,7 @@ impl Agent {
             }
         };
         self.refresh_endpoints(&o).await;
+        self.follow_cluster_change(&o).await;
         self.follow_certificates(&o).await;
         if let Some(tx) = &self.backup_taker {
             let is_member = self
@@ -578,6 +584,40 @@ impl Agent {
             step_ok,
             observed_cluster,
         }
+    }
+
+    /// After a restore ([`cluster_change`]): a new etcd cluster ID behind
+    /// localhost:2379 restarts the proxy, the watches and the lease, and
+    /// the status is written again.
+    async fn follow_cluster_change(&mut self, o: &Observation) {
+        let key = self.ctx.store.keyspace().cluster_config();
+        let now = cluster_change::cluster_id(&self.ctx.store.client(), &key).await;
+        let Some(old) = self.cluster_id.see(now) else {
+            return;
+        };
+        let msg = format!(
+            "etcd cluster changed from {old:x} to {:x} (restored from a snapshot?): restarting the proxy, the watches from the current revision and the node lease",
+            now.unwrap_or(0)
+        );
+        tracing::warn!("{msg}");
+        self.events.push(msg);
+        if o.local.proxy_unit_active
+            && let Err(e) = self
+                .ctx
+                .local
+                .systemd
+                .restart(local::PROXY_UNIT, local::JOB_TIMEOUT)
+                .await
+        {
+            tracing::warn!("restarting the proxy after the cluster change: {e}");
+        }
+        // Revoked in the new cluster: the snapshot holds the old lease and
+        // the keys on it (this node's old status and candidacies).
+        std::mem::take(&mut self.lease)
+            .revoke(REQUEST_TIMEOUT)
+            .await;
+        self.name_written = false;
+        self.start_background();
     }
 
     /// Hands the signer task its inputs, and after a renewal rebuilds the

@@ -30,6 +30,7 @@ pub mod member;
 pub mod node;
 pub mod pki;
 pub mod plane;
+pub mod restore;
 pub mod role;
 pub mod session;
 pub mod status;
@@ -129,6 +130,8 @@ pub enum Command {
     /// Snapshots of etcd: take one now, list them, verify a file (docs/backup.md).
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    // about and long help: on RestoreArgs.
+    Restore(restore::RestoreArgs),
     /// Print a shell completion script (bash, zsh, fish) on stdout.
     Completion(generate::CompletionArgs),
     /// Write a man page per command (deckhand.1, deckhand-role.1, ...) into a directory.
