@@ -1,8 +1,16 @@
 //! The observation: everything the planner decides on, read fresh each
 //! iteration — the local units and files (D-Bus, disk), the member list
-//! from a real member, the leader, the voters' health (when this node needs
-//! it), the membership lock, and this agent's first sightings of pending
-//! members and down voters (on its monotonic clock).
+//! from a real member, the leader, the voters' health, the membership lock,
+//! and this agent's first sightings of pending members and down voters (on
+//! its monotonic clock).
+//!
+//! The voters' health comes from the reports the voters publish
+//! ([`super::voter_health`], read through a watch), so that a voter's load
+//! does not grow with the number of nodes. Only a node whose own
+//! membership change is pending ([`needs_direct_health`]) asks every voter
+//! itself, once per pass while the change is pending: the planner's quorum
+//! rules for that change then rest on answers of this instant, not on a
+//! report up to [`super::voter_health::REPORT_TTL`] old.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,9 +77,43 @@ pub fn damp_health(views: &mut [MemberView], streak: &mut HashMap<u64, u32>, dam
     }
 }
 
+/// Whether this node must ask every voter for its health itself rather
+/// than read the published reports: while a membership change of its own
+/// is pending, the planner's quorum rules ([`deckhand_plan::check_removal`],
+/// [`deckhand_plan::check_promotion`], [`deckhand_plan::add_refusal`],
+/// [`deckhand_plan::unstarted_voter`], [`deckhand_plan::stale_self_entries`])
+/// decide on it. `me`: this node's entry in the member list; `wants_proxy`:
+/// its role key asks for a proxy; `namesake`: another entry bears this
+/// node's name; `lost_data`: no member env, data dir or running member;
+/// `unstarted`: some voter never started.
+///
+/// A steady proxy (no entry, role proxy) and a converged member never need
+/// it: the first uses health only to choose its endpoints, the second not
+/// at all.
+pub fn needs_direct_health(
+    me: Option<&Member>,
+    wants_proxy: bool,
+    namesake: bool,
+    lost_data: bool,
+    unstarted: bool,
+) -> bool {
+    let joiner = me.is_none() && !wants_proxy;
+    let voter = me.is_some_and(|m| !m.is_learner);
+    namesake
+        || joiner
+        || me.is_some_and(|m| m.is_learner)
+        || (voter && (wants_proxy || lost_data))
+        // Removed by voters and joiners only (`housekeeping`).
+        || (unstarted && (voter || joiner))
+}
+
 /// The observer's memory between iterations.
 #[derive(Default)]
 pub struct Observer {
+    /// The voters' published health reports (fed by the watch).
+    pub reports: super::voter_health::Reports,
+    /// Publishes this node's own voter's health (started on first use).
+    publisher: Option<super::voter_health::Publisher>,
     /// Consecutive failed health checks per voter (member id → count).
     unhealthy_streak: HashMap<u64, u32>,
     /// Members first seen pending: learners, and voters not started.
@@ -112,14 +154,14 @@ impl Observer {
                 let namesake = members
                     .iter()
                     .any(|m| m.name == ctx.identity.name && !m.has_peer_url(&me_peer));
-                // Proxies check the voters too: they point only at healthy
-                // ones. A voter that never started is removed only when the
-                // others are known healthy.
+                // Proxies point only at healthy voters: the published
+                // reports tell them. A node changing membership asks the
+                // voters itself (a voter that never started is removed
+                // only when the others are known healthy).
                 let unstarted = members.iter().any(|m| !m.is_learner && !m.is_started());
-                let need_health = namesake
-                    || unstarted
-                    || me.is_none()
-                    || me.is_some_and(|m| m.is_learner || desired.wants_proxy() || lost_data);
+                let need_health =
+                    needs_direct_health(me, desired.wants_proxy(), namesake, lost_data, unstarted);
+                self.publish(ctx, me, local.member_unit_active);
                 Some(self.cluster_view(ctx, members, need_health).await)
             }
             None => None,
@@ -185,20 +227,47 @@ impl Observer {
         )
     }
 
+    /// Tells the publisher whether this node runs a started voter (its
+    /// member unit active): it then reports that voter's health.
+    fn publish(&mut self, ctx: &Context, me: Option<&Member>, member_active: bool) {
+        let publisher = self.publisher.get_or_insert_with(|| {
+            super::voter_health::Publisher::spawn(
+                ctx.store.clone(),
+                ctx.identity.name.clone(),
+                ctx.identity.client_url(),
+                ctx.cluster.tls().cloned(),
+            )
+        });
+        let voter = me.filter(|m| !m.is_learner && m.is_started() && member_active);
+        publisher.set(voter.map(|m| m.id));
+    }
+
     async fn cluster_view(
         &mut self,
         ctx: &Context,
         members: &[Member],
         need_health: bool,
     ) -> ClusterView {
+        let in_list = members
+            .iter()
+            .any(|m| m.has_peer_url(&ctx.identity.peer_url()));
+        // A node outside the member list that is not changing membership (a
+        // proxy) takes the leader from the published reports; members and
+        // nodes changing membership ask (their own member first).
+        let from_reports = !in_list && !need_health && self.reports.known();
         let mut leader = None;
-        let mut candidates: Vec<String> = vec![ctx.identity.client_url()];
-        candidates.extend(
-            members
-                .iter()
-                .filter(|m| !m.is_learner)
-                .flat_map(|m| m.client_urls.clone()),
-        );
+        let mut candidates: Vec<String> = Vec::new();
+        if from_reports {
+            leader = self.reports.leader(members);
+        } else {
+            candidates.push(ctx.identity.client_url());
+            candidates.extend(
+                members
+                    .iter()
+                    .filter(|m| !m.is_learner)
+                    .flat_map(|m| m.client_urls.clone()),
+            );
+        }
         for ep in candidates {
             if let Ok(st) = Cluster::endpoint_status(&ep, LEADER_TIMEOUT, ctx.cluster.tls()).await
                 && st.leader != 0
@@ -208,14 +277,24 @@ impl Observer {
                 break;
             }
         }
-        let health = if need_health {
-            ctx.cluster.voter_health(members, HEALTH_TIMEOUT).await
-        } else {
-            Vec::new()
+        // Asked directly while a change of this node's is pending, or while
+        // the reports' watch has not delivered its snapshot yet.
+        let (health, direct) = match self.reports.health(members) {
+            _ if need_health => (
+                ctx.cluster.voter_health(members, HEALTH_TIMEOUT).await,
+                true,
+            ),
+            Some(published) => (published, false),
+            // A converged member needs none; a proxy asks until the
+            // reports' snapshot arrives.
+            None if in_list => (Vec::new(), false),
+            None => (
+                ctx.cluster.voter_health(members, HEALTH_TIMEOUT).await,
+                true,
+            ),
         };
-        let damp = !members
-            .iter()
-            .any(|m| m.has_peer_url(&ctx.identity.peer_url()));
+        // The publisher forgives one failed check itself.
+        let damp = direct && !in_list;
         let mut views = member_views(members, &health);
         damp_health(&mut views, &mut self.unhealthy_streak, damp);
         ClusterView {
@@ -268,6 +347,49 @@ mod tests {
             [Some(true), Some(false), None]
         );
         assert!(v[2].is_learner);
+    }
+
+    #[test]
+    fn only_a_node_changing_membership_asks_the_voters_itself() {
+        let voter = Member {
+            id: 1,
+            name: "n1".into(),
+            peer_urls: vec![],
+            client_urls: vec!["http://10.0.0.1:2379".into()],
+            is_learner: false,
+        };
+        let learner = Member {
+            is_learner: true,
+            ..voter.clone()
+        };
+        let f = needs_direct_health;
+        // Steady states: a proxy, a converged member.
+        assert!(
+            !f(None, true, false, false, false),
+            "a proxy reads the reports"
+        );
+        assert!(
+            !f(Some(&voter), false, false, false, false),
+            "a member needs none"
+        );
+        // A proxy does not remove unstarted voters: no direct check for it.
+        assert!(!f(None, true, false, false, true));
+        // Changes pending.
+        assert!(f(None, false, false, false, false), "a joiner");
+        assert!(f(Some(&learner), false, false, false, false), "a learner");
+        assert!(
+            f(Some(&voter), true, false, false, false),
+            "a member to demote"
+        );
+        assert!(
+            f(Some(&voter), false, false, true, false),
+            "a member that lost its data"
+        );
+        assert!(f(None, true, true, false, false), "a stale namesake entry");
+        assert!(
+            f(Some(&voter), false, false, false, true),
+            "a voter never started"
+        );
     }
 
     #[test]
