@@ -28,6 +28,9 @@ use super::sightings::FirstSeen;
 
 /// Timeout of one health check of a voter (also the replacer's).
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a steady proxy reuses its member list while no voter's report
+/// changed (a bounded refresh: URL changes reach it within this).
+pub const MEMBER_LIST_EVERY: Duration = Duration::from_secs(60);
 /// Timeout of one status request while looking for the leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -107,6 +110,15 @@ pub fn needs_direct_health(
         || (unstarted && (voter || joiner))
 }
 
+/// A member list a steady proxy may reuse: it names neither this node (by
+/// `peer_url` or `name`: a change of this node's is then pending) nor a
+/// voter that never started (voters and joiners remove those).
+pub fn list_reusable(members: &[Member], peer_url: &str, name: &str) -> bool {
+    !members
+        .iter()
+        .any(|m| m.has_peer_url(peer_url) || m.name == name || (!m.is_learner && !m.is_started()))
+}
+
 /// The observer's memory between iterations.
 #[derive(Default)]
 pub struct Observer {
@@ -114,6 +126,10 @@ pub struct Observer {
     pub reports: super::voter_health::Reports,
     /// Publishes this node's own voter's health (started on first use).
     publisher: Option<super::voter_health::Publisher>,
+    /// The last member list read, when, and the reports' generation then.
+    listed: Option<(Vec<Member>, Instant, u64)>,
+    /// The last lock view.
+    last_lock: Option<LockView>,
     /// Consecutive failed health checks per voter (member id → count).
     unhealthy_streak: HashMap<u64, u32>,
     /// Members first seen pending: learners, and voters not started.
@@ -134,16 +150,28 @@ impl Observer {
             .observe()
             .await
             .context("reading local unit states over D-Bus")?;
-        // No outer timeout: each attempt is bounded, and the list moves on to
-        // the next member when one does not answer.
-        let members = match ctx.cluster.member_list().await {
-            Ok(m) if !m.is_empty() => Some(m),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!("member list failed: {e}");
-                None
-            }
+        // A steady proxy reuses its last member list and lock view while
+        // no voter's report changed (see `steady_proxy`).
+        let steady = self.steady_proxy(ctx, desired, &local);
+        let members = match &steady {
+            Some(members) => Some(members.clone()),
+            // No outer timeout: each attempt is bounded, and the list moves
+            // on to the next member when one does not answer.
+            None => match ctx.cluster.member_list().await {
+                Ok(m) if !m.is_empty() => {
+                    self.listed = Some((m.clone(), Instant::now(), self.reports.generation()));
+                    Some(m)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!("member list failed: {e}");
+                    None
+                }
+            },
         };
+        if members.is_none() {
+            self.listed = None;
+        }
         let me_peer = ctx.identity.peer_url();
         let cluster = match &members {
             Some(members) => {
@@ -166,11 +194,12 @@ impl Observer {
             }
             None => None,
         };
-        let lock = if cluster.is_some() {
-            lock_view(ctx).await
-        } else {
-            LockView::Free
+        let lock = match (&cluster, steady) {
+            (Some(_), Some(_)) => self.last_lock.clone().unwrap_or(LockView::Free),
+            (Some(_), None) => lock_view(ctx).await,
+            (None, _) => LockView::Free,
         };
+        self.last_lock = Some(lock.clone());
         // Without a member list nothing is known: the sightings are kept
         // (forgetting them would only make the bounds longer).
         let (pending, down) = match (&members, &cluster) {
@@ -227,6 +256,40 @@ impl Observer {
         )
     }
 
+    /// The last member list, when this node is a steady proxy that may
+    /// reuse it instead of asking a voter again: its role key asks for a
+    /// proxy, the proxy runs and nothing of a member is left on the node;
+    /// the list was read less than [`MEMBER_LIST_EVERY`] ago, no voter's
+    /// health report changed since (a voter added, removed, restarted or
+    /// gone changes its report, so the list is read again at once), it does
+    /// not name this node (by peer URL or name) nor a voter that never
+    /// started, and this agent did not hold the membership lock. The
+    /// planner's steps for such a node ([`deckhand_plan::plan`], a proxy
+    /// outside the member list) use the list only for the proxy's
+    /// endpoints, and never the lock but to release it.
+    fn steady_proxy(
+        &self,
+        ctx: &Context,
+        desired: &Desired,
+        local: &deckhand_plan::LocalView,
+    ) -> Option<Vec<Member>> {
+        let (members, at, generation) = self.listed.as_ref()?;
+        let steady = desired.wants_proxy()
+            && local.proxy_unit_active
+            && !local.member_unit_active
+            && local.member_env.is_none()
+            && !local.data_dir_exists
+            && self.reports.known()
+            && *generation == self.reports.generation()
+            && at.elapsed() < MEMBER_LIST_EVERY
+            && self
+                .last_lock
+                .as_ref()
+                .is_some_and(|l| *l != LockView::Mine)
+            && list_reusable(members, &ctx.identity.peer_url(), &ctx.identity.name);
+        steady.then(|| members.clone())
+    }
+
     /// Tells the publisher whether this node runs a started voter (its
     /// member unit active): it then reports that voter's health.
     fn publish(&mut self, ctx: &Context, me: Option<&Member>, member_active: bool) {
@@ -239,7 +302,7 @@ impl Observer {
             )
         });
         let voter = me.filter(|m| !m.is_learner && m.is_started() && member_active);
-        publisher.set(voter.map(|m| m.id));
+        publisher.set(voter.map(|m| (m.id, m.client_urls.clone())));
     }
 
     async fn cluster_view(
@@ -390,6 +453,38 @@ mod tests {
             f(Some(&voter), false, false, false, true),
             "a voter never started"
         );
+    }
+
+    #[test]
+    fn a_proxy_reuses_a_list_that_names_neither_it_nor_an_unstarted_voter() {
+        let m = |id: u64, name: &str, started: bool| Member {
+            id,
+            name: name.into(),
+            peer_urls: vec![format!("http://10.0.0.{id}:2380")],
+            client_urls: if started {
+                vec![format!("http://10.0.0.{id}:2379")]
+            } else {
+                vec![]
+            },
+            is_learner: false,
+        };
+        let list = [m(1, "n1", true), m(2, "n2", true)];
+        assert!(list_reusable(&list, "http://10.0.0.4:2380", "n4"));
+        assert!(!list_reusable(&list, "http://10.0.0.2:2380", "n4"), "me");
+        assert!(
+            !list_reusable(&list, "http://10.0.0.4:2380", "n2"),
+            "my name"
+        );
+        let mut with_unstarted = list.to_vec();
+        with_unstarted.push(m(3, "", false));
+        assert!(!list_reusable(
+            &with_unstarted,
+            "http://10.0.0.4:2380",
+            "n4"
+        ));
+        // An unstarted learner is the joiner's business, not a proxy's.
+        with_unstarted[2].is_learner = true;
+        assert!(list_reusable(&with_unstarted, "http://10.0.0.4:2380", "n4"));
     }
 
     #[test]

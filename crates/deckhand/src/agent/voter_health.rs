@@ -87,6 +87,11 @@ pub struct VoterReport {
     /// The raft term of that answer (the newest term names the leader).
     #[serde(default)]
     pub raft_term: u64,
+    /// The member's client URLs as the member list has them: a change of
+    /// them (`deckhand tls enable`) changes the report, which tells the
+    /// readers to read the member list again.
+    #[serde(default)]
+    pub client_urls: Vec<String>,
 }
 
 impl VoterReport {
@@ -95,10 +100,10 @@ impl VoterReport {
     }
 }
 
-/// What the publisher is told each pass: the member id of this node's own
-/// started voter, `None` when this node runs no voter (its report is then
-/// withdrawn: the lease is revoked).
-pub type PublishAs = Option<u64>;
+/// What the publisher is told each pass: the member id and client URLs of
+/// this node's own started voter, `None` when this node runs no voter (its
+/// report is then withdrawn: the lease is revoked).
+pub type PublishAs = Option<(u64, Vec<String>)>;
 
 /// The publisher task's handle. Dropping it stops the task without
 /// revoking: the report then expires after [`REPORT_TTL`] (an agent restart
@@ -136,6 +141,7 @@ impl Publisher {
 /// checks before this one (the first failure is forgiven).
 pub fn report_of(
     member_id: u64,
+    client_urls: &[String],
     node: &str,
     status: Option<&deckhand_etcd::EndpointStatus>,
     failures: u32,
@@ -147,12 +153,14 @@ pub fn report_of(
         healthy: ok.is_some() || failures < 1,
         leader: ok.map(|s| format!("{:x}", s.leader)).unwrap_or_default(),
         raft_term: ok.map(|s| s.raft_term).unwrap_or_default(),
+        client_urls: client_urls.to_vec(),
     }
 }
 
 /// The publisher's state while it runs a voter.
 struct Publishing {
     member_id: u64,
+    client_urls: Vec<String>,
     keeper: LeaseKeeper,
     /// (lease, report) last put.
     written: Option<(i64, VoterReport)>,
@@ -171,7 +179,7 @@ async fn publish(
 ) {
     let mut state: Option<Publishing> = None;
     loop {
-        let who = *rx.borrow_and_update();
+        let who = rx.borrow_and_update().clone();
         match (who, state.take()) {
             (None, None) => {}
             (None, Some(p)) => {
@@ -181,8 +189,11 @@ async fn publish(
                 );
                 p.keeper.revoke().await;
             }
-            (Some(id), Some(p)) if p.member_id == id => state = Some(p),
-            (Some(id), old) => {
+            (Some((id, urls)), Some(mut p)) if p.member_id == id => {
+                p.client_urls = urls;
+                state = Some(p);
+            }
+            (Some((id, urls)), old) => {
                 if let Some(p) = old {
                     p.keeper.revoke().await;
                 }
@@ -192,6 +203,7 @@ async fn publish(
                 );
                 state = Some(Publishing {
                     member_id: id,
+                    client_urls: urls,
                     keeper: LeaseKeeper::spawn(store.client(), REPORT_TTL),
                     written: None,
                     verified: Instant::now(),
@@ -223,7 +235,13 @@ async fn publish_once(
     let status = Cluster::endpoint_status(client_url, STATUS_TIMEOUT, tls)
         .await
         .ok();
-    let mut report = report_of(p.member_id, node, status.as_ref(), p.failures);
+    let mut report = report_of(
+        p.member_id,
+        &p.client_urls,
+        node,
+        status.as_ref(),
+        p.failures,
+    );
     let answered = status
         .as_ref()
         .is_some_and(|s| s.member_id == p.member_id && s.leader != 0 && !s.is_learner);
@@ -309,11 +327,14 @@ pub struct Reports {
     seen: bool,
     /// Reports by member id (a value that does not parse is dropped).
     by_member: BTreeMap<u64, VoterReport>,
+    /// Events applied so far: a change of it means some report changed.
+    generation: u64,
 }
 
 impl Reports {
     /// Applies one event of the watch of [`Keyspace::voter_healths`].
     pub fn on_event(&mut self, ks: &Keyspace, ev: KeyEvent) {
+        self.generation += 1;
         let prefix = ks.voter_healths();
         let id_of = |key: &str| {
             key.strip_prefix(&prefix)
@@ -346,6 +367,11 @@ impl Reports {
                 self.by_member.remove(&id);
             }
         }
+    }
+
+    /// How many events were applied: equal counts mean nothing changed.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The watch has delivered its first snapshot.
@@ -424,13 +450,19 @@ mod tests {
 
     #[test]
     fn a_report_says_healthy_only_for_an_answer_of_its_own_member_with_a_leader() {
-        let ok = report_of(0xa, "n", Some(&status(0xa, 0xb, 3)), 0);
+        let ok = report_of(0xa, &[], "n", Some(&status(0xa, 0xb, 3)), 0);
         assert!(ok.healthy);
         assert_eq!((ok.leader.as_str(), ok.raft_term), ("b", 3));
         // No leader, another member behind the URL, no answer: failures.
         for s in [Some(status(0xa, 0, 3)), Some(status(0xc, 0xb, 3)), None] {
-            assert!(report_of(0xa, "n", s.as_ref(), 0).healthy, "first forgiven");
-            assert!(!report_of(0xa, "n", s.as_ref(), 1).healthy, "second not");
+            assert!(
+                report_of(0xa, &[], "n", s.as_ref(), 0).healthy,
+                "first forgiven"
+            );
+            assert!(
+                !report_of(0xa, &[], "n", s.as_ref(), 1).healthy,
+                "second not"
+            );
         }
     }
 
@@ -440,7 +472,7 @@ mod tests {
         let mut r = Reports::default();
         let members = [member(1, false), member(2, false), member(3, true)];
         assert_eq!(r.health(&members), None);
-        let one = report_of(1, "n1", Some(&status(1, 1, 2)), 0);
+        let one = report_of(1, &[], "n1", Some(&status(1, 1, 2)), 0);
         r.on_event(
             &ks,
             KeyEvent::Snapshot {
@@ -455,7 +487,7 @@ mod tests {
         );
         assert_eq!(r.leader(&members), Some(1));
         // 2 reports healthy, then its lease expires.
-        let two = report_of(2, "n2", Some(&status(2, 1, 2)), 0);
+        let two = report_of(2, &[], "n2", Some(&status(2, 1, 2)), 0);
         r.on_event(&ks, put(&two, &ks));
         assert_eq!(r.health(&members), Some(vec![(1, true), (2, true)]));
         r.on_event(
@@ -468,7 +500,7 @@ mod tests {
         assert_eq!(r.health(&members), Some(vec![(1, true), (2, false)]));
         // A report that says not healthy, or names another member, or
         // does not parse, is not health.
-        let sick = report_of(1, "n1", None, 1);
+        let sick = report_of(1, &[], "n1", None, 1);
         r.on_event(&ks, put(&sick, &ks));
         assert_eq!(r.health(&members), Some(vec![(1, false), (2, false)]));
         assert_eq!(r.leader(&members), None, "no healthy report names one");
@@ -534,7 +566,7 @@ mod tests {
         let mut rx = deckhand_etcd::watch_key(etcd.client().await, ks.voter_healths(), true);
         let mut r = Reports::default();
         let p = Publisher::spawn(store.clone(), "n1".into(), etcd.url.clone(), None);
-        p.set(Some(st.member_id));
+        p.set(Some((st.member_id, vec![etcd.url.clone()])));
         let healthy =
             |r: &Reports| r.health(std::slice::from_ref(&me)) == Some(vec![(me.id, true)]);
         until(&mut r, &ks, &mut rx, healthy).await;
@@ -550,7 +582,7 @@ mod tests {
         assert!(got.kvs().is_empty());
         // A member id the local member does not have: forgiven once, then
         // published as not healthy.
-        p.set(Some(me.id + 1));
+        p.set(Some((me.id + 1, vec![])));
         let other = deckhand_etcd::Member {
             id: me.id + 1,
             ..me.clone()
@@ -576,11 +608,11 @@ mod tests {
         );
         r.on_event(
             &ks,
-            put(&report_of(1, "n1", Some(&status(1, 1, 2)), 0), &ks),
+            put(&report_of(1, &[], "n1", Some(&status(1, 1, 2)), 0), &ks),
         );
         r.on_event(
             &ks,
-            put(&report_of(2, "n2", Some(&status(2, 3, 5)), 0), &ks),
+            put(&report_of(2, &[], "n2", Some(&status(2, 3, 5)), 0), &ks),
         );
         assert_eq!(r.leader(&members), Some(3));
         // Reports of members no longer listed are ignored.
