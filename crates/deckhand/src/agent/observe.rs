@@ -130,6 +130,9 @@ pub struct Observer {
     listed: Option<(Vec<Member>, Instant, u64)>,
     /// The last lock view.
     last_lock: Option<LockView>,
+    /// This pass's answer of the node's own member to `Status` (`Some(None)`:
+    /// asked, no answer), when it was asked.
+    own_status: Option<Option<deckhand_etcd::EndpointStatus>>,
     /// Consecutive failed health checks per voter (member id → count).
     unhealthy_streak: HashMap<u64, u32>,
     /// Members first seen pending: learners, and voters not started.
@@ -189,8 +192,9 @@ impl Observer {
                 let unstarted = members.iter().any(|m| !m.is_learner && !m.is_started());
                 let need_health =
                     needs_direct_health(me, desired.wants_proxy(), namesake, lost_data, unstarted);
+                let view = self.cluster_view(ctx, members, need_health).await;
                 self.publish(ctx, me, local.member_unit_active);
-                Some(self.cluster_view(ctx, members, need_health).await)
+                Some(view)
             }
             None => None,
         };
@@ -212,7 +216,13 @@ impl Observer {
             .filter(|m| !m.is_learner)
             .flat_map(|m| m.client_urls.iter().cloned())
             .collect();
-        let identity = super::member_identity::observe(ctx, &local, &voter_urls).await;
+        let own = if cluster.is_some() {
+            self.own_status.take()
+        } else {
+            None
+        };
+        let identity =
+            super::member_identity::observe_with(ctx, &local, &voter_urls, own.as_ref()).await;
         let s = &ctx.settings;
         Ok(Observation {
             node_name: ctx.identity.name.clone(),
@@ -303,6 +313,11 @@ impl Observer {
         });
         let voter = me.filter(|m| !m.is_learner && m.is_started() && member_active);
         publisher.set(voter.map(|m| (m.id, m.client_urls.clone())));
+        if voter.is_some()
+            && let Some(answer) = &self.own_status
+        {
+            publisher.sample(answer.clone());
+        }
     }
 
     async fn cluster_view(
@@ -331,8 +346,15 @@ impl Observer {
                     .flat_map(|m| m.client_urls.clone()),
             );
         }
-        for ep in candidates {
-            if let Ok(st) = Cluster::endpoint_status(&ep, LEADER_TIMEOUT, ctx.cluster.tls()).await
+        self.own_status = None;
+        for (i, ep) in candidates.into_iter().enumerate() {
+            let answer = Cluster::endpoint_status(&ep, LEADER_TIMEOUT, ctx.cluster.tls()).await;
+            if i == 0 {
+                // This node's own member: the one answer of this pass that
+                // the identity check and the health publisher share.
+                self.own_status = Some(answer.as_ref().ok().cloned());
+            }
+            if let Ok(st) = answer
                 && st.leader != 0
                 && !st.is_learner
             {

@@ -6,8 +6,10 @@
 //! a voter answered about `12 × N` status calls a minute for `N` nodes. Now:
 //!
 //! - **Publisher** ([`Publisher`]): the agent of a node whose own member is a
-//!   started voter asks only its local member for its `Status` every
-//!   [`CHECK_EVERY`], and puts a [`VoterReport`] at
+//!   started voter judges its local member by the `Status` answer its loop
+//!   already gets each pass on the node's own client URL ([`Publisher::sample`];
+//!   it asks itself only when no answer younger than [`SAMPLE_FRESH`] came),
+//!   and puts a [`VoterReport`] at
 //!   `<prefix>/health/voters/<member id hex>` ([`deckhand_model::Keyspace::voter_health`])
 //!   when the report changes, or when a read-back every [`VERIFY_EVERY`]
 //!   finds the key missing or different (a bounded refresh that costs no
@@ -33,10 +35,11 @@
 //! host, a voter that never started); see [`super::observe`]. The steady
 //! state of a proxy costs the voters nothing but its watch.
 //!
-//! Cost per voter, per minute, in steady state: its own agent's
-//! `60 / CHECK_EVERY` status calls, `60 / (REPORT_TTL / 3)` lease
-//! keep-alives and `60 / VERIFY_EVERY` reads, whatever `N`; plus one watch
-//! event per watcher for each change of a report (a restart, an election).
+//! Cost per voter, per minute, in steady state: no status call beyond those
+//! its own agent's loop made before (one a pass), `60 / (REPORT_TTL / 3)`
+//! lease keep-alives and `60 / VERIFY_EVERY` reads, whatever `N`; plus one
+//! watch event per watcher for each change of a report (a restart, an
+//! election).
 //!
 //! Trade-offs named: a voter whose agent is stopped for longer than
 //! `REPORT_TTL` counts as not healthy although its member may answer
@@ -54,14 +57,19 @@ use tokio::sync::watch;
 
 use crate::store::Store;
 
-/// How often a voter's agent asks its own member for its status.
-pub const CHECK_EVERY: Duration = Duration::from_secs(3);
+/// How often a voter's health is judged when no sample of the loop's
+/// arrives: the loop's own `Status` answer is used when fresh (the agent
+/// passes every 5 s when idle), else the publisher asks its member itself.
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// TTL of the lease a voter's report lives on, in seconds: how long a report
 /// outlives the last keep-alive that reached the leader.
 pub const REPORT_TTL: i64 = 10;
 /// How often the publisher reads its report back and rewrites it when it is
 /// missing or different (the bounded refresh).
 pub const VERIFY_EVERY: Duration = Duration::from_secs(60);
+/// A sample of the loop's is used while younger than this; an older one
+/// makes the publisher ask the member itself.
+pub const SAMPLE_FRESH: Duration = Duration::from_secs(8);
 /// Timeout of the publisher's status request to its own member.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of the publisher's puts and reads.
@@ -110,7 +118,12 @@ pub type PublishAs = Option<(u64, Vec<String>)>;
 /// rewrites it before that on its first pass).
 pub struct Publisher {
     tx: watch::Sender<PublishAs>,
+    samples: watch::Sender<Option<Sample>>,
 }
+
+/// The loop's answer of the local member to `Status` (`None`: no answer),
+/// and when it came.
+type Sample = (Instant, Option<deckhand_etcd::EndpointStatus>);
 
 impl Publisher {
     /// Starts the publisher of node `node` (its name), which asks
@@ -123,8 +136,17 @@ impl Publisher {
         tls: Option<deckhand_etcd::Tls>,
     ) -> Publisher {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(publish(store, node, client_url, tls, rx));
-        Publisher { tx }
+        let (samples, samples_rx) = watch::channel(None);
+        tokio::spawn(publish(store, node, client_url, tls, rx, samples_rx));
+        Publisher { tx, samples }
+    }
+
+    /// Hands the publisher the local member's answer to `Status` that the
+    /// loop got this pass (`None`: it did not answer), so that the
+    /// publisher need not ask itself: it asks only when no answer younger
+    /// than [`SAMPLE_FRESH`] came (the loop is busy with a long step).
+    pub fn sample(&self, answer: Option<deckhand_etcd::EndpointStatus>) {
+        self.samples.send_replace(Some((Instant::now(), answer)));
     }
 
     /// Tells the publisher which voter this node runs now.
@@ -176,6 +198,7 @@ async fn publish(
     client_url: String,
     tls: Option<deckhand_etcd::Tls>,
     mut rx: watch::Receiver<PublishAs>,
+    mut samples: watch::Receiver<Option<Sample>>,
 ) {
     let mut state: Option<Publishing> = None;
     loop {
@@ -213,11 +236,23 @@ async fn publish(
             }
         }
         if let Some(p) = state.as_mut() {
-            publish_once(&store, &node, &client_url, tls.as_ref(), p).await;
+            let sample = samples
+                .borrow_and_update()
+                .clone()
+                .filter(|(at, _)| at.elapsed() < SAMPLE_FRESH)
+                .map(|(_, answer)| answer);
+            let status = match sample {
+                Some(answer) => answer,
+                None => Cluster::endpoint_status(&client_url, STATUS_TIMEOUT, tls.as_ref())
+                    .await
+                    .ok(),
+            };
+            publish_once(&store, &node, p, status).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
             r = rx.changed() => if r.is_err() { break },
+            r = samples.changed() => if r.is_err() { break },
         }
     }
     if let Some(p) = state {
@@ -228,13 +263,9 @@ async fn publish(
 async fn publish_once(
     store: &Store,
     node: &str,
-    client_url: &str,
-    tls: Option<&deckhand_etcd::Tls>,
     p: &mut Publishing,
+    status: Option<deckhand_etcd::EndpointStatus>,
 ) {
-    let status = Cluster::endpoint_status(client_url, STATUS_TIMEOUT, tls)
-        .await
-        .ok();
     let mut report = report_of(
         p.member_id,
         &p.client_urls,
@@ -592,6 +623,15 @@ mod tests {
                 && r.health(std::slice::from_ref(&other)) == Some(vec![(other.id, false)])
         };
         until(&mut r, &ks, &mut rx, sick).await;
+        // The loop's answers are used while fresh: the publisher does not
+        // ask itself (which would find another member id behind the URL).
+        p.sample(Some(status(other.id, other.id, 7)));
+        let sampled = |r: &Reports| {
+            r.by_member
+                .get(&other.id)
+                .is_some_and(|x| x.healthy && x.raft_term == 7)
+        };
+        until(&mut r, &ks, &mut rx, sampled).await;
     }
 
     #[test]
