@@ -97,6 +97,18 @@ impl Keyspace {
         format!("{}/locks/replacer", self.prefix)
     }
 
+    /// `<prefix>/health/voters/<member id, hex>`: the health report of one
+    /// voter, written by that voter's own agent on a lease of its own
+    /// (`docs/scale.md`, "Voter health").
+    pub fn voter_health(&self, member_id: u64) -> String {
+        format!("{}/health/voters/{member_id:x}", self.prefix)
+    }
+
+    /// `<prefix>/health/voters/`: the parent of every voter's health report.
+    pub fn voter_healths(&self) -> String {
+        format!("{}/health/voters/", self.prefix)
+    }
+
     /// `<prefix>/locks/membership`: the one-change-at-a-time membership lock.
     pub fn membership_lock(&self) -> String {
         format!("{}/locks/membership", self.prefix)

@@ -25,11 +25,29 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 /// asked only while there is a member to judge: a running one, or a
 /// stopped one whose environment records its member id.
 pub async fn observe(ctx: &Context, local: &LocalView, voter_urls: &[String]) -> IdentityView {
+    observe_with(ctx, local, voter_urls, None).await
+}
+
+/// [`observe`], with the local member's answer to `Status` on the node's
+/// own client URL already asked this pass (`own`: `Some(None)` when it did
+/// not answer), so that it is not asked twice.
+pub async fn observe_with(
+    ctx: &Context,
+    local: &LocalView,
+    voter_urls: &[String],
+    own_status: Option<&Option<deckhand_etcd::EndpointStatus>>,
+) -> IdentityView {
     let recorded = ctx.local.recorded_identity();
     let start_refused = ctx.local.start_refused();
     let own = ctx.identity.client_url();
     let local_identity = if local.member_unit_active {
-        match Cluster::endpoint_status(&own, TIMEOUT, ctx.cluster.tls()).await {
+        let answer = match own_status {
+            Some(answer) => answer.clone().ok_or(()),
+            None => Cluster::endpoint_status(&own, TIMEOUT, ctx.cluster.tls())
+                .await
+                .map_err(|_| ()),
+        };
+        match answer {
             Ok(st) if st.cluster_id != 0 => Some(MemberIdentity {
                 member_id: st.member_id,
                 cluster_id: st.cluster_id,

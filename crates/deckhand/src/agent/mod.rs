@@ -12,7 +12,9 @@
 //! [`fence`] (singletons stopped before the lease can expire), [`lease`]
 //! (the node lease, handed over when its TTL changes),
 //! [`images`] (the preseed worker), [`checks`] (the node checks, in the
-//! background), [`voters`] (voters in trouble, on the leader's agent) and
+//! background), [`voters`] (voters in trouble, on the leader's agent),
+//! [`voter_health`] (each voter's health, published by its own agent and
+//! read by every agent through a watch) and
 //! [`firewall`] (the nftables table `inet deckhand`, applied before the
 //! step so that a joining node's 2380 is open before it asks to join).
 
@@ -38,6 +40,7 @@ pub mod sightings;
 pub mod signing;
 pub mod status;
 pub mod tls_stage;
+pub mod voter_health;
 pub mod voters;
 pub mod watches;
 
@@ -362,6 +365,7 @@ impl Agent {
         match src {
             Source::Planes => self.planes.on_event(ev),
             Source::Elections => {}
+            Source::VoterHealth => self.observer.reports.on_event(ks, ev),
             Source::Role => self
                 .desired
                 .on_role_event(&ks.role(&self.ctx.identity.id), ev),

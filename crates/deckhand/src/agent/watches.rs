@@ -1,5 +1,5 @@
 //! The agent's watches: its role key, the cluster config, the plane
-//! configs and the elections, each resumed by `deckhand_etcd::watch_key`
+//! configs, the elections and the voters' health reports, each resumed by `deckhand_etcd::watch_key`
 //! after a broken stream or a compaction, their events tagged with where
 //! they came from and merged into one channel for the loop.
 
@@ -19,6 +19,9 @@ pub enum Source {
     Planes,
     /// `elections/` (prefix): only wakes the loop up.
     Elections,
+    /// `health/voters/` (prefix): the voters' published health
+    /// ([`super::voter_health`]).
+    VoterHealth,
 }
 
 /// The running watches and the channel their events arrive on.
@@ -53,6 +56,7 @@ impl Watches {
             (Source::Config, ks.cluster_config(), false),
             (Source::Planes, ks.planes(), true),
             (Source::Elections, ks.elections(), true),
+            (Source::VoterHealth, ks.voter_healths(), true),
         ] {
             let mut rx = deckhand_etcd::watch_key(client.clone(), key, prefix);
             let tx = self.tx.clone();
