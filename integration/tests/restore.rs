@@ -245,7 +245,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
     );
     let (code, _, err) = rc("node1", "deckhand restore s3://bucket/key.db")?;
     ensure!(
-        code == 2 && err.contains("not wired yet"),
+        code == 2 && err.contains("give --s3-settings FILE"),
         "s3: {code} {err}"
     );
     ensure!(

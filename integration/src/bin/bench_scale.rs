@@ -385,7 +385,9 @@ async fn deckhand_agent(
                     desired.on_role_event(&sh.ks.role(&id), ev);
                 }
                 Source::Config => desired.on_config_event(&sh.ks.cluster_config(), ev),
-                Source::Planes | Source::Elections => {}
+                // The real Watches (since the voterhealth merge) also watch
+                // health/voters/; the simulated view is chosen by --model.
+                Source::Planes | Source::Elections | Source::VoterHealth => {}
             }
         }
     }

@@ -135,19 +135,29 @@ async fn verify(file: &Path) -> Result<(), Failure> {
     }
 }
 
+/// `backup.s3` settings from a JSON file (`--s3-settings FILE` of
+/// `backup verify` and `restore`: the cluster config's `backup.s3` value).
+///
+/// # Errors
+/// [`crate::exit::CONFIG`] when the file cannot be read, is not that JSON,
+/// or fails the same validation as the cluster config.
+pub fn s3_settings_file(f: &std::path::Path) -> Result<S3Config, Failure> {
+    let b =
+        std::fs::read(f).map_err(|e| Failure::config(anyhow!("reading {}: {e}", f.display())))?;
+    let c: S3Config = serde_json::from_slice(&b)
+        .map_err(|e| Failure::config(anyhow!("{}: not backup.s3 settings: {e}", f.display())))?;
+    c.validate()
+        .map_err(|e| Failure::config(anyhow!("{}: {e}", f.display())))?;
+    Ok(c)
+}
+
 /// backup.s3: from `--s3-settings FILE` (JSON), else the cluster config.
 async fn s3_settings(
     file: Option<PathBuf>,
     target: impl Fn() -> Result<Target, Failure>,
 ) -> Result<S3Config, Failure> {
     if let Some(f) = file {
-        let b = std::fs::read(&f).map_err(|e| anyhow!("reading {}: {e}", f.display()))?;
-        let c: S3Config = serde_json::from_slice(&b).map_err(|e| {
-            Failure::config(anyhow!("{}: not backup.s3 settings: {e}", f.display()))
-        })?;
-        c.validate()
-            .map_err(|e| Failure::config(anyhow!("{}: {e}", f.display())))?;
-        return Ok(c);
+        return s3_settings_file(&f);
     }
     let session = Session::connect(target()?).await?;
     let (cfg, _) = session

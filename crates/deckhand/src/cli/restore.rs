@@ -61,9 +61,16 @@ const LIVE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// what was done so far).
 pub struct RestoreArgs {
     /// The snapshot file (`<backup dir>/<cluster id>/<time>-rev<rev>.db`,
-    /// its manifest beside it as FILE.json). S3 keys (s3://...): not wired
-    /// yet.
+    /// its manifest beside it as FILE.json), or an S3 key
+    /// (`s3://BUCKET/<prefix>/<cluster id>/<name>.db`, or `s3:<key>` for
+    /// the bucket of --s3-settings), downloaded with its manifest to
+    /// /var/lib/deckhand/restore/<cluster id>/ and verified first.
     pub snapshot: String,
+    /// With an S3 key: the `backup.s3` settings as a JSON file
+    /// (`{"bucket": ..., "endpoint": ..., "credentials_file": ...}`, as in
+    /// the cluster config, which is gone with the cluster).
+    #[arg(long)]
+    pub s3_settings: Option<PathBuf>,
     /// Every member of the restored cluster, NAME=PEER_URL,... (the same on
     /// every node). Default: the agent config's etcd.initial_cluster.
     #[arg(long)]
@@ -97,7 +104,10 @@ fn refused(r: Refused) -> Failure {
 /// See the command's exit status.
 pub async fn restore(config_path: &Path, args: RestoreArgs) -> Result<(), Failure> {
     let started = Instant::now();
-    let snapshot = restore::resolve_snapshot(&args.snapshot).map_err(refused)?;
+    let snapshot = match restore::s3_key(&args.snapshot) {
+        None => restore::resolve_snapshot(&args.snapshot).map_err(refused)?,
+        Some(key) => download(key, args.s3_settings.as_deref()).await?,
+    };
     let settings = config::load(config_path).map_err(Failure::config)?;
     let state_dir = PathBuf::from(paths::STATE_DIR);
     let config_tls = settings.tls.is_some();
@@ -275,4 +285,49 @@ async fn live_check(
         }
     }
     Ok(())
+}
+
+/// Downloads S3 snapshot `key` with its manifest into
+/// `/var/lib/deckhand/restore/<cluster id>/` (the cluster id is the key's
+/// folder, as the taker names them), verified
+/// ([`crate::backup::s3::fetch_snapshot_from_s3`]).
+///
+/// # Errors
+/// Usage (exit 2) without `--s3-settings` or for a key without a cluster
+/// id folder; config (78) for bad settings; [`exit::BAD_SNAPSHOT`] when the
+/// key or its manifest is missing or the object fails verification.
+async fn download(key: &str, settings: Option<&Path>) -> Result<PathBuf, Failure> {
+    let Some(settings) = settings else {
+        return Err(Failure::usage(anyhow!(
+            "refused, nothing changed: {key} is an S3 key: give --s3-settings FILE (the backup.s3 settings as JSON; the cluster config is gone with the cluster)"
+        )));
+    };
+    let cfg = super::backup::s3_settings_file(settings)?;
+    let path = key
+        .strip_prefix("s3://")
+        .map_or(key, |rest| rest.split_once('/').map_or(rest, |(_, k)| k));
+    let cluster_id = path
+        .rsplit('/')
+        .nth(1)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "refused, nothing changed: S3 key {key} has no <cluster id>/ folder (keys are <prefix>/<cluster id>/<time>-rev<revision>.db)"
+            ))
+        })?;
+    let dest = Path::new(paths::STATE_DIR).join("restore").join(cluster_id);
+    std::fs::create_dir_all(&dest)
+        .map_err(|e| Failure::failed(anyhow!("creating {}: {e}", dest.display())))?;
+    let fetched = crate::backup::s3::fetch_snapshot_from_s3(&cfg, key, &dest).await;
+    match fetched {
+        Ok(p) => {
+            outln!("downloaded {key} to {} and verified it", p.display());
+            Ok(p)
+        }
+        Err(e) if e.downcast_ref::<crate::backup::Refusal>().is_some() => Err(Failure {
+            code: exit::BAD_SNAPSHOT,
+            error: anyhow!("refused, nothing changed: {e:#}"),
+        }),
+        Err(e) => Err(Failure::failed(e.context(format!("downloading {key}")))),
+    }
 }

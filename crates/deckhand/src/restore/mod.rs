@@ -57,20 +57,29 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// The SNAPSHOT argument as a local file. A local path is itself. An S3
-/// key (`s3://bucket/key`, or `s3:key` for the configured bucket) is where
-/// the S3 download is to be wired in: it must fetch the object and its
-/// manifest (`<key>.json`) into a local folder named by the deckhand
-/// cluster id and return the `.db` path, or refuse a key that does not
-/// exist. Until then an S3 key is refused.
+/// The S3 key in a SNAPSHOT argument (`s3://bucket/key` or `s3:key`), or
+/// `None` for a local path (`deckhand restore` downloads a key first).
+pub fn s3_key(arg: &str) -> Option<&str> {
+    if arg.starts_with("s3://") {
+        Some(arg)
+    } else {
+        arg.strip_prefix("s3:")
+    }
+}
+
+/// The SNAPSHOT argument as a local file: a local path is itself; an S3
+/// key ([`s3_key`]) is downloaded by the command before this.
 ///
 /// # Errors
-/// [`Refused::Usage`] for an S3 key (not wired yet).
+/// [`Refused::Usage`] for an S3 key (download it first) or an empty path.
 pub fn resolve_snapshot(arg: &str) -> Result<PathBuf, Refused> {
-    if arg.starts_with("s3://") || arg.starts_with("s3:") {
+    if s3_key(arg).is_some() {
         return Err(Refused::Usage(format!(
-            "{arg}: S3 keys need the S3 download (fetch_snapshot_from_s3, branch s3) to be wired into deckhand::restore::resolve_snapshot (not wired yet); copy the object and its manifest (<key>.json) to local disk and restore the file"
+            "{arg} is an S3 key: it is downloaded first (deckhand restore --s3-settings FILE)"
         )));
+    }
+    if arg.is_empty() {
+        return Err(Refused::Usage("SNAPSHOT is empty".into()));
     }
     Ok(PathBuf::from(arg))
 }

@@ -118,7 +118,10 @@ fn members_parse_and_refuse() {
     let e = resolve_snapshot("s3://bucket/c/x.db")
         .unwrap_err()
         .to_string();
-    assert!(e.contains("not wired yet"), "{e}");
+    assert!(e.contains("downloaded first"), "{e}");
+    assert_eq!(s3_key("s3://b/p/c/x.db"), Some("s3://b/p/c/x.db"));
+    assert_eq!(s3_key("s3:p/c/x.db"), Some("p/c/x.db"));
+    assert_eq!(s3_key("/var/x.db"), None);
     assert_eq!(
         resolve_snapshot("/b/x.db").unwrap(),
         PathBuf::from("/b/x.db")
