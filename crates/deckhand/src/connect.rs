@@ -117,6 +117,16 @@ pub fn endpoint_error(endpoint: &str) -> Option<String> {
     }
 }
 
+/// An endpoint as deckhand's client dials it: `HOST:PORT` without a
+/// scheme is `http://HOST:PORT`, as etcdctl reads it; a URL is itself.
+pub fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
 /// Works out a CLI command's [`Target`] from the agent config at
 /// `config_path` (a missing file is fine) and the command-line overrides,
 /// `tls_files` with the `ETCDCTL_*` variables already applied
@@ -141,6 +151,7 @@ pub fn target(
             "{bad} (an endpoint is http://HOST:PORT, https://HOST:PORT or HOST:PORT, as etcdctl takes it)"
         )));
     }
+    let cli_endpoints: Vec<String> = cli_endpoints.iter().map(|e| with_scheme(e)).collect();
     let settings = match config::load_optional(config_path) {
         Ok(s) => s.map(crate::tls_enable::effective),
         Err(e) if !cli_endpoints.is_empty() && cli_prefix.is_some() => {
@@ -357,6 +368,8 @@ mod tests {
         assert_eq!(endpoint_error("https://10.0.0.1:2379"), None);
         assert_eq!(endpoint_error("http://[::1]:2379"), None);
         assert_eq!(endpoint_error("127.0.0.1:2379"), None);
+        assert_eq!(with_scheme("127.0.0.1:2379"), "http://127.0.0.1:2379");
+        assert_eq!(with_scheme("https://a:1"), "https://a:1");
         assert!(endpoint_error("ftp://x").unwrap().contains("\"ftp\""));
         assert!(endpoint_error("http://:2379").unwrap().contains("no host"));
         assert!(

@@ -27,7 +27,12 @@ pub enum ClusterCommand {
     ///   $EDITOR cluster.json
     ///   deckhand cluster set --file cluster.json --if-revision N
     #[command(verbatim_doc_comment)]
-    Get,
+    Get {
+        /// Accepted for scripts that pass it to every command: the output
+        /// is JSON either way.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change fields of the cluster config: KEY=VALUE for each.
     ///
     /// KEY is a field of the cluster config; VALUE is JSON (a number, true,
@@ -205,7 +210,7 @@ pub async fn cluster(target: Target, cmd: ClusterCommand) -> Result<(), Failure>
     let key = store.keyspace().cluster_config();
     let stored = store.cluster_config_raw().await.map_err(Failure::failed)?;
     match cmd {
-        ClusterCommand::Get => {
+        ClusterCommand::Get { .. } => {
             let rev = stored.as_ref().map(|(_, r)| *r).unwrap_or(0);
             match &stored {
                 None => {

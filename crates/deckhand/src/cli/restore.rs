@@ -54,7 +54,7 @@ const LIVE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// says so and only starts what is stopped.
 ///
 /// Exit status: 0 restored (or already); 2 bad arguments (--members, an
-/// S3 key: not wired yet); 65 the snapshot is refused (damaged,
+/// S3 key without --s3-settings); 65 the snapshot is refused (damaged,
 /// truncated, not what its manifest says, another cluster's); 3 a voter
 /// still serves a cluster with a leader (pass --force to restore anyway);
 /// 78 the agent config cannot be used; 1 a step failed (printed, with

@@ -45,10 +45,14 @@ pub enum RoleCommand {
         #[arg(long, default_value_t = 180)]
         timeout: u64,
     },
-    /// Print a node's role key.
+    /// Print a node's role key (its stored JSON value).
     Get {
         /// Node id (/etc/machine-id) or hostname.
         node: String,
+        /// Accepted for scripts that pass it to every command: the output
+        /// is JSON either way.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -152,7 +156,7 @@ async fn run(
     let session = &mut session;
     let nodes = session.store.nodes().await?;
     match cmd {
-        RoleCommand::Get { node } => {
+        RoleCommand::Get { node, .. } => {
             let id = resolve(&nodes, &node)?;
             match nodes.get(&id).and_then(|k| k.role.as_ref()) {
                 Some((v, rev)) => {

@@ -200,12 +200,16 @@ pub(super) async fn render_json_line(session: &Session) -> Result<String> {
 
 async fn gather(session: &Session) -> Result<StatusJson> {
     let nodes = session.store.nodes().await?;
-    // Without a member list the report says so (no cluster section).
-    let members = session
-        .member_list(&nodes)
-        .await
-        .map(|(_, list)| list)
-        .unwrap_or_default();
+    // Without a member list the report has no voters; stderr says why.
+    let members = match session.member_list(&nodes).await {
+        Ok((_, list)) => list,
+        Err(e) => {
+            eprintln!(
+                "deckhand: warning: the member list could not be read, so no voter is shown: {e:#}"
+            );
+            Vec::new()
+        }
+    };
     let (health, leader) = voter_statuses(&members, session.target.tls()).await;
     let alarms = session.store.alarms().await.map_err(|e| format!("{e:#}"));
     let live = Live {
