@@ -73,6 +73,21 @@ pub fn sh_ok(node: &str, script: &str) -> Result<String> {
     Ok(out)
 }
 
+/// Runs `sh -c CMD` on `node`; returns (exit status, stdout, stderr).
+/// The status travels as a last `rc=N` line appended to stderr (the
+/// exec reports only success or failure); that line stays in the stderr
+/// returned.
+pub fn sh_rc(node: &str, cmd: &str) -> Result<(i32, String, String)> {
+    let (_, out, err) = sh(node, &format!("{cmd}; echo \"rc=$?\" >&2"))?;
+    let code = err
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("rc="))
+        .and_then(|r| r.trim().parse().ok())
+        .with_context(|| format!("no exit status of {cmd} on {node}: {err}"))?;
+    Ok((code, out, err))
+}
+
 /// `deckhand status --json` as seen from `node`.
 pub fn status(node: &str) -> Result<Value> {
     let out = sh_ok(node, "deckhand status --json")?;

@@ -48,18 +48,6 @@ fn manifests() -> Result<Vec<(String, Value)>> {
     Ok(out)
 }
 
-/// `cmd` on `node`: (exit status, stdout, stderr).
-fn rc(node: &str, cmd: &str) -> Result<(i32, String, String)> {
-    let (_, out, err) = sh(node, &format!("{cmd}; echo \"rc=$?\" >&2"))?;
-    let code = err
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|r| r.trim().parse().ok())
-        .with_context(|| format!("no exit status of {cmd} on {node}: {err}"))?;
-    Ok((code, out, err))
-}
-
 #[test]
 fn snapshots_are_taken_by_one_agent_and_verified() -> Result<()> {
     let _guard = ClusterGuard::shared()?;
@@ -75,7 +63,7 @@ fn snapshots_are_taken_by_one_agent_and_verified() -> Result<()> {
     // `backup now`, asked from a proxy node, is answered by the taker.
     let t = Instant::now();
     let out = wait_for("deckhand backup now to succeed", WAIT, || {
-        let (code, out, err) = rc("node5", "deckhand backup now --timeout 60")?;
+        let (code, out, err) = sh_rc("node5", "deckhand backup now --timeout 60")?;
         ensure!(code == 0, "backup now exited {code}: {out} {err}");
         Ok(Some(out))
     })?;
@@ -137,14 +125,14 @@ fn snapshots_are_taken_by_one_agent_and_verified() -> Result<()> {
     // then a flipped byte and a truncated copy, refused with status 65.
     let path = all[0].1["path"].as_str().context("a path")?.to_owned();
     let sha = all[0].1["sha256"].as_str().context("a sha256")?.to_owned();
-    let (code, out, err) = rc(taker, &format!("deckhand backup verify {path}"))?;
+    let (code, out, err) = sh_rc(taker, &format!("deckhand backup verify {path}"))?;
     ensure!(
         code == 0 && out.contains("as its manifest says"),
         "{code} {out} {err}"
     );
     let got = sh_ok(taker, &format!("sha256sum {path} | cut -d' ' -f1"))?;
     ensure!(got.trim() == sha, "sha256sum {got} vs manifest {sha}");
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         taker,
         &format!(
             "cp {path} /tmp/flipped.db && printf '\\377' | dd of=/tmp/flipped.db bs=1 seek=5000 conv=notrunc 2>/dev/null && deckhand backup verify /tmp/flipped.db"
@@ -154,7 +142,7 @@ fn snapshots_are_taken_by_one_agent_and_verified() -> Result<()> {
         code == 65 && err.contains("SHA-256 does not match"),
         "flipped: {code} {err}"
     );
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         taker,
         &format!("head -c 10000 {path} > /tmp/short.db && deckhand backup verify /tmp/short.db"),
     )?;
@@ -169,7 +157,7 @@ fn snapshots_are_taken_by_one_agent_and_verified() -> Result<()> {
     ensure!(list.contains(&path) && list.contains("last good"), "{list}");
     let table = sh_ok("node4", "deckhand status")?;
     ensure!(table.contains("backup: newest snapshot"), "{table}");
-    let (_, out, _) = rc("node1", "deckhand doctor --json")?;
+    let (_, out, _) = sh_rc("node1", "deckhand doctor --json")?;
     let v: Value = serde_json::from_str(&out).with_context(|| out.clone())?;
     let f = v["findings"]
         .as_array()

@@ -50,18 +50,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// `cmd` on `node`: (exit status, stdout, stderr).
-fn rc(node: &str, cmd: &str) -> Result<(i32, String, String)> {
-    let (_, out, err) = sh(node, &format!("{cmd}; echo \"rc=$?\" >&2"))?;
-    let code = err
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|r| r.trim().parse().ok())
-        .with_context(|| format!("no exit status of {cmd} on {node}: {err}"))?;
-    Ok((code, out, err))
-}
-
 fn active(node: &str, unit: &str) -> bool {
     sh(node, &format!("systemctl is-active {unit}"))
         .map(|(ok, out, _)| ok && out.trim() == "active")
@@ -146,7 +134,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
     ensure!(key_count("node4")? == KEYS, "{KEYS} keys written");
 
     // The backup, copied to every member node (their disks are lost below).
-    let (code, out, err) = rc("node5", "deckhand backup now --timeout 120")?;
+    let (code, out, err) = sh_rc("node5", "deckhand backup now --timeout 120")?;
     ensure!(code == 0, "backup now: {code} {out} {err}");
     eprintln!("[restore] {}", out.trim());
     let described = out
@@ -222,7 +210,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
     }
 
     // Bad input: refused, nothing stopped, nothing moved.
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         "node1",
         &format!(
             "cp {snap} /root/restore/{cid}/flipped.db && cp {snap}.json /root/restore/{cid}/flipped.db.json && printf '\\377' | dd of=/root/restore/{cid}/flipped.db bs=1 seek=9000 conv=notrunc 2>/dev/null && deckhand restore /root/restore/{cid}/flipped.db"
@@ -233,7 +221,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
         "flipped: {code} {err}"
     );
     let other = "0123456789abcdef0123456789abcdef";
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         "node1",
         &format!(
             "mkdir -p /root/restore/{other} && cp {snap} {snap}.json /root/restore/{other}/ && deckhand restore /root/restore/{other}/{file}"
@@ -243,7 +231,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
         code == 65 && err.contains("names deckhand cluster"),
         "another cluster's: {code} {err}"
     );
-    let (code, _, err) = rc("node1", "deckhand restore s3://bucket/key.db")?;
+    let (code, _, err) = sh_rc("node1", "deckhand restore s3://bucket/key.db")?;
     ensure!(
         code == 2 && err.contains("give --s3-settings FILE"),
         "s3: {code} {err}"
@@ -258,7 +246,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
     // The restore, on each member node.
     let t = Instant::now();
     for n in MEMBERS {
-        let (code, out, err) = rc(n, &format!("deckhand restore {snap}"))?;
+        let (code, out, err) = sh_rc(n, &format!("deckhand restore {snap}"))?;
         ensure!(code == 0, "restore on {n}: {code}\n{out}\n{err}");
         eprintln!("[restore] {n}:\n{}", out.trim());
     }
@@ -279,7 +267,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
     // node5's proxy may be restarting at this moment (its agent restarts it
     // when it sees the new cluster ID): read until it answers.
     wait_for("k777 through node5's localhost:2379", CONVERGE, || {
-        let (code, value, _) = rc("node5", "etcdctl get --print-value-only /e2e/restore/k777")?;
+        let (code, value, _) = sh_rc("node5", "etcdctl get --print-value-only /e2e/restore/k777")?;
         Ok((code == 0 && value.trim() == "value-777").then_some(()))
     })?;
     let revs: Vec<(String, i64)> = Vec::new();
@@ -313,7 +301,7 @@ fn a_cluster_that_lost_every_member_comes_back_from_a_snapshot() -> Result<()> {
         )
     };
     let before = state("node2")?;
-    let (code, out, err) = rc("node2", &format!("deckhand restore {snap}"))?;
+    let (code, out, err) = sh_rc("node2", &format!("deckhand restore {snap}"))?;
     ensure!(
         code == 0 && out.contains("already restored"),
         "rerun: {code} {out} {err}"

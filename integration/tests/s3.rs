@@ -404,18 +404,6 @@ impl Drop for Restore {
     }
 }
 
-/// `cmd` on `node`: (exit status, stdout, stderr).
-fn rc(node: &str, cmd: &str) -> Result<(i32, String, String)> {
-    let (_, out, err) = sh(node, &format!("{cmd}; echo \"rc=$?\" >&2"))?;
-    let code = err
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("rc="))
-        .and_then(|r| r.trim().parse().ok())
-        .with_context(|| format!("no exit status of {cmd} on {node}: {err}"))?;
-    Ok((code, out, err))
-}
-
 /// The taker's status document (`<prefix>/backup/status`).
 fn backup_status() -> Result<Value> {
     let out = sh_ok(
@@ -448,7 +436,7 @@ fn uploads_to_moto_on_the_harness_and_survive_an_outage() -> Result<()> {
         )?;
     }
     // A bad value is refused naming its key, and nothing is changed.
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         "node1",
         r#"deckhand cluster set 'backup={"s3":{"bucket":"Bad_Bucket","credentials_file":"/x"}}'"#,
     )?;
@@ -464,7 +452,7 @@ fn uploads_to_moto_on_the_harness_and_survive_an_outage() -> Result<()> {
     // `backup now`: the snapshot, then its object and manifest in the bucket.
     let t = Instant::now();
     let out = wait_for("deckhand backup now with an upload", WAIT, || {
-        let (code, out, err) = rc("node5", "deckhand backup now --timeout 120")?;
+        let (code, out, err) = sh_rc("node5", "deckhand backup now --timeout 120")?;
         ensure!(code == 0, "backup now exited {code}: {out} {err}");
         Ok(Some(out))
     })?;
@@ -503,12 +491,12 @@ fn uploads_to_moto_on_the_harness_and_survive_an_outage() -> Result<()> {
         list.contains(&format!("  {key}  revision")) && list.contains("s3: last uploaded"),
         "{list}"
     );
-    let (code, out, err) = rc("node4", &format!("deckhand backup verify {key}"))?;
+    let (code, out, err) = sh_rc("node4", &format!("deckhand backup verify {key}"))?;
     ensure!(
         code == 0 && out.contains("good") && out.contains("as its manifest says"),
         "{code} {out} {err}"
     );
-    let (code, _, err) = rc(
+    let (code, _, err) = sh_rc(
         "node4",
         &format!("deckhand backup verify e2e/{cluster_id}/20200101T000000Z-rev1.db"),
     )?;
